@@ -1,0 +1,183 @@
+//! Sign-in, registration and sign-out: server functions and the two public pages.
+
+use engine::accounts::{UserView, check_email, check_new_password};
+use leptos::form::ActionForm;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+use crate::components::FieldError;
+use crate::error::AppError;
+
+#[cfg(feature = "ssr")]
+pub mod server;
+
+/// The signed-in user, or `None`.
+#[server(prefix = "/rpc")]
+pub async fn current_user() -> Result<Option<UserView>, AppError> {
+    Ok(server::caller().await)
+}
+
+#[server(prefix = "/rpc")]
+pub async fn login(email: String, password: String, next: Option<String>) -> Result<(), AppError> {
+    server::login(email, password, next).await
+}
+
+#[server(prefix = "/rpc")]
+pub async fn register(email: String, password: String) -> Result<(), AppError> {
+    server::register(email, password).await
+}
+
+#[server(prefix = "/rpc")]
+pub async fn logout() -> Result<(), AppError> {
+    server::logout().await
+}
+
+/// Only same-site relative paths are followed after login (no open redirect).
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path.to_owned(),
+        _ => "/datasets".to_owned(),
+    }
+}
+
+/// An error passed back in the query string when the form was posted without JavaScript.
+fn query_error() -> Signal<Option<String>> {
+    let query = use_query_map();
+    Signal::derive(move || {
+        query.with(|q| {
+            q.get("error").map(|code| match code.as_str() {
+                "credentials" => "Invalid email or password.".to_owned(),
+                "rate" => "Too many failed attempts. Wait a few minutes and try again.".to_owned(),
+                "taken" => "This email is already registered. Log in instead.".to_owned(),
+                "invalid" => "Check the highlighted fields: use a valid email and at least 10 characters.".to_owned(),
+                _ => "Something went wrong. Try again.".to_owned(),
+            })
+        })
+    })
+}
+
+#[component]
+pub fn LoginPage() -> impl IntoView {
+    let action = ServerAction::<Login>::new();
+    let query = use_query_map();
+    let next = move || query.with(|q| q.get("next"));
+    let from_query = query_error();
+    let error = move || match action.value().get() {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => from_query.get(),
+    };
+    view! {
+        <Title text="Log in"/>
+        <main class="auth">
+            <div class="auth-card card">
+                <a class="brand" href="/login">
+                    <span class="brand-mark" aria-hidden="true">"◆"</span>
+                    " lora-pipeline"
+                </a>
+                <h1>"Log in"</h1>
+                <p class="muted">"Fine-tune open models on your own data."</p>
+                <ActionForm action=action attr:class="form" attr:novalidate=true>
+                    <input type="hidden" name="next" value=next/>
+                    <label for="email">"Email"</label>
+                    <input id="email" name="email" type="email" autocomplete="email" required autofocus/>
+                    <label for="password">"Password"</label>
+                    <input id="password" name="password" type="password" autocomplete="current-password" required/>
+                    {move || error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+                    <button type="submit" class="btn btn-primary" disabled=move || action.pending().get()>
+                        {move || if action.pending().get() { "Logging in…" } else { "Log in" }}
+                    </button>
+                </ActionForm>
+                <p class="muted small">"No account? " <a href="/register">"Create one"</a></p>
+            </div>
+        </main>
+    }
+}
+
+#[component]
+pub fn RegisterPage() -> impl IntoView {
+    let action = ServerAction::<Register>::new();
+    let (email, set_email) = signal(String::new());
+    let (password, set_password) = signal(String::new());
+    let from_query = query_error();
+    let server_error = move || match action.value().get() {
+        Some(Err(e)) => Some(e),
+        _ => None,
+    };
+    // The same rules as the server, checked as you type (after the first keystroke).
+    let email_error = move || {
+        let typed = email.get();
+        if typed.is_empty() {
+            return server_error().and_then(|e| e.field("email"));
+        }
+        check_email(&typed).err().or_else(|| server_error().and_then(|e| e.field("email")))
+    };
+    let password_error = move || {
+        let typed = password.get();
+        if typed.is_empty() {
+            return server_error().and_then(|e| e.field("password"));
+        }
+        check_new_password(&typed).err()
+    };
+    let form_error = move || match server_error() {
+        Some(AppError::Invalid { .. }) => None,
+        Some(e) => Some(e.to_string()),
+        None => from_query.get(),
+    };
+    view! {
+        <Title text="Create account"/>
+        <main class="auth">
+            <div class="auth-card card">
+                <a class="brand" href="/login">
+                    <span class="brand-mark" aria-hidden="true">"◆"</span>
+                    " lora-pipeline"
+                </a>
+                <h1>"Create your account"</h1>
+                <p class="muted">"Upload a dataset, see the cost up front, train a LoRA adapter."</p>
+                <ActionForm action=action attr:class="form" attr:novalidate=true>
+                    <label for="email">"Email"</label>
+                    <input
+                        id="email"
+                        name="email"
+                        type="email"
+                        autocomplete="email"
+                        required
+                        autofocus
+                        aria-describedby="email-error"
+                        on:input=move |ev| set_email.set(event_target_value(&ev))
+                    />
+                    <FieldError id="email-error" message=Signal::derive(email_error)/>
+                    <label for="password">"Password"</label>
+                    <input
+                        id="password"
+                        name="password"
+                        type="password"
+                        autocomplete="new-password"
+                        required
+                        minlength="10"
+                        aria-describedby="password-error password-hint"
+                        on:input=move |ev| set_password.set(event_target_value(&ev))
+                    />
+                    <p id="password-hint" class="hint">"At least 10 characters."</p>
+                    <FieldError id="password-error" message=Signal::derive(password_error)/>
+                    {move || form_error().map(|e| view! { <p class="form-error" role="alert">{e}</p> })}
+                    <button type="submit" class="btn btn-primary" disabled=move || action.pending().get()>
+                        {move || if action.pending().get() { "Creating account…" } else { "Create account" }}
+                    </button>
+                </ActionForm>
+                <p class="muted small">"Already registered? " <a href="/login">"Log in"</a></p>
+            </div>
+        </main>
+    }
+}
+
+/// The sign-out button in the navigation (a form, so it works without JavaScript).
+#[component]
+pub fn LogoutButton() -> impl IntoView {
+    let action = ServerAction::<Logout>::new();
+    view! {
+        <ActionForm action=action attr:class="logout-form">
+            <button type="submit" class="btn btn-ghost btn-small">"Log out"</button>
+        </ActionForm>
+    }
+}

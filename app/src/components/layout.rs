@@ -1,0 +1,79 @@
+//! The signed-in layout: navigation to the five sections, the notifications bell, the account
+//! menu, and the page outlet.
+
+use leptos::prelude::*;
+use leptos_router::components::{A, Outlet};
+use leptos_router::hooks::use_location;
+
+use crate::accounts::{LogoutButton, current_user};
+use crate::notifications::unread_count;
+
+const SECTIONS: [(&str, &str, &str); 5] = [
+    ("/datasets", "Datasets", "▤"),
+    ("/train", "Train", "▶"),
+    ("/jobs", "Jobs", "◷"),
+    ("/models", "Models", "◆"),
+    ("/costs", "Costs", "$"),
+];
+
+#[component]
+pub fn AppLayout() -> impl IntoView {
+    let user = Resource::new(|| (), |_| current_user());
+    let unread = Resource::new(|| (), |_| unread_count());
+    let location = use_location();
+    view! {
+        <div class="app">
+            <a class="skip-link" href="#main">"Skip to content"</a>
+            <header class="topbar">
+                <a class="brand" href="/datasets">
+                    <span class="brand-mark" aria-hidden="true">"◆"</span>
+                    " lora-pipeline"
+                </a>
+                <nav class="nav" aria-label="Sections">
+                    {SECTIONS
+                        .into_iter()
+                        .map(|(href, label, icon)| {
+                            let current = move || location.pathname.get().starts_with(href);
+                            view! {
+                                <A href=href attr:class="nav-link" attr:aria-current=move || current().then_some("page")>
+                                    <span class="nav-icon" aria-hidden="true">{icon}</span>
+                                    {label}
+                                </A>
+                            }
+                        })
+                        .collect_view()}
+                </nav>
+                <div class="topbar-end">
+                    <Suspense fallback=|| view! { <span class="bell" aria-busy="true">"🔔"</span> }>
+                        {move || {
+                            let count = unread.get().and_then(Result::ok).unwrap_or(0);
+                            let label = if count == 0 {
+                                "Notifications, none unread".to_owned()
+                            } else {
+                                format!("Notifications, {count} unread")
+                            };
+                            view! {
+                                <A href="/notifications" attr:class="bell" attr:aria-label=label>
+                                    <span aria-hidden="true">"🔔"</span>
+                                    {(count > 0).then(|| view! { <span class="badge-count">{count}</span> })}
+                                </A>
+                            }
+                        }}
+                    </Suspense>
+                    <Suspense fallback=|| ()>
+                        {move || {
+                            user.get()
+                                .and_then(Result::ok)
+                                .flatten()
+                                .map(|u| view! { <span class="account" title=u.email.clone()>{u.email.clone()}</span> })
+                        }}
+                    </Suspense>
+                    <LogoutButton/>
+                </div>
+            </header>
+            <main id="main" class="content">
+                <Outlet/>
+            </main>
+        </div>
+    }
+}

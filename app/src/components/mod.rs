@@ -1,0 +1,92 @@
+//! Building blocks shared by the pages.
+
+pub mod layout;
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+/// A field's error message (or nothing), linked to its input by `id` for screen readers.
+#[component]
+pub fn FieldError(#[prop(into)] id: String, message: Signal<Option<String>>) -> impl IntoView {
+    view! {
+        <p id=id class="field-error" role="status" aria-live="polite">
+            {move || message.get().unwrap_or_default()}
+        </p>
+    }
+}
+
+/// Title, one-line description and an optional primary action, at the top of every page.
+#[component]
+pub fn PageHeader(
+    #[prop(into)] title: String,
+    #[prop(into)] description: String,
+    #[prop(optional)] children: Option<Children>,
+) -> impl IntoView {
+    view! {
+        <Title text=title.clone()/>
+        <header class="page-header">
+            <div>
+                <h1>{title}</h1>
+                <p class="muted">{description}</p>
+            </div>
+            <div class="page-actions">{children.map(|c| c())}</div>
+        </header>
+    }
+}
+
+/// What an empty list looks like: what is missing and what to do next.
+#[component]
+pub fn EmptyState(
+    #[prop(into)] icon: String,
+    #[prop(into)] title: String,
+    #[prop(optional)] children: Option<Children>,
+) -> impl IntoView {
+    view! {
+        <section class="empty card">
+            <div class="empty-icon" aria-hidden="true">{icon}</div>
+            <h2>{title}</h2>
+            <div class="muted">{children.map(|c| c())}</div>
+        </section>
+    }
+}
+
+/// An error box with a retry button.
+#[component]
+pub fn ErrorState(#[prop(into)] message: String, retry: Callback<()>) -> impl IntoView {
+    view! {
+        <section class="error-state card" role="alert">
+            <p>{message}</p>
+            <button class="btn" on:click=move |_| retry.run(())>"Try again"</button>
+        </section>
+    }
+}
+
+/// A placeholder while data loads (shape only, no fake numbers).
+#[component]
+pub fn Skeleton(#[prop(default = 3)] rows: usize) -> impl IntoView {
+    view! {
+        <div class="skeleton" aria-busy="true" aria-label="Loading">
+            {(0..rows).map(|_| view! { <div class="skeleton-row"></div> }).collect_view()}
+        </div>
+    }
+}
+
+#[component]
+pub fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(axum::http::StatusCode::NOT_FOUND);
+        }
+    }
+    view! {
+        <Title text="Not found"/>
+        <main class="auth">
+            <div class="auth-card card">
+                <h1>"Page not found"</h1>
+                <p class="muted">"There is nothing at this address."</p>
+                <a class="btn btn-primary" href="/datasets">"Go to your datasets"</a>
+            </div>
+        </main>
+    }
+}

@@ -1,0 +1,59 @@
+//! The error type of every server function: what the UI can show, never internals.
+
+use std::collections::BTreeMap;
+
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum AppError {
+    /// Some fields broke a rule: shown beside each field.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        fields: BTreeMap<String, String>,
+    },
+    #[error("Your session has ended. Log in again.")]
+    Unauthorized,
+    #[error("Not found.")]
+    NotFound,
+    #[error("Too many attempts. Try again in {0} seconds.")]
+    RateLimited(u64),
+    #[error("Something went wrong on our side. Try again in a moment.")]
+    Internal,
+    /// The request never got a proper answer (network down, server restarting).
+    #[error("Could not reach the server ({0}). Check your connection and try again.")]
+    Transport(String),
+}
+
+impl AppError {
+    pub fn field(&self, name: &str) -> Option<String> {
+        match self {
+            Self::Invalid { fields, .. } => fields.get(name).cloned(),
+            _ => None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>, fields: engine::validation::FieldErrors) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            fields: fields.0,
+        }
+    }
+
+    /// Logs the cause and returns the generic message.
+    #[cfg(feature = "ssr")]
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "server function failed");
+        Self::Internal
+    }
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        Self::Transport(value.to_string())
+    }
+}

@@ -1,0 +1,70 @@
+//! The lora-pipeline UI: the HTML shell, the routes, and one module per capability (pages plus
+//! the server functions they call). Server-function bodies run on the server (`ssr`) and call
+//! into the engine; in the browser (`hydrate`) they are HTTP calls.
+
+pub mod accounts;
+pub mod components;
+pub mod costs;
+pub mod datasets;
+pub mod error;
+pub mod jobs;
+pub mod models;
+pub mod notifications;
+pub mod training;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::components::{ParentRoute, Route, Router, Routes};
+use leptos_router::{SsrMode, path};
+
+use crate::accounts::{LoginPage, RegisterPage};
+use crate::components::layout::AppLayout;
+use crate::components::NotFound;
+
+/// The HTML document around the app (server side only).
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="light dark"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Pages render completely on the server (SsrMode::Async) so they read without JavaScript.
+    view! {
+        <Stylesheet id="leptos" href="/pkg/lora-pipeline.css"/>
+        <Title formatter=|page: String| format!("{page} · lora-pipeline")/>
+        <Router>
+            <Routes fallback=NotFound>
+                <Route path=path!("/login") view=LoginPage ssr=SsrMode::Async/>
+                <Route path=path!("/register") view=RegisterPage ssr=SsrMode::Async/>
+                <ParentRoute path=path!("") view=AppLayout ssr=SsrMode::Async>
+                    <Route path=path!("/datasets") view=datasets::DatasetsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/train") view=training::TrainPage ssr=SsrMode::Async/>
+                    <Route path=path!("/jobs") view=jobs::JobsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/models") view=models::ModelsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/costs") view=costs::CostsPage ssr=SsrMode::Async/>
+                    <Route
+                        path=path!("/notifications")
+                        view=notifications::NotificationsPage
+                        ssr=SsrMode::Async
+                    />
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}

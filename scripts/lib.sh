@@ -1,0 +1,78 @@
+# Shared by scripts/run and scripts/test: idempotent installation of every tool the build needs,
+# and the build itself. Sourced, not executed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${LORA_CACHE_DIR:-$HOME/.cache/lora-pipeline}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+export PATH="$HOME/.cargo/bin:$CACHE/npm/node_modules/.bin:$PATH"
+WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")"
+BINARYEN_VERSION="132.0.0"
+PLAYWRIGHT_VERSION="1.65.1"
+SITE="$ROOT/target/site"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+install_apt() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+install_rust_tools() {
+  if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust (rustup) first" >&2; exit 1
+  fi
+  rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown \
+    || { log "rustup target add wasm32-unknown-unknown"; rustup target add wasm32-unknown-unknown; }
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+    log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (matches Cargo.lock)"
+    # Its own lockfile pins a webpki-roots that the registry no longer serves: when the plain
+    # locked install fails, relock that one crate in the downloaded source and install from there.
+    if ! cargo install --quiet wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked 2>/dev/null; then
+      local crate src="$CACHE/src/wasm-bindgen-cli-$WASM_BINDGEN_VERSION"
+      crate="$(ls "$HOME"/.cargo/registry/cache/*/wasm-bindgen-cli-"$WASM_BINDGEN_VERSION".crate | head -1)"
+      mkdir -p "$CACHE/src"
+      rm -rf "$src"
+      tar -xzf "$crate" -C "$CACHE/src"
+      (cd "$src" && cargo update --quiet -p webpki-roots --precise 1.0.10 \
+        && cargo install --quiet --path . --locked)
+    fi
+  fi
+}
+
+install_npm_tools() {
+  mkdir -p "$CACHE/npm"
+  if [ "$(cat "$CACHE/npm/.installed" 2>/dev/null)" != "binaryen@$BINARYEN_VERSION" ]; then
+    log "npm install binaryen@$BINARYEN_VERSION (wasm-opt)"
+    (cd "$CACHE/npm" && [ -f package.json ] || echo '{"private":true}' > "$CACHE/npm/package.json"
+     cd "$CACHE/npm" && npm install --silent --no-audit --no-fund "binaryen@$BINARYEN_VERSION")
+    echo "binaryen@$BINARYEN_VERSION" > "$CACHE/npm/.installed"
+  fi
+}
+
+# Builds the hydrate WASM + JS + CSS + public files into target/site (what the binary embeds).
+build_site() {
+  log "building the site (WASM, JS, CSS)"
+  mkdir -p "$SITE/pkg"
+  (cd "$ROOT" && cargo build --quiet -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release)
+  local wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/frontend.wasm"
+  local stage="$CACHE/site-stage"
+  rm -rf "$stage"; mkdir -p "$stage"
+  wasm-bindgen --target web --no-typescript --out-dir "$stage" --out-name lora-pipeline "$wasm"
+  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals "$stage/lora-pipeline_bg.wasm" -o "$stage/lora-pipeline_bg.wasm"
+  # Copy only what changed, so the embedding crate is not rebuilt needlessly.
+  for f in lora-pipeline.js lora-pipeline_bg.wasm; do
+    cmp -s "$stage/$f" "$SITE/pkg/$f" || cp "$stage/$f" "$SITE/pkg/$f"
+  done
+  cmp -s "$ROOT/style/main.css" "$SITE/pkg/lora-pipeline.css" || cp "$ROOT/style/main.css" "$SITE/pkg/lora-pipeline.css"
+  cp -ru "$ROOT/public/." "$SITE/"
+}

@@ -1,0 +1,161 @@
+//! The `lora-pipeline` command line: `serve`, `migrate`, `user create|list|disable`.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use engine::accounts::{Credentials, store};
+
+use crate::settings::{self, LogFormat, Settings};
+use crate::startup::{Application, shutdown_signal};
+use crate::{database, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "lora-pipeline", version, about = "Self-hosted LoRA fine-tuning platform")]
+pub struct Cli {
+    /// PostgreSQL URL. Unset: a private cluster managed inside DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where the managed database and local files live.
+    #[arg(long, env = "DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log lines as text or JSON.
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the web application (and, without DATABASE_URL, its database).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
+        bind: String,
+        /// How browsers and GPU workers reach this server, e.g. https://lora.example.com.
+        /// Defaults to http://<bind address>.
+        #[arg(long, env = "PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage accounts from the shell.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Create an account. The password is read from the first line of standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+    /// List accounts.
+    List,
+    /// Disable an account and end its sessions.
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let bind = match &cli.command {
+        Command::Serve { bind, .. } => bind.clone(),
+        _ => "127.0.0.1:0".into(),
+    };
+    let bind = settings::parse_bind(&bind)?;
+    let public_url = match &cli.command {
+        Command::Serve { public_url, .. } => public_url.clone(),
+        _ => None,
+    };
+    let settings = Settings {
+        database: settings::parse_database_url(cli.database_url.as_deref())?,
+        data_dir: cli.data_dir.clone().unwrap_or_else(settings::default_data_dir),
+        public_url: settings::parse_public_url(public_url.as_deref(), bind)?,
+        bind,
+        log_format: cli.log_format,
+    };
+
+    match cli.command {
+        Command::Serve { .. } => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let (db, managed) = database::open_for_command(&settings).await?;
+            let result = db.migrate().await.context("applying migrations");
+            db.close().await;
+            if let Some(managed) = managed {
+                managed.stop().await?;
+            }
+            result?;
+            println!("migrations are up to date");
+            Ok(())
+        }
+        Command::User { action } => {
+            let (db, managed) = database::open_for_command(&settings).await?;
+            let result = async {
+                db.migrate().await.context("applying migrations")?;
+                user_command(&db, action).await
+            }
+            .await;
+            db.close().await;
+            if let Some(managed) = managed {
+                managed.stop().await?;
+            }
+            result
+        }
+    }
+}
+
+async fn user_command(db: &engine::db::Db, action: UserAction) -> anyhow::Result<()> {
+    match action {
+        UserAction::Create { email } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            match store::register(db, &Credentials { email, password }).await {
+                Ok(user) => {
+                    println!("created {} ({})", user.email, user.id);
+                    Ok(())
+                }
+                Err(store::RegisterError::Invalid(fields)) => bail!("{fields}"),
+                Err(store::RegisterError::EmailTaken) => bail!("an account with this email already exists"),
+                Err(e) => Err(e.into()),
+            }
+        }
+        UserAction::List => {
+            let accounts = store::list_accounts(db).await?;
+            if accounts.is_empty() {
+                println!("no accounts yet: create one with `lora-pipeline user create --email you@example.com`");
+            }
+            for a in accounts {
+                let state = match a.disabled_at {
+                    Some(at) => format!("disabled {}", at.format("%Y-%m-%d %H:%M")),
+                    None => "active".into(),
+                };
+                println!("{}\t{}\t{}\tcreated {}", a.id, a.email, state, a.created_at.format("%Y-%m-%d %H:%M"));
+            }
+            Ok(())
+        }
+        UserAction::Disable { email } => {
+            if store::disable_account(db, &email).await? {
+                println!("disabled {email}; its sessions have ended");
+                Ok(())
+            } else {
+                bail!("no active account with email {email}")
+            }
+        }
+    }
+}

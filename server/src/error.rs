@@ -1,0 +1,134 @@
+//! The one error type of the REST API, and how each variant looks on the wire.
+//!
+//! Body: `{"error": "<short message>", "details": …}` with a proper status. Internal errors are
+//! logged with their cause and answered with a generic message: no SQL, no internals.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use engine::accounts::store::{LoginError, RegisterError, TokenError};
+use engine::validation::FieldErrors;
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the input broke a rule; `details.fields` says which field and why.
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    /// 400: the body could not be read as the expected JSON.
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    /// 401: no valid session or token.
+    #[error("authentication required")]
+    Unauthorized,
+    /// 401: login with unknown email or wrong password (deliberately not saying which).
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// 403: a state-changing request from another origin, or without one.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such resource — also for other tenants' ids, so ids leak nothing.
+    #[error("not found")]
+    NotFound,
+    /// 409: the request conflicts with existing state (e.g. duplicate email).
+    #[error("{message}")]
+    Conflict { message: String, fields: FieldErrors },
+    /// 429: too many attempts.
+    #[error("too many attempts; try again in {retry_after_s} seconds")]
+    RateLimited { retry_after_s: u64 },
+    /// 500: our fault; the cause is logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (error, details): (String, Value) = match &self {
+            Self::Validation(fields) => ("validation failed".into(), json!({ "fields": fields })),
+            Self::BadRequest(reason) => ("malformed request".into(), json!(reason)),
+            Self::Conflict { message, fields } => (message.clone(), json!({ "fields": fields })),
+            Self::RateLimited { retry_after_s } => {
+                (self.to_string(), json!({ "retry_after_seconds": retry_after_s }))
+            }
+            Self::Internal(cause) => {
+                tracing::error!(error = ?cause, "request failed");
+                ("internal error".into(), json!("something went wrong on our side; try again later"))
+            }
+            other => (other.to_string(), Value::Null),
+        };
+        let mut response = (status, Json(json!({ "error": error, "details": details }))).into_response();
+        if let Self::RateLimited { retry_after_s } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_s.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(error: RegisterError) -> Self {
+        match error {
+            RegisterError::Invalid(fields) => Self::Validation(fields),
+            RegisterError::EmailTaken => Self::Conflict {
+                message: "an account with this email already exists".into(),
+                fields: FieldErrors::single("email", "This email is already registered. Log in instead."),
+            },
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(error: LoginError) -> Self {
+        match error {
+            LoginError::InvalidCredentials => Self::InvalidCredentials,
+            LoginError::RateLimited { retry_after_s } => Self::RateLimited { retry_after_s },
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::Invalid(fields) => Self::Validation(fields),
+            TokenError::Db(e) => e.into(),
+        }
+    }
+}
+
+/// The success envelope: `{"success": true, "data": …}`.
+pub fn ok<T: serde::Serialize>(data: T) -> Json<Value> {
+    Json(json!({ "success": true, "data": data }))
+}

@@ -1,0 +1,13 @@
+//! The HTTP shell of lora-pipeline: settings, the axum router (Leptos pages, REST API,
+//! operations endpoints), auth middleware, embedded site assets, and the CLI commands.
+
+pub mod assets;
+pub mod auth;
+pub mod cli;
+pub mod database;
+pub mod error;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,35 @@
+//! `/healthz` (the process is up) and `/readyz` (the database answers and its schema is current).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::state::AppState;
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = state.db.ping().await;
+    let migrations = state.db.migrations_current().await;
+    match (database, migrations) {
+        (Ok(()), Ok(true)) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "database": "ok", "migrations": "current" })),
+        ),
+        (Ok(()), Ok(false)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "database": "ok", "migrations": "pending: run `lora-pipeline migrate`" })),
+        ),
+        (db, mig) => {
+            tracing::warn!(database = ?db.err(), migrations = ?mig.err(), "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "not ready", "database": "unreachable" })),
+            )
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! REST API routes (DESIGN §6.1) and operations endpoints.
+
+pub mod accounts;
+pub mod health;
+pub mod tokens;
+
+use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::JsonRejection;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// `Json<T>` whose rejections use our error envelope (400 with the reason).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::BadRequest(match rejection {
+                JsonRejection::MissingJsonContentType(_) => {
+                    "send a JSON body with Content-Type: application/json".into()
+                }
+                other => other.body_text(),
+            })),
+        }
+    }
+}
+
+/// Unknown `/api/...` paths answer in the API's envelope, not with an HTML page.
+pub async fn api_not_found() -> ApiError {
+    ApiError::NotFound
+}

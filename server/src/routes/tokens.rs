@@ -1,0 +1,45 @@
+//! `/api/tokens`: API tokens for scripts (`Authorization: Bearer …`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use engine::accounts::store;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::ApiJson;
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ok};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct NewToken {
+    name: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(body): ApiJson<NewToken>,
+) -> Result<impl IntoResponse, ApiError> {
+    let created = store::create_token(&state.db, user.id, &body.name).await?;
+    Ok((StatusCode::CREATED, ok(created)))
+}
+
+pub async fn list(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Result<impl IntoResponse, ApiError> {
+    Ok(ok(store::list_tokens(&state.db, user.id).await?))
+}
+
+/// Another user's token id answers 404, exactly like a token that never existed.
+pub async fn revoke(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    if store::revoke_token(&state.db, user.id, id).await? {
+        Ok(ok(serde_json::json!({ "revoked": id })))
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

@@ -1,0 +1,143 @@
+//! Typed settings from flags, environment and `.env`, validated at start with messages that say
+//! what to fix.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+use url::Url;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Which PostgreSQL to use.
+#[derive(Debug, Clone)]
+pub enum DatabaseSettings {
+    /// A server the operator runs (DATABASE_URL); we manage nothing.
+    External(PgConnectOptions),
+    /// Our own cluster inside DATA_DIR.
+    Managed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    /// How browsers and GPU workers reach us (origin checks, cookies, signed URLs).
+    pub public_url: Url,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+/// The default DATA_DIR: /var/lib/lora-pipeline as root (the postgres user must be able to
+/// reach it), else the XDG data directory.
+pub fn default_data_dir() -> PathBuf {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if root {
+        return PathBuf::from("/var/lib/lora-pipeline");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("lora-pipeline");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/lora-pipeline"),
+        None => PathBuf::from("lora-data"),
+    }
+}
+
+pub fn parse_database_url(url: Option<&str>) -> Result<DatabaseSettings, SettingsError> {
+    match url.map(str::trim).filter(|u| !u.is_empty()) {
+        None => Ok(DatabaseSettings::Managed),
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(SettingsError(
+                    "DATABASE_URL must be a PostgreSQL URL such as postgres://user:password@host:5432/dbname \
+                     (or leave it unset to use the managed local database)"
+                        .into(),
+                ));
+            }
+            PgConnectOptions::from_str(url)
+                .map(DatabaseSettings::External)
+                .map_err(|e| SettingsError(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))
+        }
+    }
+}
+
+pub fn parse_bind(bind: &str) -> Result<SocketAddr, SettingsError> {
+    bind.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            SettingsError(format!(
+                "BIND_ADDR must be host:port, such as 127.0.0.1:3000 or 0.0.0.0:8080 (got '{bind}')"
+            ))
+        })
+}
+
+/// PUBLIC_URL, or the bind address when unset. Must be an absolute http(s) origin.
+pub fn parse_public_url(public_url: Option<&str>, bind: SocketAddr) -> Result<Url, SettingsError> {
+    let raw = match public_url.map(str::trim).filter(|u| !u.is_empty()) {
+        Some(url) => url.to_owned(),
+        None => {
+            let host = if bind.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                bind.ip().to_string()
+            };
+            return Url::parse(&format!("http://{host}:{}", bind.port()))
+                .map_err(|e| SettingsError(format!("cannot derive PUBLIC_URL from BIND_ADDR: {e}")));
+        }
+    };
+    let url = Url::parse(&raw).map_err(|e| {
+        SettingsError(format!(
+            "PUBLIC_URL must be an absolute URL such as https://lora.example.com (got '{raw}': {e})"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(SettingsError(format!(
+            "PUBLIC_URL must start with http:// or https:// and name a host (got '{raw}')"
+        )));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(SettingsError(format!(
+            "PUBLIC_URL must be an origin without a path, such as https://lora.example.com (got '{raw}')"
+        )));
+    }
+    Ok(url)
+}
+
+impl Settings {
+    /// The origin browsers send in the `Origin` header for our pages, e.g. `http://127.0.0.1:3000`.
+    pub fn public_origin(&self) -> String {
+        self.public_url.origin().ascii_serialization()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_with_helpful_messages() {
+        assert!(matches!(parse_database_url(None), Ok(DatabaseSettings::Managed)));
+        assert!(parse_database_url(Some("mysql://x")).unwrap_err().0.contains("PostgreSQL URL"));
+        assert!(parse_bind("nonsense").unwrap_err().0.contains("host:port"));
+        let bind = parse_bind("0.0.0.0:8080").unwrap();
+        assert_eq!(parse_public_url(None, bind).unwrap().as_str(), "http://127.0.0.1:8080/");
+        assert!(parse_public_url(Some("ftp://x"), bind).is_err());
+        assert!(parse_public_url(Some("https://x.com/app"), bind).unwrap_err().0.contains("without a path"));
+        assert!(parse_public_url(Some("https://lora.example.com"), bind).is_ok());
+    }
+}

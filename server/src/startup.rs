@@ -1,0 +1,214 @@
+//! Builds the application (router, state, database) and runs it until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use app::{App, shell};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+use engine::accounts::web::SessionCookie;
+use engine::db::Db;
+use engine::db::managed::ManagedPostgres;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::routes::{self, accounts, health, tokens};
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::{assets, auth, database};
+
+/// Runtime Leptos options (Leptos.toml), compiled in so the binary needs no source tree.
+const LEPTOS_TOML: &str = include_str!("../../Leptos.toml");
+
+pub fn leptos_options(settings: &Settings) -> anyhow::Result<LeptosOptions> {
+    let mut options = leptos::config::get_config_from_str(LEPTOS_TOML).context("Leptos.toml is invalid")?;
+    options.site_addr = settings.bind;
+    Ok(options)
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    db: Db,
+    managed: Option<ManagedPostgres>,
+}
+
+impl Application {
+    /// Opens the database, applies migrations and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (db, managed) = database::open_for_serve(&settings).await?;
+        match Self::assemble(settings, db.clone()).await {
+            Ok((listener, router)) => Ok(Self {
+                listener,
+                router,
+                db,
+                managed,
+            }),
+            Err(e) => {
+                db.close().await;
+                if let Some(managed) = managed {
+                    let _ = managed.stop().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn assemble(settings: Settings, db: Db) -> anyhow::Result<(TcpListener, Router)> {
+        db.migrate().await.context("applying database migrations")?;
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} (BIND_ADDR)", settings.bind))?;
+        let mut settings = settings;
+        let local = listener.local_addr()?;
+        if settings.bind.port() == 0 {
+            // Tests bind port 0: the public URL follows the port we actually got.
+            settings.bind = local;
+            settings.public_url = crate::settings::parse_public_url(None, local)?;
+        }
+        let leptos_options = leptos_options(&settings)?;
+        let origin = settings.public_origin();
+        let mut allowed = vec![origin.clone()];
+        // Loopback aliases of the same port are the same site for a locally run instance.
+        if let Some(port) = settings.public_url.port_or_known_default() {
+            for host in ["127.0.0.1", "localhost"] {
+                let alias = format!("{}://{host}:{port}", settings.public_url.scheme());
+                if settings.public_url.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost")
+                    && !allowed.contains(&alias)
+                {
+                    allowed.push(alias);
+                }
+            }
+        }
+        let state = AppState {
+            db,
+            cookie: SessionCookie {
+                secure: settings.public_url.scheme() == "https",
+            },
+            settings: Arc::new(settings),
+            leptos_options,
+            allowed_origins: Arc::new(allowed),
+        };
+        Ok((listener, router(state)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` resolves, lets in-flight requests finish, then closes the pool
+    /// and stops the managed database.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, "listening");
+        let served = axum::serve(
+            self.listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        self.db.close().await;
+        if let Some(managed) = self.managed {
+            managed.stop().await?;
+        }
+        served.context("HTTP server failed")
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/auth/register", post(accounts::register))
+        .route("/api/auth/login", post(accounts::login))
+        .route("/api/auth/logout", post(accounts::logout))
+        .route("/api/auth/me", get(accounts::me))
+        .route("/api/tokens", post(tokens::create).get(tokens::list))
+        .route("/api/tokens/{id}", delete(tokens::revoke))
+        .route("/api/{*rest}", any(routes::api_not_found))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+
+    let context = {
+        let db = state.db.clone();
+        let cookie = state.cookie;
+        move || {
+            provide_context(db.clone());
+            provide_context(cookie);
+        }
+    };
+    let pages = Router::new()
+        .leptos_routes_with_context(&state, generate_route_list(App), context.clone(), {
+            let options = state.leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(assets_or_not_found)
+        .layer(middleware::from_fn(auth::guard_pages));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    api.merge(pages)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::resolve_caller))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Embedded site files, else the app's own 404 page (with status 404).
+async fn assets_or_not_found(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(file) = assets::file(request.uri(), request.headers()) {
+        return file;
+    }
+    let options = state.leptos_options.clone();
+    let db = state.db.clone();
+    let cookie = state.cookie;
+    let handler = leptos_axum::render_app_to_stream_with_context(
+        move || {
+            provide_context(db.clone());
+            provide_context(cookie);
+        },
+        move || shell(options.clone()),
+    );
+    let mut response = handler(request).await.into_response();
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
+    response
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,32 @@
+//! Shared state of the HTTP server; handlers take the parts they need via `FromRef`.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use engine::accounts::web::SessionCookie;
+use engine::db::Db;
+use leptos::config::LeptosOptions;
+
+use crate::settings::Settings;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub leptos_options: LeptosOptions,
+    pub cookie: SessionCookie,
+    /// Origins allowed to make state-changing browser requests.
+    pub allowed_origins: Arc<Vec<String>>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+impl FromRef<AppState> for Db {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}

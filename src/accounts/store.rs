@@ -1,0 +1,349 @@
+//! Accounts in Postgres: users, browser sessions, API tokens and the login rate limit.
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use super::password::{self, PasswordError};
+use super::tokens;
+use super::{ApiTokenView, CreatedApiToken, Credentials, UserView, check_registration, check_token_name, normalize_email};
+use crate::db::Db;
+use crate::validation::FieldErrors;
+
+/// How long a browser session lives without use.
+pub const SESSION_TTL: Duration = Duration::days(14);
+/// Failed logins allowed per email (and, ten times as many, per address) in [`LOGIN_WINDOW`].
+pub const LOGIN_MAX_FAILURES: i64 = 5;
+pub const LOGIN_WINDOW: Duration = Duration::minutes(15);
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    display_name: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for UserView {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id,
+            email: row.email,
+            display_name: row.display_name,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: Uuid,
+    name: String,
+    token_prefix: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<TokenRow> for ApiTokenView {
+    fn from(row: TokenRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            token_prefix: row.token_prefix,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("invalid registration: {0}")]
+    Invalid(FieldErrors),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("database error while registering: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("too many failed logins; try again in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("database error while logging in: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("invalid token: {0}")]
+    Invalid(FieldErrors),
+    #[error("database error on API tokens: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Creates an account (also used by `lora-pipeline user create`).
+pub async fn register(db: &Db, credentials: &Credentials) -> Result<UserView, RegisterError> {
+    check_registration(credentials).map_err(RegisterError::Invalid)?;
+    let email = normalize_email(&credentials.email);
+    let hash = password::hash(credentials.password.clone()).await?;
+    let mut tx = db.system().await?;
+    let inserted = sqlx::query_as::<_, UserRow>(
+        "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id, email, display_name, created_at",
+    )
+    .bind(&email)
+    .bind(&hash)
+    .fetch_one(&mut *tx)
+    .await;
+    let user = match inserted {
+        Ok(row) => row,
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("users_email_key") => {
+            return Err(RegisterError::EmailTaken);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tx.commit().await?;
+    Ok(user.into())
+}
+
+/// Checks credentials, counting failures for the rate limit. `client` identifies the caller's
+/// address for the per-address limit.
+pub async fn authenticate(db: &Db, email: &str, password: &str, client: &str) -> Result<UserView, LoginError> {
+    let email = normalize_email(email);
+    let mut tx = db.system().await?;
+    let since = Utc::now() - LOGIN_WINDOW;
+    let (by_email, by_client, oldest): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE email = $1),
+                count(*) FILTER (WHERE ip = $2),
+                min(attempted_at) FILTER (WHERE email = $1 OR ip = $2)
+           FROM login_attempts
+          WHERE attempted_at > $3 AND (email = $1 OR ip = $2)",
+    )
+    .bind(&email)
+    .bind(client)
+    .bind(since)
+    .fetch_one(&mut *tx)
+    .await?;
+    if by_email >= LOGIN_MAX_FAILURES || by_client >= LOGIN_MAX_FAILURES * 10 {
+        let retry_at = oldest.unwrap_or_else(Utc::now) + LOGIN_WINDOW;
+        let retry_after_s = (retry_at - Utc::now()).num_seconds().max(1) as u64;
+        return Err(LoginError::RateLimited { retry_after_s });
+    }
+
+    let found: Option<(Uuid, String, String, Option<String>, DateTime<Utc>, bool)> = sqlx::query_as(
+        "SELECT id, email, password_hash, display_name, created_at, disabled_at IS NOT NULL
+           FROM users WHERE email = $1",
+    )
+    .bind(&email)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let stored = found.as_ref().map(|f| f.2.clone());
+    let password_ok = password::verify(password.to_owned(), stored).await?;
+    match found {
+        Some((id, email, _, display_name, created_at, false)) if password_ok => {
+            sqlx::query("DELETE FROM login_attempts WHERE email = $1")
+                .bind(&email)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(UserView {
+                id,
+                email,
+                display_name,
+                created_at,
+            })
+        }
+        _ => {
+            sqlx::query("INSERT INTO login_attempts (email, ip) VALUES ($1, $2)")
+                .bind(&email)
+                .bind(client)
+                .execute(&mut *tx)
+                .await?;
+            // Housekeeping: attempts outside every window are useless.
+            sqlx::query("DELETE FROM login_attempts WHERE attempted_at < $1")
+                .bind(Utc::now() - LOGIN_WINDOW * 4)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Err(LoginError::InvalidCredentials)
+        }
+    }
+}
+
+/// Starts a browser session; returns the cookie value (only its digest is stored).
+pub async fn create_session(
+    db: &Db,
+    user_id: Uuid,
+    user_agent: Option<&str>,
+    client: &str,
+) -> Result<String, sqlx::Error> {
+    let secret = tokens::new_secret();
+    let mut tx = db.tenant(user_id).await?;
+    sqlx::query(
+        "INSERT INTO sessions (user_id, token_hash, user_agent, ip, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(user_id)
+    .bind(tokens::digest(&secret))
+    .bind(user_agent.map(|ua| ua.chars().take(300).collect::<String>()))
+    .bind(client)
+    .bind(Utc::now() + SESSION_TTL)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(secret)
+}
+
+/// The user behind a session cookie, if the session is live and the account enabled. Extends
+/// the session (sliding expiry) at most once a minute to keep writes rare.
+pub async fn session_user(db: &Db, secret: &str) -> Result<Option<UserView>, sqlx::Error> {
+    let mut tx = db.system().await?;
+    let user = sqlx::query_as::<_, UserRow>(
+        "UPDATE sessions s
+            SET last_seen_at = now(), expires_at = now() + make_interval(secs => $2)
+           FROM users u
+          WHERE s.token_hash = $1 AND u.id = s.user_id AND s.expires_at > now()
+            AND u.disabled_at IS NULL AND s.last_seen_at < now() - interval '1 minute'
+      RETURNING u.id, u.email, u.display_name, u.created_at",
+    )
+    .bind(tokens::digest(secret))
+    .bind(SESSION_TTL.num_seconds() as f64)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let user = match user {
+        Some(user) => Some(user),
+        None => {
+            sqlx::query_as::<_, UserRow>(
+                "SELECT u.id, u.email, u.display_name, u.created_at
+                   FROM sessions s JOIN users u ON u.id = s.user_id
+                  WHERE s.token_hash = $1 AND s.expires_at > now() AND u.disabled_at IS NULL",
+            )
+            .bind(tokens::digest(secret))
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+    };
+    tx.commit().await?;
+    Ok(user.map(Into::into))
+}
+
+/// Ends a session. Returns whether one was found.
+pub async fn delete_session(db: &Db, secret: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = db.system().await?;
+    let deleted = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+        .bind(tokens::digest(secret))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(deleted == 1)
+}
+
+/// Creates an API token; the secret is in the result and nowhere else.
+pub async fn create_token(db: &Db, user_id: Uuid, name: &str) -> Result<CreatedApiToken, TokenError> {
+    check_token_name(name).map_err(TokenError::Invalid)?;
+    let secret = tokens::new_api_token();
+    let mut tx = db.tenant(user_id).await?;
+    let row = sqlx::query_as::<_, TokenRow>(
+        "INSERT INTO api_tokens (user_id, name, token_prefix, token_hash) VALUES ($1, $2, $3, $4)
+         RETURNING id, name, token_prefix, created_at, last_used_at",
+    )
+    .bind(user_id)
+    .bind(name.trim())
+    .bind(secret.chars().take(12).collect::<String>())
+    .bind(tokens::digest(&secret))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(CreatedApiToken {
+        info: row.into(),
+        token: secret,
+    })
+}
+
+pub async fn list_tokens(db: &Db, user_id: Uuid) -> Result<Vec<ApiTokenView>, sqlx::Error> {
+    let mut tx = db.tenant(user_id).await?;
+    let rows = sqlx::query_as::<_, TokenRow>(
+        "SELECT id, name, token_prefix, created_at, last_used_at FROM api_tokens
+          WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Revokes one of the caller's tokens. `false` when there is no such live token of theirs.
+pub async fn revoke_token(db: &Db, user_id: Uuid, token_id: Uuid) -> Result<bool, sqlx::Error> {
+    let mut tx = db.tenant(user_id).await?;
+    let changed = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(token_id)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(changed == 1)
+}
+
+/// The user behind a Bearer token, if it is live and the account enabled.
+pub async fn token_user(db: &Db, secret: &str) -> Result<Option<UserView>, sqlx::Error> {
+    let mut tx = db.system().await?;
+    let user = sqlx::query_as::<_, UserRow>(
+        "UPDATE api_tokens t SET last_used_at = now()
+           FROM users u
+          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.id = t.user_id AND u.disabled_at IS NULL
+      RETURNING u.id, u.email, u.display_name, u.created_at",
+    )
+    .bind(tokens::digest(secret))
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(user.map(Into::into))
+}
+
+/// An account as the operator's `user list` shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccountSummary {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+pub async fn list_accounts(db: &Db) -> Result<Vec<AccountSummary>, sqlx::Error> {
+    let mut tx = db.system().await?;
+    let rows = sqlx::query_as::<_, AccountSummary>(
+        "SELECT id, email, created_at, disabled_at FROM users ORDER BY created_at",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Disables an account and ends its sessions. `false` when no enabled account has that email.
+pub async fn disable_account(db: &Db, email: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = db.system().await?;
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE users SET disabled_at = now() WHERE email = $1 AND disabled_at IS NULL RETURNING id",
+    )
+    .bind(normalize_email(email))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = id {
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(id.is_some())
+}

@@ -1,0 +1,6 @@
+//! Datasets: uploaded training files and what validation found in them.
+
+#[cfg(feature = "ssr")]
+mod store;
+#[cfg(feature = "ssr")]
+pub use store::*;

@@ -1,0 +1,15 @@
+//! The lora-pipeline engine.
+//!
+//! Everything here without a feature gate is pure domain code shared by the server and the
+//! browser (it compiles for `wasm32-unknown-unknown`): wire types, validation rules, formatting.
+//! Behind the `ssr` feature lives the backend: Postgres access with tenant scoping, the managed
+//! local PostgreSQL cluster, and account storage.
+
+pub mod accounts;
+pub mod datasets;
+pub mod format;
+pub mod notifications;
+pub mod validation;
+
+#[cfg(feature = "ssr")]
+pub mod db;
