@@ -76,3 +76,48 @@ build_site() {
   cmp -s "$ROOT/style/main.css" "$SITE/pkg/lora-pipeline.css" || cp "$ROOT/style/main.css" "$SITE/pkg/lora-pipeline.css"
   cp -ru "$ROOT/public/." "$SITE/"
 }
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 20000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
+pg_bin() {
+  if command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
+    dirname "$(readlink -f "$(command -v initdb)")"
+  else
+    ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1
+  fi
+}
+
+# A throwaway PostgreSQL cluster for the integration tests; sets LP_TEST_ADMIN_URL and
+# PG_SCRATCH. Stop it with stop_test_postgres.
+start_test_postgres() {
+  local bin port
+  bin="$(pg_bin)"
+  PG_SCRATCH="$(mktemp -d /tmp/lora-pipeline-test-pg.XXXXXX)"
+  chmod 755 "$PG_SCRATCH"
+  [ "$(id -u)" = 0 ] && chown postgres: "$PG_SCRATCH"
+  as_postgres "$bin/initdb" -D "$PG_SCRATCH/data" -U postgres --auth=trust -E UTF8 --no-locale >/dev/null
+  port="$(free_port)"
+  # fsync off: a throwaway cluster trades durability for speed (CREATE DATABASE per test).
+  as_postgres "$bin/pg_ctl" -D "$PG_SCRATCH/data" -l "$PG_SCRATCH/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_SCRATCH -c max_connections=400 -c fsync=off -c full_page_writes=off" \
+    start >/dev/null
+  export LP_TEST_ADMIN_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  log "test PostgreSQL on 127.0.0.1:$port"
+}
+
+stop_test_postgres() {
+  if [ -n "${PG_SCRATCH:-}" ] && [ -d "$PG_SCRATCH/data" ]; then
+    as_postgres "$(pg_bin)/pg_ctl" -D "$PG_SCRATCH/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$PG_SCRATCH"
+  fi
+}

@@ -15,7 +15,9 @@ impl FieldErrors {
 
     /// Records a problem with `field`; the first message per field wins.
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.entry(field.to_owned()).or_insert_with(|| message.into());
+        self.0
+            .entry(field.to_owned())
+            .or_insert_with(|| message.into());
     }
 
     pub fn single(field: &str, message: impl Into<String>) -> Self {

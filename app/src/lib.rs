@@ -18,8 +18,8 @@ use leptos_router::components::{ParentRoute, Route, Router, Routes};
 use leptos_router::{SsrMode, path};
 
 use crate::accounts::{LoginPage, RegisterPage};
-use crate::components::layout::AppLayout;
 use crate::components::NotFound;
+use crate::components::layout::AppLayout;
 
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {

@@ -16,7 +16,11 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Resolves the caller and enforces the origin check. Runs on every request.
-pub async fn resolve_caller(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn resolve_caller(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -56,10 +60,11 @@ pub async fn resolve_caller(State(state): State<AppState>, mut request: Request,
     };
 
     let bearer_authenticated = matches!(caller, Some((_, AuthMethod::Bearer)));
-    if !bearer_authenticated && !is_safe(request.method()) {
-        if let Err(e) = check_origin(request.headers(), &state.allowed_origins) {
-            return e.into_response();
-        }
+    if !bearer_authenticated
+        && !is_safe(request.method())
+        && let Err(e) = check_origin(request.headers(), &state.allowed_origins)
+    {
+        return e.into_response();
     }
     if let Some((user, method)) = caller {
         request.extensions_mut().insert(SessionUser(user));
@@ -93,7 +98,7 @@ fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError>
              automatically; scripts should authenticate with an API token (Authorization: Bearer …)"
                 .into(),
         )),
-        Some(origin) if allowed.iter().any(|a| *a == origin) => Ok(()),
+        Some(origin) if allowed.contains(&origin) => Ok(()),
         Some(origin) => Err(ApiError::Forbidden(format!(
             "cross-site request refused: origin {origin} is not this site's origin"
         ))),
@@ -122,7 +127,7 @@ pub async fn guard_pages(request: Request, next: Next) -> Response {
     let signed_in = request.extensions().get::<SessionUser>().is_some();
     if request.method() == Method::GET {
         let public = matches!(path, "/login" | "/register");
-        if public && signed_in {
+        if (public || path == "/") && signed_in {
             return Redirect::to("/datasets").into_response();
         }
         if is_app_page(path) && !signed_in {
@@ -135,7 +140,15 @@ pub async fn guard_pages(request: Request, next: Next) -> Response {
 
 fn is_app_page(path: &str) -> bool {
     path == "/"
-        || ["/datasets", "/train", "/jobs", "/models", "/costs", "/notifications", "/settings"]
-            .iter()
-            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        || [
+            "/datasets",
+            "/train",
+            "/jobs",
+            "/models",
+            "/costs",
+            "/notifications",
+            "/settings",
+        ]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }

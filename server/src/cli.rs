@@ -12,7 +12,11 @@ use crate::startup::{Application, shutdown_signal};
 use crate::{database, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "lora-pipeline", version, about = "Self-hosted LoRA fine-tuning platform")]
+#[command(
+    name = "lora-pipeline",
+    version,
+    about = "Self-hosted LoRA fine-tuning platform"
+)]
 pub struct Cli {
     /// PostgreSQL URL. Unset: a private cluster managed inside DATA_DIR.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
@@ -21,7 +25,13 @@ pub struct Cli {
     #[arg(long, env = "DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Log lines as text or JSON.
-    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        global = true,
+        value_enum,
+        default_value = "text"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -78,7 +88,10 @@ pub async fn run() -> anyhow::Result<()> {
     };
     let settings = Settings {
         database: settings::parse_database_url(cli.database_url.as_deref())?,
-        data_dir: cli.data_dir.clone().unwrap_or_else(settings::default_data_dir),
+        data_dir: cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(settings::default_data_dir),
         public_url: settings::parse_public_url(public_url.as_deref(), bind)?,
         bind,
         log_format: cli.log_format,
@@ -131,21 +144,31 @@ async fn user_command(db: &engine::db::Db, action: UserAction) -> anyhow::Result
                     Ok(())
                 }
                 Err(store::RegisterError::Invalid(fields)) => bail!("{fields}"),
-                Err(store::RegisterError::EmailTaken) => bail!("an account with this email already exists"),
+                Err(store::RegisterError::EmailTaken) => {
+                    bail!("an account with this email already exists")
+                }
                 Err(e) => Err(e.into()),
             }
         }
         UserAction::List => {
             let accounts = store::list_accounts(db).await?;
             if accounts.is_empty() {
-                println!("no accounts yet: create one with `lora-pipeline user create --email you@example.com`");
+                println!(
+                    "no accounts yet: create one with `lora-pipeline user create --email you@example.com`"
+                );
             }
             for a in accounts {
                 let state = match a.disabled_at {
                     Some(at) => format!("disabled {}", at.format("%Y-%m-%d %H:%M")),
                     None => "active".into(),
                 };
-                println!("{}\t{}\t{}\tcreated {}", a.id, a.email, state, a.created_at.format("%Y-%m-%d %H:%M"));
+                println!(
+                    "{}\t{}\t{}\tcreated {}",
+                    a.id,
+                    a.email,
+                    state,
+                    a.created_at.format("%Y-%m-%d %H:%M")
+                );
             }
             Ok(())
         }

@@ -12,7 +12,7 @@ const POOL_SIZE: u32 = 20;
 pub async fn open_for_serve(settings: &Settings) -> anyhow::Result<(Db, Option<ManagedPostgres>)> {
     match &settings.database {
         DatabaseSettings::External(options) => {
-            let db = Db::connect(options.clone(), POOL_SIZE)
+            let db = Db::connect((**options).clone(), POOL_SIZE)
                 .await
                 .context("DATABASE_URL")?;
             Ok((db, None))
@@ -33,7 +33,9 @@ pub async fn open_for_serve(settings: &Settings) -> anyhow::Result<(Db, Option<M
 
 /// For one-off commands (`migrate`, `user`): if a `serve` already manages the cluster, talk to
 /// it through its socket; otherwise start the cluster for the duration of the command.
-pub async fn open_for_command(settings: &Settings) -> anyhow::Result<(Db, Option<ManagedPostgres>)> {
+pub async fn open_for_command(
+    settings: &Settings,
+) -> anyhow::Result<(Db, Option<ManagedPostgres>)> {
     if let DatabaseSettings::Managed = settings.database {
         let paths = ClusterPaths::new(&settings.data_dir);
         if DataDirLock::is_held(&settings.data_dir) && paths.socket_exists() {

@@ -32,7 +32,10 @@ pub enum ApiError {
     NotFound,
     /// 409: the request conflicts with existing state (e.g. duplicate email).
     #[error("{message}")]
-    Conflict { message: String, fields: FieldErrors },
+    Conflict {
+        message: String,
+        fields: FieldErrors,
+    },
     /// 429: too many attempts.
     #[error("too many attempts; try again in {retry_after_s} seconds")]
     RateLimited { retry_after_s: u64 },
@@ -66,16 +69,21 @@ impl IntoResponse for ApiError {
             Self::Validation(fields) => ("validation failed".into(), json!({ "fields": fields })),
             Self::BadRequest(reason) => ("malformed request".into(), json!(reason)),
             Self::Conflict { message, fields } => (message.clone(), json!({ "fields": fields })),
-            Self::RateLimited { retry_after_s } => {
-                (self.to_string(), json!({ "retry_after_seconds": retry_after_s }))
-            }
+            Self::RateLimited { retry_after_s } => (
+                self.to_string(),
+                json!({ "retry_after_seconds": retry_after_s }),
+            ),
             Self::Internal(cause) => {
                 tracing::error!(error = ?cause, "request failed");
-                ("internal error".into(), json!("something went wrong on our side; try again later"))
+                (
+                    "internal error".into(),
+                    json!("something went wrong on our side; try again later"),
+                )
             }
             other => (other.to_string(), Value::Null),
         };
-        let mut response = (status, Json(json!({ "error": error, "details": details }))).into_response();
+        let mut response =
+            (status, Json(json!({ "error": error, "details": details }))).into_response();
         if let Self::RateLimited { retry_after_s } = self
             && let Ok(value) = HeaderValue::from_str(&retry_after_s.to_string())
         {
@@ -102,7 +110,10 @@ impl From<RegisterError> for ApiError {
             RegisterError::Invalid(fields) => Self::Validation(fields),
             RegisterError::EmailTaken => Self::Conflict {
                 message: "an account with this email already exists".into(),
-                fields: FieldErrors::single("email", "This email is already registered. Log in instead."),
+                fields: FieldErrors::single(
+                    "email",
+                    "This email is already registered. Log in instead.",
+                ),
             },
             other => Self::internal(other),
         }

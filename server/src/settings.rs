@@ -20,7 +20,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub enum DatabaseSettings {
     /// A server the operator runs (DATABASE_URL); we manage nothing.
-    External(PgConnectOptions),
+    External(Box<PgConnectOptions>),
     /// Our own cluster inside DATA_DIR.
     Managed,
 }
@@ -69,8 +69,10 @@ pub fn parse_database_url(url: Option<&str>) -> Result<DatabaseSettings, Setting
                 ));
             }
             PgConnectOptions::from_str(url)
-                .map(DatabaseSettings::External)
-                .map_err(|e| SettingsError(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))
+                .map(|options| DatabaseSettings::External(Box::new(options)))
+                .map_err(|e| {
+                    SettingsError(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
+                })
         }
     }
 }
@@ -96,8 +98,9 @@ pub fn parse_public_url(public_url: Option<&str>, bind: SocketAddr) -> Result<Ur
             } else {
                 bind.ip().to_string()
             };
-            return Url::parse(&format!("http://{host}:{}", bind.port()))
-                .map_err(|e| SettingsError(format!("cannot derive PUBLIC_URL from BIND_ADDR: {e}")));
+            return Url::parse(&format!("http://{host}:{}", bind.port())).map_err(|e| {
+                SettingsError(format!("cannot derive PUBLIC_URL from BIND_ADDR: {e}"))
+            });
         }
     };
     let url = Url::parse(&raw).map_err(|e| {
@@ -131,13 +134,29 @@ mod tests {
 
     #[test]
     fn validates_with_helpful_messages() {
-        assert!(matches!(parse_database_url(None), Ok(DatabaseSettings::Managed)));
-        assert!(parse_database_url(Some("mysql://x")).unwrap_err().0.contains("PostgreSQL URL"));
+        assert!(matches!(
+            parse_database_url(None),
+            Ok(DatabaseSettings::Managed)
+        ));
+        assert!(
+            parse_database_url(Some("mysql://x"))
+                .unwrap_err()
+                .0
+                .contains("PostgreSQL URL")
+        );
         assert!(parse_bind("nonsense").unwrap_err().0.contains("host:port"));
         let bind = parse_bind("0.0.0.0:8080").unwrap();
-        assert_eq!(parse_public_url(None, bind).unwrap().as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            parse_public_url(None, bind).unwrap().as_str(),
+            "http://127.0.0.1:8080/"
+        );
         assert!(parse_public_url(Some("ftp://x"), bind).is_err());
-        assert!(parse_public_url(Some("https://x.com/app"), bind).unwrap_err().0.contains("without a path"));
+        assert!(
+            parse_public_url(Some("https://x.com/app"), bind)
+                .unwrap_err()
+                .0
+                .contains("without a path")
+        );
         assert!(parse_public_url(Some("https://lora.example.com"), bind).is_ok());
     }
 }

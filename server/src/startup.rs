@@ -31,7 +31,8 @@ use crate::{assets, auth, database};
 const LEPTOS_TOML: &str = include_str!("../../Leptos.toml");
 
 pub fn leptos_options(settings: &Settings) -> anyhow::Result<LeptosOptions> {
-    let mut options = leptos::config::get_config_from_str(LEPTOS_TOML).context("Leptos.toml is invalid")?;
+    let mut options =
+        leptos::config::get_config_from_str(LEPTOS_TOML).context("Leptos.toml is invalid")?;
     options.site_addr = settings.bind;
     Ok(options)
 }
@@ -83,7 +84,10 @@ impl Application {
         if let Some(port) = settings.public_url.port_or_known_default() {
             for host in ["127.0.0.1", "localhost"] {
                 let alias = format!("{}://{host}:{port}", settings.public_url.scheme());
-                if settings.public_url.host_str().is_some_and(|h| h == "127.0.0.1" || h == "localhost")
+                if settings
+                    .public_url
+                    .host_str()
+                    .is_some_and(|h| h == "127.0.0.1" || h == "localhost")
                     && !allowed.contains(&alias)
                 {
                     allowed.push(alias);
@@ -108,12 +112,16 @@ impl Application {
 
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then closes the pool
     /// and stops the managed database.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, "listening");
         let served = axum::serve(
             self.listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;

@@ -67,7 +67,9 @@ pub fn check_email(email: &str) -> Result<(), String> {
         return Err("Enter your email address.".into());
     }
     if email.chars().count() > EMAIL_MAX_CHARS {
-        return Err(format!("Email addresses are at most {EMAIL_MAX_CHARS} characters."));
+        return Err(format!(
+            "Email addresses are at most {EMAIL_MAX_CHARS} characters."
+        ));
     }
     let Some((local, domain)) = email.split_once('@') else {
         return Err("Enter an email address like name@example.com.".into());
@@ -116,7 +118,10 @@ pub fn check_registration(credentials: &Credentials) -> Result<(), FieldErrors> 
 pub fn check_token_name(name: &str) -> Result<(), FieldErrors> {
     let name = name.trim();
     if name.is_empty() {
-        return Err(FieldErrors::single("name", "Give the token a name, e.g. \"ci\"."));
+        return Err(FieldErrors::single(
+            "name",
+            "Give the token a name, e.g. \"ci\".",
+        ));
     }
     if name.chars().count() > TOKEN_NAME_MAX_CHARS {
         return Err(FieldErrors::single(
@@ -135,7 +140,9 @@ mod tests {
     fn emails() {
         assert!(check_email("a@b.co").is_ok());
         assert!(check_email("  Ada@Example.COM ").is_ok());
-        for bad in ["", "ada", "ada@", "@b.co", "a@b", "a b@c.de", "a@@b.co", "a@.b", "a@b."] {
+        for bad in [
+            "", "ada", "ada@", "@b.co", "a@b", "a b@c.de", "a@@b.co", "a@.b", "a@b.",
+        ] {
             assert!(check_email(bad).is_err(), "{bad:?} should be refused");
         }
         assert_eq!(normalize_email("  Ada@Example.COM "), "ada@example.com");

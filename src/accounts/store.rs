@@ -5,7 +5,10 @@ use uuid::Uuid;
 
 use super::password::{self, PasswordError};
 use super::tokens;
-use super::{ApiTokenView, CreatedApiToken, Credentials, UserView, check_registration, check_token_name, normalize_email};
+use super::{
+    ApiTokenView, CreatedApiToken, Credentials, UserView, check_registration, check_token_name,
+    normalize_email,
+};
 use crate::db::Db;
 use crate::validation::FieldErrors;
 
@@ -54,6 +57,9 @@ impl From<TokenRow> for ApiTokenView {
         }
     }
 }
+
+/// id, email, password hash, display name, created, disabled.
+type LoginRow = (Uuid, String, String, Option<String>, DateTime<Utc>, bool);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -113,7 +119,12 @@ pub async fn register(db: &Db, credentials: &Credentials) -> Result<UserView, Re
 
 /// Checks credentials, counting failures for the rate limit. `client` identifies the caller's
 /// address for the per-address limit.
-pub async fn authenticate(db: &Db, email: &str, password: &str, client: &str) -> Result<UserView, LoginError> {
+pub async fn authenticate(
+    db: &Db,
+    email: &str,
+    password: &str,
+    client: &str,
+) -> Result<UserView, LoginError> {
     let email = normalize_email(email);
     let mut tx = db.system().await?;
     let since = Utc::now() - LOGIN_WINDOW;
@@ -135,7 +146,7 @@ pub async fn authenticate(db: &Db, email: &str, password: &str, client: &str) ->
         return Err(LoginError::RateLimited { retry_after_s });
     }
 
-    let found: Option<(Uuid, String, String, Option<String>, DateTime<Utc>, bool)> = sqlx::query_as(
+    let found: Option<LoginRow> = sqlx::query_as(
         "SELECT id, email, password_hash, display_name, created_at, disabled_at IS NOT NULL
            FROM users WHERE email = $1",
     )
@@ -244,7 +255,11 @@ pub async fn delete_session(db: &Db, secret: &str) -> Result<bool, sqlx::Error> 
 }
 
 /// Creates an API token; the secret is in the result and nowhere else.
-pub async fn create_token(db: &Db, user_id: Uuid, name: &str) -> Result<CreatedApiToken, TokenError> {
+pub async fn create_token(
+    db: &Db,
+    user_id: Uuid,
+    name: &str,
+) -> Result<CreatedApiToken, TokenError> {
     check_token_name(name).map_err(TokenError::Invalid)?;
     let secret = tokens::new_api_token();
     let mut tx = db.tenant(user_id).await?;

@@ -65,6 +65,10 @@ mod tests {
         assert_eq!(session_secret("lp_session="), None);
         assert_eq!(session_secret("other=1"), None);
         let cookie = SessionCookie { secure: true }.set("s");
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Secure"));
+        assert!(
+            cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Lax")
+                && cookie.contains("Secure")
+        );
     }
 }

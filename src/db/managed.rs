@@ -159,7 +159,9 @@ impl ClusterPaths {
     }
 
     pub fn socket_exists(&self) -> bool {
-        self.socket_dir.join(format!(".s.PGSQL.{SOCKET_PORT}")).exists()
+        self.socket_dir
+            .join(format!(".s.PGSQL.{SOCKET_PORT}"))
+            .exists()
     }
 }
 
@@ -194,11 +196,12 @@ impl ManagedPostgres {
         if let Some((uid, gid)) = owner {
             check_traversable(&data_dir)?;
             // DATA_DIR itself must be enterable by the postgres user; its contents stay private.
-            fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o711)).map_err(io_err(&data_dir))?;
-            for dir in [&this.paths.socket_dir] {
-                fs::create_dir_all(dir).map_err(io_err(dir))?;
-                std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io_err(dir))?;
-            }
+            fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o711))
+                .map_err(io_err(&data_dir))?;
+            let socket_dir = &this.paths.socket_dir;
+            fs::create_dir_all(socket_dir).map_err(io_err(socket_dir))?;
+            std::os::unix::fs::chown(socket_dir, Some(uid), Some(gid))
+                .map_err(io_err(socket_dir))?;
         } else {
             fs::create_dir_all(&this.paths.socket_dir).map_err(io_err(&this.paths.socket_dir))?;
         }
@@ -237,7 +240,8 @@ impl ManagedPostgres {
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&scratch, Some(uid), Some(gid)).map_err(io_err(&scratch))?;
         }
-        fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700)).map_err(io_err(&scratch))?;
+        fs::set_permissions(&scratch, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&scratch))?;
         tracing::info!(dir = %data.display(), "initialising the managed PostgreSQL cluster");
         let scratch_arg = scratch.display().to_string();
         self.run(
@@ -284,8 +288,12 @@ impl ManagedPostgres {
             })?;
         if status.success() {
             tracing::warn!("stopping a PostgreSQL left running by a previous process");
-            self.run("stop the orphaned PostgreSQL", "pg_ctl", &["stop", "-D", &data, "-m", "fast", "-w"])
-                .await?;
+            self.run(
+                "stop the orphaned PostgreSQL",
+                "pg_ctl",
+                &["stop", "-D", &data, "-m", "fast", "-w"],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -300,7 +308,9 @@ impl ManagedPostgres {
         self.run(
             "start PostgreSQL",
             "pg_ctl",
-            &["start", "-D", &data, "-l", &log, "-w", "-t", "60", "-o", &options],
+            &[
+                "start", "-D", &data, "-l", &log, "-w", "-t", "60", "-o", &options,
+            ],
         )
         .await
         .map_err(|e| match e {
@@ -322,14 +332,17 @@ impl ManagedPostgres {
             .connect()
             .await
             .map_err(ManagedError::Bootstrap)?;
-        let role_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(APP_ROLE)
-            .fetch_one(&mut conn)
-            .await
-            .map_err(ManagedError::Bootstrap)?;
+        let role_exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                .bind(APP_ROLE)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(ManagedError::Bootstrap)?;
         if !role_exists {
             // Identifiers cannot be bound as parameters; these are the constants above.
-            sqlx::query("CREATE ROLE lora_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+            sqlx::query(
+                "CREATE ROLE lora_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
+            )
             .execute(&mut conn)
             .await
             .map_err(ManagedError::Bootstrap)?;
@@ -353,8 +366,12 @@ impl ManagedPostgres {
     /// Stops the cluster (fast shutdown: sessions are closed, data is flushed).
     pub async fn stop(self) -> Result<(), ManagedError> {
         let data = self.paths.data.display().to_string();
-        self.run("stop PostgreSQL", "pg_ctl", &["stop", "-D", &data, "-m", "fast", "-w", "-t", "60"])
-            .await?;
+        self.run(
+            "stop PostgreSQL",
+            "pg_ctl",
+            &["stop", "-D", &data, "-m", "fast", "-w", "-t", "60"],
+        )
+        .await?;
         tracing::info!("managed PostgreSQL stopped");
         Ok(())
     }
@@ -369,7 +386,9 @@ impl ManagedPostgres {
         } else {
             Command::new(program)
         };
-        command.current_dir(&self.paths.socket_dir).stdin(Stdio::null());
+        command
+            .current_dir(&self.paths.socket_dir)
+            .stdin(Stdio::null());
         command
     }
 
@@ -390,14 +409,18 @@ impl ManagedPostgres {
             let stdout = String::from_utf8_lossy(&output.stdout);
             Err(ManagedError::Command {
                 action: action.into(),
-                detail: format!("{} {}", stderr.trim(), stdout.trim()).trim().to_owned(),
+                detail: format!("{} {}", stderr.trim(), stdout.trim())
+                    .trim()
+                    .to_owned(),
             })
         }
     }
 }
 
 fn is_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// uid and gid of the `postgres` system user, from /etc/passwd.

@@ -38,7 +38,10 @@ pub struct Db {
 
 impl Db {
     /// Opens the pool and refuses a role that row-level security would not bind.
-    pub async fn connect(options: PgConnectOptions, max_connections: u32) -> Result<Self, ConnectError> {
+    pub async fn connect(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, ConnectError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -67,6 +70,13 @@ impl Db {
 
     /// True when every embedded migration has been applied successfully (for `/readyz`).
     pub async fn migrations_current(&self) -> Result<bool, sqlx::Error> {
+        let table: Option<String> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+                .fetch_one(&self.pool)
+                .await?;
+        if table.is_none() {
+            return Ok(false);
+        }
         let applied: Vec<i64> = sqlx::query_scalar(
             "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
         )
@@ -95,7 +105,10 @@ impl Db {
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {

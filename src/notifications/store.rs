@@ -23,7 +23,11 @@ pub async fn unread_count(tx: &mut Tx, user_id: Uuid) -> Result<i64, sqlx::Error
         .await
 }
 
-pub async fn recent(tx: &mut Tx, user_id: Uuid, limit: i64) -> Result<Vec<NotificationRow>, sqlx::Error> {
+pub async fn recent(
+    tx: &mut Tx,
+    user_id: Uuid,
+    limit: i64,
+) -> Result<Vec<NotificationRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, type, title, message, priority, action_url, read_at, created_at
            FROM notifications WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2",

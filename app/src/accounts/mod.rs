@@ -13,22 +13,22 @@ use crate::error::AppError;
 pub mod server;
 
 /// The signed-in user, or `None`.
-#[server(prefix = "/rpc")]
+#[server(prefix = "/rpc", endpoint = "current_user")]
 pub async fn current_user() -> Result<Option<UserView>, AppError> {
     Ok(server::caller().await)
 }
 
-#[server(prefix = "/rpc")]
+#[server(prefix = "/rpc", endpoint = "login")]
 pub async fn login(email: String, password: String, next: Option<String>) -> Result<(), AppError> {
     server::login(email, password, next).await
 }
 
-#[server(prefix = "/rpc")]
+#[server(prefix = "/rpc", endpoint = "register")]
 pub async fn register(email: String, password: String) -> Result<(), AppError> {
     server::register(email, password).await
 }
 
-#[server(prefix = "/rpc")]
+#[server(prefix = "/rpc", endpoint = "logout")]
 pub async fn logout() -> Result<(), AppError> {
     server::logout().await
 }
@@ -36,7 +36,9 @@ pub async fn logout() -> Result<(), AppError> {
 /// Only same-site relative paths are followed after login (no open redirect).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path.to_owned(),
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path.to_owned()
+        }
         _ => "/datasets".to_owned(),
     }
 }
@@ -50,7 +52,10 @@ fn query_error() -> Signal<Option<String>> {
                 "credentials" => "Invalid email or password.".to_owned(),
                 "rate" => "Too many failed attempts. Wait a few minutes and try again.".to_owned(),
                 "taken" => "This email is already registered. Log in instead.".to_owned(),
-                "invalid" => "Check the highlighted fields: use a valid email and at least 10 characters.".to_owned(),
+                "invalid" => {
+                    "Check the highlighted fields: use a valid email and at least 10 characters."
+                        .to_owned()
+                }
                 _ => "Something went wrong. Try again.".to_owned(),
             })
         })
@@ -110,7 +115,9 @@ pub fn RegisterPage() -> impl IntoView {
         if typed.is_empty() {
             return server_error().and_then(|e| e.field("email"));
         }
-        check_email(&typed).err().or_else(|| server_error().and_then(|e| e.field("email")))
+        check_email(&typed)
+            .err()
+            .or_else(|| server_error().and_then(|e| e.field("email")))
     };
     let password_error = move || {
         let typed = password.get();

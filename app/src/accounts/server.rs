@@ -1,8 +1,8 @@
 //! Server-side bodies of the account server functions.
 
+use axum::http::HeaderValue;
 use axum::http::header::{ACCEPT, SET_COOKIE, USER_AGENT};
 use axum::http::request::Parts;
-use axum::http::HeaderValue;
 use engine::accounts::store::{self, LoginError, RegisterError};
 use engine::accounts::web::{ClientAddr, SessionCookie, SessionUser, session_secret};
 use engine::accounts::{Credentials, UserView};
@@ -22,7 +22,11 @@ fn db() -> Result<Db, AppError> {
 
 /// The caller resolved by the auth middleware.
 pub async fn caller() -> Option<UserView> {
-    parts().and_then(|p| p.extensions.get::<SessionUser>().map(|SessionUser(u)| u.clone()))
+    parts().and_then(|p| {
+        p.extensions
+            .get::<SessionUser>()
+            .map(|SessionUser(u)| u.clone())
+    })
 }
 
 /// The caller, or `Unauthorized`.
@@ -33,7 +37,11 @@ pub async fn require_user() -> Result<UserView, AppError> {
 fn client_addr(parts: &Option<Parts>) -> String {
     parts
         .as_ref()
-        .and_then(|p| p.extensions.get::<ClientAddr>().map(|ClientAddr(a)| a.clone()))
+        .and_then(|p| {
+            p.extensions
+                .get::<ClientAddr>()
+                .map(|ClientAddr(a)| a.clone())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -48,7 +56,8 @@ fn plain_form_post(parts: &Option<Parts>) -> bool {
 }
 
 fn set_cookie(value: String) -> Result<(), AppError> {
-    let response = use_context::<ResponseOptions>().ok_or_else(|| AppError::internal("no response options"))?;
+    let response = use_context::<ResponseOptions>()
+        .ok_or_else(|| AppError::internal("no response options"))?;
     let value = HeaderValue::from_str(&value).map_err(AppError::internal)?;
     response.append_header(SET_COOKIE, value);
     Ok(())
@@ -82,11 +91,16 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
         }
         Err(e) => {
             let (code, error) = match e {
-                LoginError::InvalidCredentials => ("credentials", AppError::Invalid {
-                    message: "Invalid email or password.".into(),
-                    fields: Default::default(),
-                }),
-                LoginError::RateLimited { retry_after_s } => ("rate", AppError::RateLimited(retry_after_s)),
+                LoginError::InvalidCredentials => (
+                    "credentials",
+                    AppError::Invalid {
+                        message: "Invalid email or password.".into(),
+                        fields: Default::default(),
+                    },
+                ),
+                LoginError::RateLimited { retry_after_s } => {
+                    ("rate", AppError::RateLimited(retry_after_s))
+                }
                 other => ("internal", AppError::internal(other)),
             };
             if plain_form_post(&parts) {
@@ -109,12 +123,18 @@ pub async fn register(email: String, password: String) -> Result<(), AppError> {
         }
         Err(e) => {
             let (code, error) = match e {
-                RegisterError::Invalid(fields) => ("invalid", AppError::invalid("Check the highlighted fields.", fields)),
+                RegisterError::Invalid(fields) => (
+                    "invalid",
+                    AppError::invalid("Check the highlighted fields.", fields),
+                ),
                 RegisterError::EmailTaken => (
                     "taken",
                     AppError::invalid(
                         "This email is already registered.",
-                        engine::validation::FieldErrors::single("email", "This email is already registered. Log in instead."),
+                        engine::validation::FieldErrors::single(
+                            "email",
+                            "This email is already registered. Log in instead.",
+                        ),
                     ),
                 ),
                 other => ("internal", AppError::internal(other)),
@@ -139,7 +159,9 @@ pub async fn logout() -> Result<(), AppError> {
             .map(str::to_owned)
     });
     if let Some(secret) = secret {
-        store::delete_session(&db, &secret).await.map_err(AppError::internal)?;
+        store::delete_session(&db, &secret)
+            .await
+            .map_err(AppError::internal)?;
     }
     set_cookie(cookie_policy().clear())?;
     leptos_axum::redirect("/login");
@@ -150,7 +172,9 @@ fn url_encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -44,7 +44,7 @@ pub fn AppLayout() -> impl IntoView {
                         .collect_view()}
                 </nav>
                 <div class="topbar-end">
-                    <Suspense fallback=|| view! { <span class="bell" aria-busy="true">"🔔"</span> }>
+                    <Suspense fallback=|| view! { <span class="bell" aria-busy="true"><BellIcon/></span> }>
                         {move || {
                             let count = unread.get().and_then(Result::ok).unwrap_or(0);
                             let label = if count == 0 {
@@ -54,7 +54,7 @@ pub fn AppLayout() -> impl IntoView {
                             };
                             view! {
                                 <A href="/notifications" attr:class="bell" attr:aria-label=label>
-                                    <span aria-hidden="true">"🔔"</span>
+                                    <BellIcon/>
                                     {(count > 0).then(|| view! { <span class="badge-count">{count}</span> })}
                                 </A>
                             }
@@ -75,5 +75,17 @@ pub fn AppLayout() -> impl IntoView {
                 <Outlet/>
             </main>
         </div>
+    }
+}
+
+/// A bell drawn inline (no emoji font needed, inherits the text colour).
+#[component]
+fn BellIcon() -> impl IntoView {
+    view! {
+        <svg class="icon" width="18" height="18" viewBox="0 0 24 24" fill="none" stroke="currentColor"
+            stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">
+            <path d="M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9"/>
+            <path d="M10.3 21a1.94 1.94 0 0 0 3.4 0"/>
+        </svg>
     }
 }

@@ -18,12 +18,14 @@ pub struct DatasetRowView {
     pub created_at: DateTime<Utc>,
 }
 
-#[server(prefix = "/rpc")]
+#[server(prefix = "/rpc", endpoint = "list_datasets")]
 pub async fn list_datasets() -> Result<Vec<DatasetRowView>, AppError> {
     let user = crate::accounts::server::require_user().await?;
     let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
     let mut tx = db.tenant(user.id).await.map_err(AppError::internal)?;
-    let rows = engine::datasets::list(&mut tx, user.id).await.map_err(AppError::internal)?;
+    let rows = engine::datasets::list(&mut tx, user.id)
+        .await
+        .map_err(AppError::internal)?;
     tx.commit().await.map_err(AppError::internal)?;
     Ok(rows
         .into_iter()

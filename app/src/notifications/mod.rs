@@ -21,22 +21,26 @@ pub struct NotificationView {
     pub created_at: DateTime<Utc>,
 }
 
-#[server(prefix = "/rpc")]
+#[server(prefix = "/rpc", endpoint = "unread_count")]
 pub async fn unread_count() -> Result<i64, AppError> {
     let user = crate::accounts::server::require_user().await?;
     let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
     let mut tx = db.tenant(user.id).await.map_err(AppError::internal)?;
-    let count = engine::notifications::unread_count(&mut tx, user.id).await.map_err(AppError::internal)?;
+    let count = engine::notifications::unread_count(&mut tx, user.id)
+        .await
+        .map_err(AppError::internal)?;
     tx.commit().await.map_err(AppError::internal)?;
     Ok(count)
 }
 
-#[server(prefix = "/rpc")]
+#[server(prefix = "/rpc", endpoint = "list_notifications")]
 pub async fn list_notifications() -> Result<Vec<NotificationView>, AppError> {
     let user = crate::accounts::server::require_user().await?;
     let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
     let mut tx = db.tenant(user.id).await.map_err(AppError::internal)?;
-    let rows = engine::notifications::recent(&mut tx, user.id, 50).await.map_err(AppError::internal)?;
+    let rows = engine::notifications::recent(&mut tx, user.id, 50)
+        .await
+        .map_err(AppError::internal)?;
     tx.commit().await.map_err(AppError::internal)?;
     Ok(rows
         .into_iter()
@@ -62,7 +66,7 @@ pub fn NotificationsPage() -> impl IntoView {
             {move || list.get().map(|result| match result {
                 Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| list.refetch())/> }.into_any(),
                 Ok(items) if items.is_empty() => view! {
-                    <EmptyState icon="🔔" title="No notifications yet">
+                    <EmptyState icon="✉" title="No notifications yet">
                         <p>"You will be told here when a dataset is validated, a job starts, finishes or fails, and a model is ready."</p>
                     </EmptyState>
                 }.into_any(),

@@ -34,7 +34,13 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user = store::authenticate(&state.db, &credentials.email, &credentials.password, &client).await?;
+    let user = store::authenticate(
+        &state.db,
+        &credentials.email,
+        &credentials.password,
+        &client,
+    )
+    .await?;
     let secret = store::create_session(&state.db, user.id, user_agent(&headers), &client).await?;
     Ok((
         AppendHeaders([(header::SET_COOKIE, state.cookie.set(&secret))]),
@@ -42,7 +48,10 @@ pub async fn login(
     ))
 }
 
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let secret = headers
         .get_all(header::COOKIE)
         .iter()
@@ -62,5 +71,7 @@ pub async fn me(CurrentUser(user): CurrentUser) -> impl IntoResponse {
 }
 
 fn user_agent(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
 }

@@ -22,7 +22,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         ),
         (Ok(()), Ok(false)) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "database": "ok", "migrations": "pending: run `lora-pipeline migrate`" })),
+            Json(
+                json!({ "status": "not ready", "database": "ok", "migrations": "pending: run `lora-pipeline migrate`" }),
+            ),
         ),
         (db, mig) => {
             tracing::warn!(database = ?db.err(), migrations = ?mig.err(), "readiness check failed");

@@ -4,8 +4,8 @@ pub mod accounts;
 pub mod health;
 pub mod tokens;
 
-use axum::extract::{FromRequest, Request};
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;

@@ -26,7 +26,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, ok(created)))
 }
 
-pub async fn list(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Result<impl IntoResponse, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(ok(store::list_tokens(&state.db, user.id).await?))
 }
 

@@ -1,0 +1,61 @@
+import { expect, test } from "@playwright/test";
+import { SECTIONS, expectSectionPage, register, submitRegister, uniqueEmail } from "./helpers";
+
+// JavaScript on: the pages hydrate, navigation is client-side, forms use server functions.
+
+async function waitForHydration(page: import("@playwright/test").Page) {
+  // The WASM bundle is loaded and has attached its handlers when wasm-bindgen's glue is ready.
+  await page.waitForFunction(() => performance.getEntriesByType("resource").some((r) => r.name.endsWith(".wasm")));
+  await page.waitForLoadState("networkidle");
+}
+
+test("the register form checks fields as you type", async ({ page }) => {
+  await page.goto("/register");
+  await waitForHydration(page);
+  await page.getByLabel("Password").pressSequentially("short");
+  await expect(page.locator("#password-error")).toContainText("at least 10 characters");
+  await page.getByLabel("Email").pressSequentially("not-an-email");
+  await expect(page.locator("#email-error")).toContainText("name@example.com");
+});
+
+test("register → Datasets → all five sections → log out", async ({ page }) => {
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  const email = uniqueEmail("hydrated");
+  await page.goto("/register");
+  await waitForHydration(page);
+  await submitRegister(page, email);
+  await expect(page).toHaveURL(/\/datasets$/);
+  await expectSectionPage(page, "Datasets");
+  await waitForHydration(page);
+
+  for (const section of SECTIONS) {
+    await page.getByRole("navigation", { name: "Sections" }).getByRole("link", { name: section.heading }).click();
+    await expect(page).toHaveURL(new RegExp(`${section.path}$`));
+    await expectSectionPage(page, section.heading);
+    await expect(
+      page.getByRole("navigation", { name: "Sections" }).getByRole("link", { name: section.heading }),
+    ).toHaveAttribute("aria-current", "page");
+  }
+
+  await page.getByRole("link", { name: /Notifications/ }).click();
+  await expect(page.getByRole("heading", { name: "No notifications yet" })).toBeVisible();
+
+  await page.getByRole("button", { name: "Log out" }).click();
+  await expect(page).toHaveURL(/\/login/);
+  await page.goto("/datasets");
+  await expect(page).toHaveURL(/\/login/);
+  expect(errors).toEqual([]);
+});
+
+test("a duplicate email is reported beside the field", async ({ page }) => {
+  const email = uniqueEmail("dup");
+  await register(page, email);
+  await expect(page).toHaveURL(/\/datasets$/);
+  await page.context().clearCookies();
+  await page.goto("/register");
+  await waitForHydration(page);
+  await submitRegister(page, email);
+  await expect(page.locator("#email-error")).toContainText("already registered");
+  await expect(page).toHaveURL(/\/register/);
+});

@@ -1,0 +1,134 @@
+//! Test harness: each test gets a fresh database on the throwaway PostgreSQL cluster that
+//! `scripts/test` starts (LP_TEST_ADMIN_URL, a superuser URL), and an app on a free port.
+
+#![allow(dead_code)]
+
+use std::str::FromStr;
+
+use engine::db::Db;
+use reqwest::header::{CONTENT_TYPE, ORIGIN};
+use serde_json::{Value, json};
+use server::settings::{DatabaseSettings, LogFormat, Settings};
+use server::startup::Application;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+const APP_ROLE: &str = "lora_test_app";
+
+pub fn admin_options() -> PgConnectOptions {
+    let url = std::env::var("LP_TEST_ADMIN_URL").expect(
+        "LP_TEST_ADMIN_URL is not set: run the tests with scripts/test, which starts a throwaway \
+         PostgreSQL cluster, or export a superuser URL such as postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    PgConnectOptions::from_str(&url).expect("LP_TEST_ADMIN_URL is a valid URL")
+}
+
+/// Creates an empty database owned by an ordinary (non-superuser) role; returns the options the
+/// app should connect with.
+pub async fn fresh_database() -> PgConnectOptions {
+    let admin = admin_options();
+    let mut conn = admin
+        .connect()
+        .await
+        .expect("connect to the test cluster as superuser");
+    // Roles are cluster-wide; tolerate a concurrent test creating it first.
+    let _ = sqlx::query(
+        "DO $$ BEGIN CREATE ROLE lora_test_app LOGIN NOSUPERUSER NOBYPASSRLS; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .execute(&mut conn)
+    .await;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} OWNER {APP_ROLE}"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("create test database");
+    conn.close().await.ok();
+    admin.username(APP_ROLE).password("").database(&name)
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: Db,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let options = fresh_database().await;
+        let bind = "127.0.0.1:0".parse().expect("bind address");
+        let settings = Settings {
+            database: DatabaseSettings::External(Box::new(options.clone())),
+            data_dir: std::env::temp_dir(),
+            bind,
+            public_url: server::settings::parse_public_url(None, bind).expect("url"),
+            log_format: LogFormat::Text,
+        };
+        let app = Application::build(settings).await.expect("build app");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        let db = Db::connect(options, 4).await.expect("test pool");
+        Self {
+            address,
+            db,
+            client: Self::browser(),
+        }
+    }
+
+    /// A client that keeps cookies, like a browser.
+    pub fn browser() -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A same-origin JSON POST, as our own pages make it.
+    pub async fn post(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: Value,
+    ) -> reqwest::Response {
+        client
+            .post(self.url(path))
+            .header(ORIGIN, &self.address)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn register(&self, client: &reqwest::Client, email: &str) -> Value {
+        let response = self
+            .post(
+                client,
+                "/api/auth/register",
+                json!({ "email": email, "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "register {email}");
+        response.json().await.expect("json")
+    }
+
+    /// Registers a user in a fresh browser; returns the client and the user id.
+    pub async fn signed_in_user(&self, email: &str) -> (reqwest::Client, uuid::Uuid) {
+        let client = Self::browser();
+        let body = self.register(&client, email).await;
+        let id = body["data"]["user"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid");
+        (client, id)
+    }
+}
