@@ -5,6 +5,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${LORA_CACHE_DIR:-$HOME/.cache/lora-pipeline}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+# Incremental compilation once produced a stale server binary (a Leptos route missing) here;
+# whole-crate rebuilds of our four crates cost little and are always right.
+export CARGO_INCREMENTAL=0
 export PATH="$HOME/.cargo/bin:$CACHE/npm/node_modules/.bin:$PATH"
 WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")"
 BINARYEN_VERSION="132.0.0"

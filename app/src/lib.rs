@@ -10,6 +10,7 @@ pub mod error;
 pub mod jobs;
 pub mod models;
 pub mod notifications;
+pub mod settings;
 pub mod training;
 
 use leptos::prelude::*;
@@ -58,6 +59,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs") view=jobs::JobsPage ssr=SsrMode::Async/>
                     <Route path=path!("/models") view=models::ModelsPage ssr=SsrMode::Async/>
                     <Route path=path!("/costs") view=costs::CostsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::Async/>
                     <Route
                         path=path!("/notifications")
                         view=notifications::NotificationsPage

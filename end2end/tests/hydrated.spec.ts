@@ -59,3 +59,28 @@ test("a duplicate email is reported beside the field", async ({ page }) => {
   await expect(page.locator("#email-error")).toContainText("already registered");
   await expect(page).toHaveURL(/\/register/);
 });
+
+test("create an API token, see it once, use it, revoke it", async ({ page, request }) => {
+  await register(page, uniqueEmail("tokens"));
+  await expect(page).toHaveURL(/\/datasets$/);
+  await page.goto("/settings");
+  await waitForHydration(page);
+  await expect(page.getByRole("heading", { name: "No API tokens" })).toBeVisible();
+  await page.getByLabel("Name").fill("ci");
+  await page.getByRole("button", { name: "Create token" }).click();
+  const secret = page.locator(".token-secret");
+  await expect(secret).toContainText("lpt_");
+  const token = (await secret.textContent())!.trim();
+  await expect(page.getByRole("cell", { name: "ci", exact: true })).toBeVisible();
+
+  // The token works for scripts.
+  const me = await request.get("/api/auth/me", { headers: { Authorization: `Bearer ${token}` } });
+  expect(me.status()).toBe(200);
+
+  // Revoking asks first, then the token stops working.
+  await page.getByLabel("Revoke token ci").click();
+  await page.getByRole("button", { name: "Yes, revoke" }).click();
+  await expect(page.getByRole("heading", { name: "No API tokens" })).toBeVisible();
+  const after = await request.get("/api/auth/me", { headers: { Authorization: `Bearer ${token}` } });
+  expect(after.status()).toBe(401);
+});

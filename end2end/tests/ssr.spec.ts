@@ -28,6 +28,11 @@ test("register, read every section, log out, log back in — all without JavaScr
     await expect(page.locator("section.empty h2")).toBeVisible();
   }
   await expect(page.getByText(email)).toBeVisible();
+  await page.goto("/settings");
+  await expect(page.getByRole("heading", { level: 1, name: "Settings" })).toBeVisible();
+  await page.getByLabel("Name").fill("no-js token");
+  await page.getByRole("button", { name: "Create token" }).click();
+  await expect(page.getByRole("cell", { name: "no-js token" })).toBeVisible();
   await page.getByRole("button", { name: "Log out" }).click();
   await expect(page).toHaveURL(/\/login/);
   await page.goto("/datasets");

@@ -68,6 +68,7 @@ pub fn AppLayout() -> impl IntoView {
                                 .map(|u| view! { <span class="account" title=u.email.clone()>{u.email.clone()}</span> })
                         }}
                     </Suspense>
+                    <A href="/settings" attr:class="btn btn-ghost btn-small">"Settings"</A>
                     <LogoutButton/>
                 </div>
             </header>

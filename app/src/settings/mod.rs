@@ -1,0 +1,133 @@
+//! Settings: API tokens for scripts (`Authorization: Bearer …`), created here and shown once.
+
+use engine::accounts::{ApiTokenView, CreatedApiToken, check_token_name};
+use leptos::form::ActionForm;
+use leptos::prelude::*;
+use uuid::Uuid;
+
+use crate::components::{EmptyState, ErrorState, FieldError, PageHeader, Skeleton};
+use crate::error::AppError;
+
+#[server(prefix = "/rpc", endpoint = "list_tokens")]
+pub async fn list_tokens() -> Result<Vec<ApiTokenView>, AppError> {
+    let user = crate::accounts::server::require_user().await?;
+    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    engine::accounts::store::list_tokens(&db, user.id)
+        .await
+        .map_err(AppError::internal)
+}
+
+#[server(prefix = "/rpc", endpoint = "create_token")]
+pub async fn create_token(name: String) -> Result<CreatedApiToken, AppError> {
+    use engine::accounts::store::TokenError;
+    let user = crate::accounts::server::require_user().await?;
+    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    match engine::accounts::store::create_token(&db, user.id, &name).await {
+        Ok(created) => Ok(created),
+        Err(TokenError::Invalid(fields)) => Err(AppError::invalid("Check the token name.", fields)),
+        Err(e) => Err(AppError::internal(e)),
+    }
+}
+
+#[server(prefix = "/rpc", endpoint = "revoke_token")]
+pub async fn revoke_token(id: Uuid) -> Result<(), AppError> {
+    let user = crate::accounts::server::require_user().await?;
+    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    if engine::accounts::store::revoke_token(&db, user.id, id)
+        .await
+        .map_err(AppError::internal)?
+    {
+        Ok(())
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+#[component]
+pub fn SettingsPage() -> impl IntoView {
+    let create = ServerAction::<CreateToken>::new();
+    let revoke = ServerAction::<RevokeToken>::new();
+    let tokens = Resource::new(
+        move || (create.version().get(), revoke.version().get()),
+        |_| list_tokens(),
+    );
+    let (name, set_name) = signal(String::new());
+    let name_error = move || {
+        let typed = name.get();
+        if !typed.is_empty()
+            && let Err(errors) = check_token_name(&typed)
+        {
+            return errors.get("name").map(str::to_owned);
+        }
+        match create.value().get() {
+            Some(Err(e)) => e.field("name").or_else(|| Some(e.to_string())),
+            _ => None,
+        }
+    };
+    view! {
+        <PageHeader title="Settings" description="API tokens let scripts call the REST API as you."/>
+        <section class="card panel">
+            <h2>"Create an API token"</h2>
+            <ActionForm action=create attr:class="form form-inline">
+                <label for="token-name">"Name"</label>
+                <input
+                    id="token-name"
+                    name="name"
+                    placeholder="e.g. ci, laptop"
+                    maxlength="100"
+                    aria-describedby="token-name-error"
+                    on:input=move |ev| set_name.set(event_target_value(&ev))
+                />
+                <button type="submit" class="btn btn-primary" disabled=move || create.pending().get()>
+                    {move || if create.pending().get() { "Creating…" } else { "Create token" }}
+                </button>
+                <FieldError id="token-name-error" message=Signal::derive(name_error)/>
+            </ActionForm>
+            {move || create.value().get().and_then(Result::ok).map(|created| view! {
+                <div class="token-once" role="status">
+                    <p><strong>"Copy this token now: it is shown only once."</strong></p>
+                    <code class="token-secret">{created.token}</code>
+                    <p class="muted small">"Use it as: Authorization: Bearer <token>"</p>
+                </div>
+            })}
+        </section>
+        <Suspense fallback=|| view! { <Skeleton/> }>
+            {move || tokens.get().map(|result| match result {
+                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| tokens.refetch())/> }.into_any(),
+                Ok(list) if list.is_empty() => view! {
+                    <EmptyState icon="⚿" title="No API tokens">
+                        <p>"Create one above to call the API from scripts or CI."</p>
+                    </EmptyState>
+                }.into_any(),
+                Ok(list) => view! {
+                    <table class="table card">
+                        <thead><tr><th>"Name"</th><th>"Token"</th><th>"Created"</th><th>"Last used"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
+                        <tbody>
+                            {list.into_iter().map(|t| view! {
+                                <tr>
+                                    <td>{t.name.clone()}</td>
+                                    <td><code>{format!("{}…", t.token_prefix)}</code></td>
+                                    <td><time datetime=t.created_at.to_rfc3339()>{t.created_at.format("%Y-%m-%d %H:%M UTC").to_string()}</time></td>
+                                    <td>{t.last_used_at.map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "never".into())}</td>
+                                    <td class="num">
+                                        // A confirmation step that works without JavaScript.
+                                        <details class="confirm">
+                                            <summary class="btn btn-small" aria-label=format!("Revoke token {}", t.name)>"Revoke"</summary>
+                                            <div class="confirm-box">
+                                                <p>"Scripts using this token stop working at once."</p>
+                                                <ActionForm action=revoke>
+                                                    <input type="hidden" name="id" value=t.id.to_string()/>
+                                                    <button type="submit" class="btn btn-small btn-danger">"Yes, revoke"</button>
+                                                </ActionForm>
+                                            </div>
+                                        </details>
+                                    </td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }.into_any(),
+            })}
+        </Suspense>
+    }
+}
