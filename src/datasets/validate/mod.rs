@@ -44,6 +44,10 @@ pub struct Options {
     pub counting: Counting,
     pub max_seq_len: u32,
     pub threads: usize,
+    /// Produce the normalised training file (off only when measuring the checks alone).
+    pub normalize: bool,
+    /// Compute the file's SHA-256 (off when the upload path already did).
+    pub hash: bool,
 }
 
 impl Default for Options {
@@ -54,6 +58,8 @@ impl Default for Options {
             threads: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .clamp(1, 8),
+            normalize: true,
+            hash: true,
         }
     }
 }
@@ -86,14 +92,16 @@ impl Problem {
 /// Counts and hashes every byte that passes through.
 struct Measured<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     bytes: u64,
 }
 
 impl<R: Read> Read for Measured<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -109,7 +117,7 @@ pub fn validate<R: Read, W: Write>(
 ) -> io::Result<ValidationReport> {
     let mut input = Measured {
         inner: input,
-        hasher: Sha256::new(),
+        hasher: options.hash.then(Sha256::new),
         bytes: 0,
     };
     let mut first = Vec::with_capacity(64 * 1024);
@@ -176,7 +184,10 @@ pub fn validate<R: Read, W: Write>(
         tally,
         lines,
         input.bytes,
-        hex::encode(input.hasher.finalize()),
+        input
+            .hasher
+            .map(|h| hex::encode(h.finalize()))
+            .unwrap_or_default(),
         options,
     ))
 }
@@ -263,6 +274,9 @@ pub(crate) fn handle_record(
                 example.conversation = Some(std::borrow::Cow::Owned(conversation.to_owned()));
             }
             tally.example(&example, options.counting, options.max_seq_len);
+            if !options.normalize {
+                return;
+            }
             let value = NormalizedExample {
                 messages: example
                     .messages
@@ -598,6 +612,7 @@ fn read_blocks<R: Read>(
     let mut sent = 0u64;
     let mut line = 1u64; // line number at the start of `carry`
     let mut carry = prefix;
+    carry.reserve(BLOCK_BYTES);
     let mut skipping_long_line = false;
     let mut ends_with_newline = true;
     let mut eof = false;
@@ -622,22 +637,23 @@ fn read_blocks<R: Read>(
     while !eof || !carry.is_empty() {
         // Fill `carry` up to a block, or to the end of the input.
         while !eof && carry.len() < BLOCK_BYTES {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                eof = true;
-                break;
-            }
             if skipping_long_line {
-                match memchr::memchr(b'\n', &buf[..n]) {
-                    Some(p) => {
-                        skipping_long_line = false;
-                        line += 1;
-                        carry.extend_from_slice(&buf[p + 1..n]);
-                    }
-                    None => continue,
+                let n = input.read(&mut buf)?;
+                if n == 0 {
+                    eof = true;
+                    break;
                 }
-            } else {
-                carry.extend_from_slice(&buf[..n]);
+                if let Some(p) = memchr::memchr(b'\n', &buf[..n]) {
+                    skipping_long_line = false;
+                    line += 1;
+                    carry.extend_from_slice(&buf[p + 1..n]);
+                }
+                continue;
+            }
+            // Read straight into the block (no intermediate copy).
+            let want = (BLOCK_BYTES - carry.len()) as u64;
+            if input.by_ref().take(want).read_to_end(&mut carry)? == 0 {
+                eof = true;
             }
         }
         if carry.is_empty() {
@@ -674,7 +690,9 @@ fn read_blocks<R: Read>(
         };
         match cut {
             Some(cut) => {
-                let rest = carry.split_off(cut);
+                let mut rest = Vec::with_capacity(BLOCK_BYTES + 64 * 1024);
+                rest.extend_from_slice(&carry[cut..]);
+                carry.truncate(cut);
                 let data = std::mem::replace(&mut carry, rest);
                 let first_line = line;
                 line += memchr::memchr_iter(b'\n', &data).count() as u64;

@@ -14,6 +14,8 @@ fn options() -> Options {
         counting: Counting::Exact,
         max_seq_len: 2048,
         threads: 2,
+        normalize: true,
+        hash: true,
     }
 }
 
