@@ -60,7 +60,10 @@ pub async fn resolve_caller(
     };
 
     let bearer_authenticated = matches!(caller, Some((_, AuthMethod::Bearer)));
+    // Signed storage URLs carry their own authorisation (GPU workers send no Origin).
+    let signed_storage = request.uri().path().starts_with("/storage/");
     if !bearer_authenticated
+        && !signed_storage
         && !is_safe(request.method())
         && let Err(e) = check_origin(request.headers(), &state.allowed_origins)
     {

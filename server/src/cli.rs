@@ -48,6 +48,9 @@ enum Command {
         /// Defaults to http://<bind address>.
         #[arg(long, env = "PUBLIC_URL")]
         public_url: Option<String>,
+        /// Key for signed storage URLs (shared by all replicas); default: generated in DATA_DIR.
+        #[arg(long, env = "STORAGE_SIGNING_KEY", hide_env_values = true)]
+        storage_signing_key: Option<String>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -82,9 +85,13 @@ pub async fn run() -> anyhow::Result<()> {
         _ => "127.0.0.1:0".into(),
     };
     let bind = settings::parse_bind(&bind)?;
-    let public_url = match &cli.command {
-        Command::Serve { public_url, .. } => public_url.clone(),
-        _ => None,
+    let (public_url, storage_signing_key) = match &cli.command {
+        Command::Serve {
+            public_url,
+            storage_signing_key,
+            ..
+        } => (public_url.clone(), storage_signing_key.clone()),
+        _ => (None, None),
     };
     let settings = Settings {
         database: settings::parse_database_url(cli.database_url.as_deref())?,
@@ -95,6 +102,7 @@ pub async fn run() -> anyhow::Result<()> {
         public_url: settings::parse_public_url(public_url.as_deref(), bind)?,
         bind,
         log_format: cli.log_format,
+        storage_signing_key,
     };
 
     match cli.command {

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 404: no such resource — also for other tenants' ids, so ids leak nothing.
     #[error("not found")]
     NotFound,
+    /// 413: the body (or the declared file size) is over the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// 409: the request conflicts with existing state (e.g. duplicate email).
     #[error("{message}")]
     Conflict {
@@ -56,6 +59,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -68,6 +72,7 @@ impl IntoResponse for ApiError {
         let (error, details): (String, Value) = match &self {
             Self::Validation(fields) => ("validation failed".into(), json!({ "fields": fields })),
             Self::BadRequest(reason) => ("malformed request".into(), json!(reason)),
+            Self::PayloadTooLarge(reason) => ("too large".into(), json!(reason)),
             Self::Conflict { message, fields } => (message.clone(), json!({ "fields": fields })),
             Self::RateLimited { retry_after_s } => (
                 self.to_string(),
@@ -125,6 +130,29 @@ impl From<LoginError> for ApiError {
         match error {
             LoginError::InvalidCredentials => Self::InvalidCredentials,
             LoginError::RateLimited { retry_after_s } => Self::RateLimited { retry_after_s },
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl ApiError {
+    /// A conflict without field errors.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict {
+            message: message.into(),
+            fields: FieldErrors::new(),
+        }
+    }
+}
+
+impl From<engine::datasets::service::DatasetError> for ApiError {
+    fn from(error: engine::datasets::service::DatasetError) -> Self {
+        use engine::datasets::service::DatasetError;
+        match error {
+            DatasetError::Invalid(fields) => Self::Validation(fields),
+            e @ DatasetError::TooLarge { .. } => Self::PayloadTooLarge(e.to_string()),
+            DatasetError::NotFound => Self::NotFound,
+            DatasetError::Conflict(message) => Self::conflict(message),
             other => Self::internal(other),
         }
     }

@@ -33,6 +33,9 @@ pub struct Settings {
     /// How browsers and GPU workers reach us (origin checks, cookies, signed URLs).
     pub public_url: Url,
     pub log_format: LogFormat,
+    /// HMAC key for the local store's signed URLs; every replica must share it. Unset: a random
+    /// key kept in DATA_DIR/signing.key.
+    pub storage_signing_key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,52 @@ impl Settings {
     pub fn public_origin(&self) -> String {
         self.public_url.origin().ascii_serialization()
     }
+}
+
+/// The signing key: the configured one (at least 32 characters), or one generated once and kept
+/// in DATA_DIR (readable by the owner only).
+pub fn signing_key(settings: &Settings) -> Result<Vec<u8>, SettingsError> {
+    if let Some(key) = settings
+        .storage_signing_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        if key.len() < 32 {
+            return Err(SettingsError(
+                "STORAGE_SIGNING_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+                    .into(),
+            ));
+        }
+        return Ok(key.as_bytes().to_vec());
+    }
+    let path = settings.data_dir.join("signing.key");
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && existing.trim().len() >= 32
+    {
+        return Ok(existing.trim().as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        SettingsError(format!(
+            "cannot create DATA_DIR {}: {e}",
+            settings.data_dir.display()
+        ))
+    })?;
+    let key =
+        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(key.as_bytes())
+    };
+    write().map_err(|e| SettingsError(format!("cannot write {}: {e}", path.display())))?;
+    Ok(key.into_bytes())
 }
 
 #[cfg(test)]

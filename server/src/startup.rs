@@ -15,6 +15,7 @@ use axum::routing::{any, delete, get, post};
 use engine::accounts::web::SessionCookie;
 use engine::db::Db;
 use engine::db::managed::ManagedPostgres;
+use engine::storage::Storage;
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::routes::{self, accounts, health, tokens};
+use crate::routes::{self, accounts, datasets, health, storage, tokens};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{assets, auth, database};
@@ -42,6 +43,7 @@ pub struct Application {
     router: Router,
     db: Db,
     managed: Option<ManagedPostgres>,
+    tasks: engine::tasks::Context,
 }
 
 impl Application {
@@ -49,11 +51,12 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (db, managed) = database::open_for_serve(&settings).await?;
         match Self::assemble(settings, db.clone()).await {
-            Ok((listener, router)) => Ok(Self {
+            Ok((listener, router, tasks)) => Ok(Self {
                 listener,
                 router,
                 db,
                 managed,
+                tasks,
             }),
             Err(e) => {
                 db.close().await;
@@ -65,7 +68,10 @@ impl Application {
         }
     }
 
-    async fn assemble(settings: Settings, db: Db) -> anyhow::Result<(TcpListener, Router)> {
+    async fn assemble(
+        settings: Settings,
+        db: Db,
+    ) -> anyhow::Result<(TcpListener, Router, engine::tasks::Context)> {
         db.migrate().await.context("applying database migrations")?;
         let listener = TcpListener::bind(settings.bind)
             .await
@@ -94,8 +100,19 @@ impl Application {
                 }
             }
         }
+        let storage = Storage::local(
+            settings.data_dir.join("objects"),
+            crate::settings::signing_key(&settings)?,
+            settings.public_origin(),
+        );
+        let tasks = engine::tasks::Context {
+            db: db.clone(),
+            storage: storage.clone(),
+            scratch: engine::datasets::service::scratch_dir(&settings.data_dir),
+        };
         let state = AppState {
             db,
+            storage,
             cookie: SessionCookie {
                 secure: settings.public_url.scheme() == "https",
             },
@@ -103,7 +120,7 @@ impl Application {
             leptos_options,
             allowed_origins: Arc::new(allowed),
         };
-        Ok((listener, router(state)))
+        Ok((listener, router(state), tasks))
     }
 
     pub fn port(&self) -> u16 {
@@ -117,6 +134,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.listener.local_addr()?;
+        let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(engine::tasks::run_worker(self.tasks.clone(), tasks_stopped));
         tracing::info!(%addr, "listening");
         let served = axum::serve(
             self.listener,
@@ -125,6 +144,14 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        // Let a running task finish (it is durable either way: an unfinished one runs again).
+        let _ = stop_tasks.send(true);
+        if tokio::time::timeout(std::time::Duration::from_secs(30), worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the background worker did not stop in 30 s; its task will run again");
+        }
         self.db.close().await;
         if let Some(managed) = self.managed {
             managed.stop().await?;
@@ -141,15 +168,27 @@ fn router(state: AppState) -> Router {
         .route("/api/auth/me", get(accounts::me))
         .route("/api/tokens", post(tokens::create).get(tokens::list))
         .route("/api/tokens/{id}", delete(tokens::revoke))
+        .route("/api/datasets", post(datasets::create).get(datasets::list))
+        .route(
+            "/api/datasets/{id}",
+            get(datasets::detail).delete(datasets::delete),
+        )
+        .route("/api/datasets/{id}/confirm", post(datasets::confirm))
+        .route(
+            "/storage/{bucket}/{*key}",
+            get(storage::get).put(storage::put),
+        )
         .route("/api/{*rest}", any(routes::api_not_found))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
 
     let context = {
         let db = state.db.clone();
+        let storage = state.storage.clone();
         let cookie = state.cookie;
         move || {
             provide_context(db.clone());
+            provide_context(storage.clone());
             provide_context(cookie);
         }
     };
@@ -186,10 +225,12 @@ async fn assets_or_not_found(State(state): State<AppState>, request: Request) ->
     }
     let options = state.leptos_options.clone();
     let db = state.db.clone();
+    let storage = state.storage.clone();
     let cookie = state.cookie;
     let handler = leptos_axum::render_app_to_stream_with_context(
         move || {
             provide_context(db.clone());
+            provide_context(storage.clone());
             provide_context(cookie);
         },
         move || shell(options.clone()),

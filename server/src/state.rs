@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use engine::accounts::web::SessionCookie;
 use engine::db::Db;
+use engine::storage::Storage;
 use leptos::config::LeptosOptions;
 
 use crate::settings::Settings;
@@ -12,6 +13,7 @@ use crate::settings::Settings;
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    pub storage: Storage,
     pub settings: Arc<Settings>,
     pub leptos_options: LeptosOptions,
     pub cookie: SessionCookie,

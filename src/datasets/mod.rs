@@ -14,7 +14,7 @@ mod store;
 #[cfg(feature = "ssr")]
 pub use store::*;
 #[cfg(feature = "ssr")]
-// pub mod service;
+pub mod service;
 #[cfg(feature = "ssr")]
 pub mod validate;
 

@@ -1,6 +1,15 @@
+//! Datasets in Postgres. Every function takes a tenant transaction and filters by `user_id` as
+//! well (row-level security is the second fence).
+
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use uuid::Uuid;
 
+use super::{
+    DatasetFormat, DatasetStatistics, DatasetStatus, DatasetView, SampleMessage, ValidationIssue,
+};
 use crate::db::Tx;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -8,17 +17,294 @@ pub struct DatasetSummaryRow {
     pub id: Uuid,
     pub name: String,
     pub status: String,
+    pub format: Option<String>,
     pub file_size: i64,
+    pub total_training_pairs: Option<i32>,
+    pub total_tokens: Option<i64>,
+    pub training_ready: bool,
     pub created_at: DateTime<Utc>,
 }
 
-/// The caller's datasets, newest first (soft-deleted ones excluded).
-pub async fn list(tx: &mut Tx, user_id: Uuid) -> Result<Vec<DatasetSummaryRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, name, status, file_size, created_at FROM datasets
-          WHERE user_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC LIMIT 200",
+/// A row as stored; converted to [`DatasetView`] for clients.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DatasetRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub file_name: String,
+    pub file_size: i64,
+    pub format: Option<String>,
+    pub status: String,
+    pub storage_key: String,
+    pub normalized_key: Option<String>,
+    pub sha256: Option<String>,
+    pub total_training_pairs: Option<i32>,
+    pub total_tokens: Option<i64>,
+    pub statistics: Option<Value>,
+    pub error_counts: Value,
+    pub validation_errors: Value,
+    pub sample: Option<Value>,
+    pub training_ready: bool,
+    pub status_message: Option<String>,
+    pub validated_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, user_id, name, description, file_name, file_size, format, status, storage_key, \
+     normalized_key, sha256, total_training_pairs, total_tokens, statistics, error_counts, validation_errors, \
+     sample, training_ready, status_message, validated_at, created_at, updated_at";
+
+impl From<DatasetRow> for DatasetView {
+    fn from(row: DatasetRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            description: row.description,
+            file_name: row.file_name,
+            file_size: row.file_size,
+            status: DatasetStatus::parse(&row.status).unwrap_or(DatasetStatus::Invalid),
+            format: row.format.as_deref().and_then(DatasetFormat::parse),
+            training_ready: row.training_ready,
+            total_training_pairs: row.total_training_pairs.map(i64::from),
+            total_tokens: row.total_tokens,
+            statistics: row
+                .statistics
+                .and_then(|v| serde_json::from_value::<DatasetStatistics>(v).ok()),
+            validation_errors: serde_json::from_value::<Vec<ValidationIssue>>(
+                row.validation_errors,
+            )
+            .unwrap_or_default(),
+            error_counts: serde_json::from_value::<BTreeMap<String, u64>>(row.error_counts)
+                .unwrap_or_default(),
+            sample: row
+                .sample
+                .and_then(|v| serde_json::from_value::<Vec<Vec<SampleMessage>>>(v).ok())
+                .unwrap_or_default(),
+            status_message: row.status_message,
+            sha256: row.sha256,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            validated_at: row.validated_at,
+        }
+    }
+}
+
+pub struct NewDatasetRow<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    pub file_name: &'a str,
+    pub file_size: i64,
+    pub storage_key: &'a str,
+}
+
+pub async fn insert(tx: &mut Tx, new: NewDatasetRow<'_>) -> Result<DatasetRow, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO datasets (id, user_id, name, description, file_name, file_size, storage_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+    )))
+    .bind(new.id)
+    .bind(new.user_id)
+    .bind(new.name)
+    .bind(new.description)
+    .bind(new.file_name)
+    .bind(new.file_size)
+    .bind(new.storage_key)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// One dataset of the caller's (not deleted); `lock` takes a row lock for a state change.
+pub async fn find(
+    tx: &mut Tx,
+    user_id: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<DatasetRow>, sqlx::Error> {
+    let suffix = if lock { " FOR UPDATE" } else { "" };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM datasets WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL{suffix}"
+    )))
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// For the validation task (system scope: the task carries the owner).
+pub async fn find_for_validation(tx: &mut Tx, id: Uuid) -> Result<Option<DatasetRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM datasets WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Filters for the list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub search: Option<String>,
+    pub status: Option<DatasetStatus>,
+    pub format: Option<DatasetFormat>,
+    pub page: u32,
+    pub limit: u32,
+}
+
+/// The caller's datasets, newest first, and the total matching the filter.
+pub async fn list_page(
+    tx: &mut Tx,
+    user_id: Uuid,
+    filter: &ListFilter,
+) -> Result<(Vec<DatasetSummaryRow>, i64), sqlx::Error> {
+    let pattern = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            format!(
+                "%{}%",
+                s.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+    let status = filter.status.map(DatasetStatus::as_str);
+    let format = filter.format.map(DatasetFormat::as_str);
+    let limit = i64::from(filter.limit.clamp(1, 100));
+    let offset = i64::from(filter.page.max(1) - 1) * limit;
+    let rows = sqlx::query_as::<_, DatasetSummaryRow>(
+        "SELECT id, name, status, format, file_size, total_training_pairs, total_tokens, training_ready, created_at
+           FROM datasets
+          WHERE user_id = $1 AND deleted_at IS NULL
+            AND ($2::text IS NULL OR name ILIKE $2)
+            AND ($3::text IS NULL OR status = $3)
+            AND ($4::text IS NULL OR format = $4)
+          ORDER BY created_at DESC, id
+          LIMIT $5 OFFSET $6",
     )
     .bind(user_id)
+    .bind(&pattern)
+    .bind(status)
+    .bind(format)
+    .bind(limit)
+    .bind(offset)
     .fetch_all(&mut **tx)
-    .await
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM datasets
+          WHERE user_id = $1 AND deleted_at IS NULL
+            AND ($2::text IS NULL OR name ILIKE $2)
+            AND ($3::text IS NULL OR status = $3)
+            AND ($4::text IS NULL OR format = $4)",
+    )
+    .bind(user_id)
+    .bind(&pattern)
+    .bind(status)
+    .bind(format)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((rows, total))
+}
+
+/// The caller's datasets, newest first (the first page, unfiltered).
+pub async fn list(tx: &mut Tx, user_id: Uuid) -> Result<Vec<DatasetSummaryRow>, sqlx::Error> {
+    let filter = ListFilter {
+        page: 1,
+        limit: 100,
+        ..ListFilter::default()
+    };
+    Ok(list_page(tx, user_id, &filter).await?.0)
+}
+
+/// `uploading` → `validating`. `false` when the row was not in `uploading`.
+pub async fn mark_validating(
+    tx: &mut Tx,
+    user_id: Uuid,
+    id: Uuid,
+    sha256: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE datasets SET status = 'validating', status_message = NULL, sha256 = coalesce($3, sha256)
+          WHERE id = $1 AND user_id = $2 AND status = 'uploading' AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(sha256)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+/// The validator's verdict, written once; `false` when the dataset is no longer validating.
+pub struct Verdict<'a> {
+    pub status: DatasetStatus,
+    pub format: Option<DatasetFormat>,
+    pub normalized_key: Option<&'a str>,
+    pub sha256: &'a str,
+    pub statistics: &'a DatasetStatistics,
+    pub issues: &'a [ValidationIssue],
+    pub error_counts: &'a BTreeMap<String, u64>,
+    pub sample: &'a [Vec<SampleMessage>],
+    pub training_ready: bool,
+    pub status_message: Option<&'a str>,
+}
+
+pub async fn record_verdict(
+    tx: &mut Tx,
+    id: Uuid,
+    verdict: Verdict<'_>,
+) -> Result<bool, sqlx::Error> {
+    let s = verdict.statistics;
+    let changed = sqlx::query(
+        "UPDATE datasets
+            SET status = $2, format = $3, normalized_key = $4, sha256 = coalesce(nullif($5, ''), sha256),
+                total_training_pairs = $6, conversations = $7, total_messages = $8, total_tokens = $9,
+                assistant_tokens = $10, avg_turns = $11, over_length_count = $12, token_distribution = $13,
+                statistics = $14, validation_errors = $15, error_counts = $16, sample = $17,
+                training_ready = $18, status_message = $19, validated_at = now()
+          WHERE id = $1 AND status = 'validating' AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(verdict.status.as_str())
+    .bind(verdict.format.map(DatasetFormat::as_str))
+    .bind(verdict.normalized_key)
+    .bind(verdict.sha256)
+    .bind(i32::try_from(s.examples).unwrap_or(i32::MAX))
+    .bind(i32::try_from(s.conversations).unwrap_or(i32::MAX))
+    .bind(i32::try_from(s.messages).unwrap_or(i32::MAX))
+    .bind(i64::try_from(s.total_tokens).unwrap_or(i64::MAX))
+    .bind(i64::try_from(s.assistant_tokens).unwrap_or(i64::MAX))
+    .bind(s.avg_turns)
+    .bind(i32::try_from(s.over_max_seq_len).unwrap_or(i32::MAX))
+    .bind(serde_json::to_value(&s.tokens).unwrap_or(Value::Null))
+    .bind(serde_json::to_value(s).unwrap_or(Value::Null))
+    .bind(serde_json::to_value(verdict.issues).unwrap_or(Value::Null))
+    .bind(serde_json::to_value(verdict.error_counts).unwrap_or(Value::Null))
+    .bind(serde_json::to_value(verdict.sample).unwrap_or(Value::Null))
+    .bind(verdict.training_ready)
+    .bind(verdict.status_message)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+/// Soft delete; `false` when there was no such dataset of the caller's.
+pub async fn soft_delete(tx: &mut Tx, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE datasets SET deleted_at = now(), training_ready = false
+          WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
 }

@@ -37,3 +37,33 @@ pub async fn recent(
     .fetch_all(&mut **tx)
     .await
 }
+
+/// A new notification for `user_id` (inside the transaction of the event it reports).
+pub struct NewNotification<'a> {
+    pub kind: &'a str,
+    pub title: &'a str,
+    pub message: &'a str,
+    pub priority: &'a str,
+    pub action_url: Option<&'a str>,
+    pub metadata: serde_json::Value,
+}
+
+pub async fn create(
+    tx: &mut Tx,
+    user_id: Uuid,
+    new: NewNotification<'_>,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO notifications (user_id, type, title, message, priority, action_url, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(new.kind)
+    .bind(new.title)
+    .bind(new.message)
+    .bind(new.priority)
+    .bind(new.action_url)
+    .bind(new.metadata)
+    .fetch_one(&mut **tx)
+    .await
+}

@@ -1,7 +1,9 @@
 //! REST API routes (DESIGN §6.1) and operations endpoints.
 
 pub mod accounts;
+pub mod datasets;
 pub mod health;
+pub mod storage;
 pub mod tokens;
 
 use axum::extract::rejection::JsonRejection;

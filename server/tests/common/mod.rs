@@ -54,15 +54,22 @@ pub struct TestApp {
     pub address: String,
     pub db: Db,
     pub client: reqwest::Client,
+    /// DATA_DIR of this app (objects, scratch files); removed when the test ends.
+    pub data_dir: tempfile::TempDir,
 }
 
 impl TestApp {
     pub async fn spawn() -> Self {
         let options = fresh_database().await;
         let bind = "127.0.0.1:0".parse().expect("bind address");
+        let data_dir = tempfile::Builder::new()
+            .prefix("lp-test-")
+            .tempdir()
+            .expect("data dir");
         let settings = Settings {
             database: DatabaseSettings::External(Box::new(options.clone())),
-            data_dir: std::env::temp_dir(),
+            data_dir: data_dir.path().to_owned(),
+            storage_signing_key: None,
             bind,
             public_url: server::settings::parse_public_url(None, bind).expect("url"),
             log_format: LogFormat::Text,
@@ -75,6 +82,7 @@ impl TestApp {
             address,
             db,
             client: Self::browser(),
+            data_dir,
         }
     }
 

@@ -1,0 +1,122 @@
+//! The local store's signed-URL endpoints: `PUT` streams an upload to disk in constant memory,
+//! enforcing the signed size (413 beyond it); `GET`/`HEAD` serve the object with Range support.
+//! The signature is the authorisation: these routes need no session and no Origin.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use engine::storage::{Bucket, SignatureError, UploadError};
+use serde::Deserialize;
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct Signed {
+    expires: i64,
+    signature: String,
+    size: Option<u64>,
+}
+
+fn signature_error(e: SignatureError) -> ApiError {
+    ApiError::Forbidden(e.to_string())
+}
+
+fn store(state: &AppState) -> Result<&engine::storage::LocalStore, ApiError> {
+    state.storage.local_store().ok_or(ApiError::NotFound)
+}
+
+pub async fn put(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+    Query(signed): Query<Signed>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let store = store(&state)?;
+    let bucket = Bucket::parse(&bucket).ok_or(ApiError::NotFound)?;
+    let declared = signed
+        .size
+        .ok_or_else(|| ApiError::Forbidden("the upload link has no size".into()))?;
+    store
+        .verify(
+            "PUT",
+            bucket,
+            &key,
+            signed.expires,
+            Some(declared),
+            &signed.signature,
+        )
+        .map_err(signature_error)?;
+    // Refuse early when the client announces a different size.
+    if let Some(length) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if length > declared {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the body is {length} bytes but this link accepts exactly {declared}"
+            )));
+        }
+        if length < declared {
+            return Err(ApiError::BadRequest(format!(
+                "the body is {length} bytes but this link expects exactly {declared}"
+            )));
+        }
+    }
+    let stream = request.into_body().into_data_stream();
+    match store.write_stream(bucket, &key, declared, stream).await {
+        Ok(outcome) => Ok((
+            StatusCode::OK,
+            [(header::ETAG, format!("\"{}\"", outcome.sha256))],
+            axum::Json(serde_json::json!({ "size": outcome.size, "sha256": outcome.sha256 })),
+        )
+            .into_response()),
+        Err(UploadError::TooLarge { declared }) => Err(ApiError::PayloadTooLarge(format!(
+            "the upload is larger than the declared {declared} bytes"
+        ))),
+        Err(e @ (UploadError::Incomplete { .. } | UploadError::Stream(_))) => {
+            Err(ApiError::BadRequest(e.to_string()))
+        }
+        Err(UploadError::Storage(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path((bucket, key)): Path<(String, String)>,
+    Query(signed): Query<Signed>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let store = store(&state)?;
+    let bucket = Bucket::parse(&bucket).ok_or(ApiError::NotFound)?;
+    // HEAD is allowed with a GET link.
+    let method = if request.method() == Method::HEAD {
+        "GET"
+    } else {
+        request.method().as_str()
+    };
+    store
+        .verify(
+            method,
+            bucket,
+            &key,
+            signed.expires,
+            None,
+            &signed.signature,
+        )
+        .map_err(signature_error)?;
+    let path = store.path(bucket, &key).map_err(|_| ApiError::NotFound)?;
+    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Err(ApiError::NotFound);
+    }
+    let response = ServeFile::new(path)
+        .oneshot(request)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(response.map(Body::new))
+}

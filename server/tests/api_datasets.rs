@@ -1,0 +1,475 @@
+//! Datasets through the real HTTP endpoints and the local store: create → signed PUT → confirm
+//! → background validation → ready (or invalid with line numbers); signed-URL tampering,
+//! expiry and size enforcement; tenant isolation; a crashed validation taken over.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestApp;
+use reqwest::header::ORIGIN;
+use serde_json::{Value, json};
+
+fn sample(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+async fn create(
+    app: &TestApp,
+    client: &reqwest::Client,
+    name: &str,
+    file: &str,
+    size: usize,
+) -> Value {
+    let response = app
+        .post(
+            client,
+            "/api/datasets",
+            json!({ "name": name, "file_name": file, "file_size": size }),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["data"].clone()
+}
+
+async fn upload(created: &Value, bytes: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .put(created["uploadUrl"].as_str().unwrap())
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn confirm(app: &TestApp, client: &reqwest::Client, id: &str) -> reqwest::Response {
+    app.post(client, &format!("/api/datasets/{id}/confirm"), json!({}))
+        .await
+}
+
+/// Polls the dataset until validation has decided.
+async fn verdict(app: &TestApp, client: &reqwest::Client, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: Value = client
+            .get(app.url(&format!("/api/datasets/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = body["data"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if status == "ready" || status == "invalid" {
+            return body["data"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "validation did not finish: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn full_flow(app: &TestApp, client: &reqwest::Client, file: &str) -> Value {
+    let bytes = sample(file);
+    let created = create(app, client, file, file, bytes.len()).await;
+    let id = created["dataset"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["dataset"]["status"], "uploading");
+    assert!(
+        created["storagePath"]
+            .as_str()
+            .unwrap()
+            .starts_with("lora-datasets/")
+    );
+    let put = upload(&created, bytes).await;
+    assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
+    let confirmed = confirm(app, client, &id).await;
+    assert_eq!(confirmed.status(), 202);
+    let body: Value = confirmed.json().await.unwrap();
+    assert_eq!(body["data"]["dataset"]["status"], "validating");
+    verdict(app, client, &id).await
+}
+
+#[tokio::test]
+async fn every_sample_gives_its_documented_outcome() {
+    let app = TestApp::spawn().await;
+    let (client, user) = app.signed_in_user("data@example.com").await;
+    for (file, format, examples) in [
+        ("openai-chat.jsonl", "openai_chat", 40),
+        ("alpaca.json", "alpaca", 40),
+        ("sharegpt.jsonl", "sharegpt", 40),
+        ("brightrun-v4.jsonl", "brightrun_v4_jsonl", 32),
+        ("brightrun-v4-full.json", "brightrun_v4_json", 32),
+    ] {
+        let dataset = full_flow(&app, &client, file).await;
+        assert_eq!(dataset["status"], "ready", "{file}: {dataset}");
+        assert_eq!(dataset["format"], format);
+        assert_eq!(dataset["training_ready"], true);
+        assert_eq!(dataset["total_training_pairs"], examples);
+        assert!(dataset["total_tokens"].as_i64().unwrap() > 0);
+        assert_eq!(dataset["validation_errors"], json!([]));
+        assert_eq!(dataset["sample"].as_array().unwrap().len(), 3);
+        assert_eq!(dataset["sha256"].as_str().unwrap().len(), 64);
+        // The normalised training file exists, one chat example per line.
+        let id = dataset["id"].as_str().unwrap();
+        let normalized = app.data_dir.path().join(format!(
+            "objects/lora-datasets/{user}/{id}/normalized.jsonl"
+        ));
+        let text = std::fs::read_to_string(&normalized).unwrap();
+        assert_eq!(text.lines().count(), examples as usize, "{file}");
+        assert!(text.lines().all(|l| l.starts_with("{\"messages\":[")));
+    }
+    for (file, code, line) in [
+        ("broken-invalid-json-line.jsonl", "invalid_json", 6),
+        ("broken-missing-assistant.jsonl", "missing_assistant", 4),
+        ("broken-unknown-role.jsonl", "unknown_role", 3),
+    ] {
+        let dataset = full_flow(&app, &client, file).await;
+        assert_eq!(dataset["status"], "invalid", "{file}");
+        assert_eq!(dataset["training_ready"], false);
+        assert_eq!(dataset["validation_errors"][0]["code"], code, "{file}");
+        assert_eq!(dataset["validation_errors"][0]["line"], line, "{file}");
+        assert!(
+            dataset["validation_errors"][0]["suggestion"]
+                .as_str()
+                .unwrap()
+                .len()
+                > 10
+        );
+        assert_eq!(dataset["error_counts"][code], 1);
+        assert!(
+            dataset["status_message"]
+                .as_str()
+                .unwrap()
+                .contains("must be fixed")
+        );
+    }
+    // Each verdict produced a notification.
+    let unread: i64 = {
+        let mut tx = app.db.tenant(user).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM notifications WHERE read_at IS NULL")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
+    };
+    assert_eq!(unread, 8);
+}
+
+#[tokio::test]
+async fn create_validates_and_refuses_files_over_500_mb() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("limits@example.com").await;
+    let too_big = app
+        .post(
+            &client,
+            "/api/datasets",
+            json!({ "name": "big", "file_name": "big.jsonl", "file_size": 500_000_001u64 }),
+        )
+        .await;
+    assert_eq!(too_big.status(), 413);
+    let body: Value = too_big.json().await.unwrap();
+    assert!(body["details"].as_str().unwrap().contains("500 MB"));
+    let bad = app
+        .post(
+            &client,
+            "/api/datasets",
+            json!({ "name": "", "file_name": "data.csv", "file_size": 10 }),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert!(body["details"]["fields"]["name"].is_string());
+    assert!(
+        body["details"]["fields"]["file_name"]
+            .as_str()
+            .unwrap()
+            .contains(".jsonl")
+    );
+    let anonymous = TestApp::browser()
+        .post(app.url("/api/datasets"))
+        .header(ORIGIN, &app.address)
+        .json(&json!({ "name": "x", "file_name": "x.jsonl", "file_size": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn signed_urls_are_bound_to_their_object_size_and_time() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("signed@example.com").await;
+    let bytes = sample("openai-chat.jsonl");
+    let created = create(&app, &client, "s", "s.jsonl", bytes.len()).await;
+    let url = created["uploadUrl"].as_str().unwrap().to_owned();
+    let id = created["dataset"]["id"].as_str().unwrap().to_owned();
+    let put = |url: String, body: Vec<u8>| async move {
+        reqwest::Client::new()
+            .put(url)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    };
+
+    // Tampered signature, size, key or expiry: refused.
+    let tampered_sig = {
+        let at = url.find("signature=").unwrap() + "signature=".len();
+        let mut chars: Vec<char> = url.chars().collect();
+        chars[at] = if chars[at] == '0' { '1' } else { '0' };
+        chars.into_iter().collect::<String>()
+    };
+    assert_eq!(put(tampered_sig, bytes.clone()).await.status(), 403);
+    let bigger = url.replace(
+        &format!("size={}", bytes.len()),
+        &format!("size={}", bytes.len() + 1),
+    );
+    assert_eq!(put(bigger, bytes.clone()).await.status(), 403);
+    let other_key = url.replace("original.jsonl", "other.jsonl");
+    assert_eq!(put(other_key, bytes.clone()).await.status(), 403);
+    let expires: i64 = url
+        .split("expires=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let later = url.replace(
+        &format!("expires={expires}"),
+        &format!("expires={}", expires + 3600),
+    );
+    assert_eq!(put(later, bytes.clone()).await.status(), 403);
+    // An expired link (signed with the app's own key, an hour ago) is refused with a reason.
+    let key = std::fs::read(app.data_dir.path().join("signing.key")).unwrap();
+    let store = engine::storage::LocalStore::new(
+        app.data_dir.path().join("objects"),
+        key,
+        app.address.clone(),
+    );
+    let storage_key = created["storagePath"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("lora-datasets/");
+    let expired = store
+        .presign(
+            "PUT",
+            engine::storage::Bucket::Datasets,
+            storage_key,
+            Some(bytes.len() as u64),
+            chrono::Duration::hours(-1),
+        )
+        .unwrap();
+    let response = put(expired.url, bytes.clone()).await;
+    assert_eq!(response.status(), 403);
+    assert!(response.text().await.unwrap().contains("expired"));
+    // The upload link cannot be used to download.
+    let get = reqwest::Client::new().get(&url).send().await.unwrap();
+    assert_eq!(get.status(), 403);
+
+    // Wrong sizes: more than signed → 413, fewer → 400; nothing is stored either way.
+    let mut more = bytes.clone();
+    more.extend_from_slice(b"\n");
+    assert_eq!(put(url.clone(), more).await.status(), 413);
+    assert_eq!(put(url.clone(), bytes[..10].to_vec()).await.status(), 400);
+    let early = confirm(&app, &client, &id).await;
+    assert_eq!(early.status(), 409, "confirm before a complete upload");
+    let body: Value = early.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no file has been uploaded")
+    );
+
+    // The right bytes go through; a signed GET serves them with Range support.
+    assert_eq!(put(url.clone(), bytes.clone()).await.status(), 200);
+    let download = store
+        .presign(
+            "GET",
+            engine::storage::Bucket::Datasets,
+            storage_key,
+            None,
+            chrono::Duration::minutes(5),
+        )
+        .unwrap();
+    let ranged = reqwest::Client::new()
+        .get(&download.url)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.unwrap().as_ref(), &bytes[..10]);
+}
+
+#[tokio::test]
+async fn another_users_dataset_is_404_everywhere() {
+    let app = TestApp::spawn().await;
+    let (alice, _) = app.signed_in_user("alice@example.com").await;
+    let (mallory, _) = app.signed_in_user("mallory@example.com").await;
+    let dataset = full_flow(&app, &alice, "alpaca.json").await;
+    let id = dataset["id"].as_str().unwrap();
+
+    let get = mallory
+        .get(app.url(&format!("/api/datasets/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 404);
+    assert_eq!(confirm(&app, &mallory, id).await.status(), 404);
+    let delete = mallory
+        .delete(app.url(&format!("/api/datasets/{id}")))
+        .header(ORIGIN, &app.address)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 404);
+    let list: Value = mallory
+        .get(app.url("/api/datasets"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"]["pagination"]["total"], 0);
+    let not_uuid = mallory
+        .get(app.url("/api/datasets/not-a-uuid"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_uuid.status(), 404);
+
+    // The owner still has it, then deletes it.
+    let get = alice
+        .get(app.url(&format!("/api/datasets/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200);
+    let delete = alice
+        .delete(app.url(&format!("/api/datasets/{id}")))
+        .header(ORIGIN, &app.address)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 200);
+    let gone = alice
+        .get(app.url(&format!("/api/datasets/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+#[tokio::test]
+async fn list_searches_filters_and_pages() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("lists@example.com").await;
+    full_flow(&app, &client, "openai-chat.jsonl").await;
+    full_flow(&app, &client, "broken-unknown-role.jsonl").await;
+    for i in 0..3 {
+        create(&app, &client, &format!("pending {i}"), "p.jsonl", 10).await;
+    }
+    let get = |query: &str| {
+        let url = app.url(&format!("/api/datasets{query}"));
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get("").await["data"]["pagination"]["total"], 5);
+    assert_eq!(
+        get("?status=ready").await["data"]["datasets"][0]["name"],
+        "openai-chat.jsonl"
+    );
+    assert_eq!(
+        get("?status=invalid").await["data"]["pagination"]["total"],
+        1
+    );
+    assert_eq!(
+        get("?status=uploading").await["data"]["pagination"]["total"],
+        3
+    );
+    assert_eq!(
+        get("?format=openai_chat").await["data"]["pagination"]["total"],
+        2
+    );
+    assert_eq!(
+        get("?search=PENDING").await["data"]["pagination"]["total"],
+        3
+    );
+    assert_eq!(
+        get("?search=%25").await["data"]["pagination"]["total"],
+        0,
+        "% is literal"
+    );
+    let page = get("?limit=2&page=3").await;
+    assert_eq!(page["data"]["datasets"].as_array().unwrap().len(), 1);
+    let bad = client
+        .get(app.url("/api/datasets?status=done&limit=500"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert!(
+        body["details"]["fields"]["status"].is_string()
+            && body["details"]["fields"]["limit"].is_string()
+    );
+}
+
+#[tokio::test]
+async fn a_validation_left_by_a_crashed_worker_is_taken_over() {
+    let app = TestApp::spawn().await;
+    let (client, user) = app.signed_in_user("crash@example.com").await;
+    let bytes = sample("sharegpt.jsonl");
+    let created = create(&app, &client, "crash", "c.jsonl", bytes.len()).await;
+    let id: uuid::Uuid = created["dataset"]["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(upload(&created, bytes).await.status(), 200);
+    // What a worker that died mid-validation leaves behind: the dataset validating, its task
+    // leased by a process that no longer renews the lease.
+    let mut tx = app.db.tenant(user).await.unwrap();
+    sqlx::query("UPDATE datasets SET status = 'validating' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO work_queue (kind, payload, user_id, dedupe_key, status, attempts, leased_by, leased_until)
+         VALUES ('validate_dataset', $1, $2, $3, 'running', 1, 'crashed-worker', now() - interval '1 second')",
+    )
+    .bind(json!({ "dataset_id": id }))
+    .bind(user)
+    .bind(format!("validate:{id}"))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let dataset = verdict(&app, &client, &id.to_string()).await;
+    assert_eq!(dataset["status"], "ready");
+    let mut tx = app.db.system().await.unwrap();
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM work_queue WHERE dedupe_key = $1")
+            .bind(format!("validate:{id}"))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("done", 2));
+}

@@ -1,0 +1,380 @@
+//! The dataset flow: create (with a signed upload URL) → the client uploads → confirm (queues
+//! validation) → the validation task streams the file through the validator, stores the
+//! normalised training file and records the verdict.
+
+use std::path::{Path, PathBuf};
+
+use tokio_util::io::SyncIoBridge;
+use uuid::Uuid;
+
+use super::validate::{self, Options};
+use super::{
+    DatasetStatus, DatasetView, ListFilter, NewDataset, NewDatasetError, NewDatasetRow, Verdict,
+    check_new_dataset,
+};
+use crate::db::Db;
+use crate::notifications::{self, NewNotification};
+use crate::queue;
+use crate::storage::{Bucket, SignedRequest, Storage, StorageError};
+use crate::validation::FieldErrors;
+
+/// The queue task kind that validates a dataset.
+pub const VALIDATE_TASK: &str = "validate_dataset";
+/// How long an upload URL stays valid.
+pub const UPLOAD_URL_TTL: chrono::Duration = chrono::Duration::hours(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("invalid dataset: {0}")]
+    Invalid(FieldErrors),
+    #[error("the file is {size} bytes; the limit is {limit} bytes (500 MB)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("dataset not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("database error on datasets: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A new dataset and where to upload its file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Created {
+    pub dataset: DatasetView,
+    pub upload: SignedRequest,
+    pub storage_path: String,
+}
+
+fn original_key(user: Uuid, dataset: Uuid, file_name: &str) -> String {
+    let ext = if file_name.to_lowercase().ends_with(".jsonl") {
+        "jsonl"
+    } else {
+        "json"
+    };
+    format!("{user}/{dataset}/original.{ext}")
+}
+
+fn normalized_key(user: Uuid, dataset: Uuid) -> String {
+    format!("{user}/{dataset}/normalized.jsonl")
+}
+
+pub async fn create(
+    db: &Db,
+    storage: &Storage,
+    user: Uuid,
+    new: &NewDataset,
+) -> Result<Created, DatasetError> {
+    check_new_dataset(new).map_err(|e| match e {
+        NewDatasetError::Invalid(fields) => DatasetError::Invalid(fields),
+        NewDatasetError::TooLarge { size } => DatasetError::TooLarge {
+            size,
+            limit: super::MAX_UPLOAD_BYTES,
+        },
+    })?;
+    let id = Uuid::new_v4();
+    let key = original_key(user, id, &new.file_name);
+    let upload = storage.presign_put(Bucket::Datasets, &key, new.file_size, UPLOAD_URL_TTL)?;
+    let mut tx = db.tenant(user).await?;
+    let row = super::insert(
+        &mut tx,
+        NewDatasetRow {
+            id,
+            user_id: user,
+            name: new.name.trim(),
+            description: new
+                .description
+                .as_deref()
+                .map(str::trim)
+                .filter(|d| !d.is_empty()),
+            file_name: new.file_name.trim(),
+            file_size: new.file_size as i64,
+            storage_key: &key,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Created {
+        dataset: row.into(),
+        storage_path: format!("{}/{key}", Bucket::Datasets.name()),
+        upload,
+    })
+}
+
+/// The upload is complete: check the object, then queue validation (in the same transaction
+/// as the status change, so neither happens without the other).
+pub async fn confirm(
+    db: &Db,
+    storage: &Storage,
+    user: Uuid,
+    id: Uuid,
+) -> Result<DatasetView, DatasetError> {
+    let mut tx = db.tenant(user).await?;
+    let row = super::find(&mut tx, user, id, true)
+        .await?
+        .ok_or(DatasetError::NotFound)?;
+    match DatasetStatus::parse(&row.status) {
+        Some(DatasetStatus::Uploading) => {}
+        Some(DatasetStatus::Validating) => return Ok(row.into()), // confirming twice is harmless
+        _ => {
+            return Err(DatasetError::Conflict(format!(
+                "the dataset is already {}; upload a new dataset to change its file",
+                row.status
+            )));
+        }
+    }
+    let info = storage.info(Bucket::Datasets, &row.storage_key).await?;
+    let info = match info {
+        Some(info) if info.size == row.file_size as u64 => info,
+        Some(info) => {
+            return Err(DatasetError::Conflict(format!(
+                "the upload is incomplete: {} of {} bytes arrived; upload the file again",
+                info.size, row.file_size
+            )));
+        }
+        None => {
+            return Err(DatasetError::Conflict(
+                "no file has been uploaded yet: PUT the file to the upload URL first".into(),
+            ));
+        }
+    };
+    if !super::mark_validating(&mut tx, user, id, info.sha256.as_deref()).await? {
+        return Err(DatasetError::Conflict(
+            "the dataset changed meanwhile; reload it".into(),
+        ));
+    }
+    queue::enqueue(
+        &mut tx,
+        VALIDATE_TASK,
+        serde_json::json!({ "dataset_id": id }),
+        Some(user),
+        &format!("validate:{id}"),
+    )
+    .await?;
+    let row = super::find(&mut tx, user, id, false)
+        .await?
+        .ok_or(DatasetError::NotFound)?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+pub async fn get(db: &Db, user: Uuid, id: Uuid) -> Result<DatasetView, DatasetError> {
+    let mut tx = db.tenant(user).await?;
+    let row = super::find(&mut tx, user, id, false)
+        .await?
+        .ok_or(DatasetError::NotFound)?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+pub async fn list(
+    db: &Db,
+    user: Uuid,
+    filter: &ListFilter,
+) -> Result<(Vec<super::DatasetSummaryRow>, i64), DatasetError> {
+    let mut tx = db.tenant(user).await?;
+    let page = super::list_page(&mut tx, user, filter).await?;
+    tx.commit().await?;
+    Ok(page)
+}
+
+/// Soft-deletes the dataset and removes its files.
+pub async fn delete(db: &Db, storage: &Storage, user: Uuid, id: Uuid) -> Result<(), DatasetError> {
+    let mut tx = db.tenant(user).await?;
+    let row = super::find(&mut tx, user, id, true)
+        .await?
+        .ok_or(DatasetError::NotFound)?;
+    if !super::soft_delete(&mut tx, user, id).await? {
+        return Err(DatasetError::NotFound);
+    }
+    tx.commit().await?;
+    // The row is gone for the user; a failure here leaves an orphan file, never a broken row.
+    for key in std::iter::once(row.storage_key).chain(row.normalized_key) {
+        if let Err(e) = storage.delete(Bucket::Datasets, &key).await {
+            tracing::warn!(dataset = %id, error = %e, "could not delete a dataset file");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationTaskError {
+    #[error("the task payload has no dataset_id")]
+    BadPayload,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("I/O error while validating: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the validator stopped: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("database error while validating: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// The validation task. Idempotent: run again after a crash, it validates from the start and
+/// records the verdict once (only while the dataset is still `validating`).
+pub async fn run_validation(
+    db: &Db,
+    storage: &Storage,
+    scratch: &Path,
+    payload: &serde_json::Value,
+) -> Result<(), ValidationTaskError> {
+    let id = payload["dataset_id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or(ValidationTaskError::BadPayload)?;
+    let row = {
+        let mut tx = db.system().await?;
+        let row = super::find_for_validation(&mut tx, id).await?;
+        tx.commit().await?;
+        match row {
+            Some(row) if row.status == "validating" => row,
+            _ => return Ok(()), // deleted or already decided: nothing to do
+        }
+    };
+    let started = std::time::Instant::now();
+    let reader = storage.open(Bucket::Datasets, &row.storage_key).await?;
+    tokio::fs::create_dir_all(scratch).await?;
+    let output = scratch.join(format!("{id}.normalized.jsonl"));
+    let options = Options {
+        hash: row.sha256.is_none(),
+        ..Options::default()
+    };
+    let output_path = output.clone();
+    let report = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let input = SyncIoBridge::new(reader);
+        let mut out =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&output_path)?);
+        let report = validate::validate(input, &options, &mut out)?;
+        std::io::Write::flush(&mut out)?;
+        Ok(report)
+    })
+    .await?;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&output).await;
+            return Err(e.into());
+        }
+    };
+    let ready = report.training_ready();
+    let valid = report.is_valid();
+    let normalized = normalized_key(row.user_id, id);
+    if valid {
+        storage
+            .put_file(Bucket::Datasets, &normalized, &output)
+            .await?;
+    }
+    let _ = tokio::fs::remove_file(&output).await;
+    let sha = row.sha256.clone().unwrap_or_else(|| report.sha256.clone());
+    let message = ready.as_ref().err().cloned();
+    let mut tx = db.tenant(row.user_id).await?;
+    let recorded = super::record_verdict(
+        &mut tx,
+        id,
+        Verdict {
+            status: if valid {
+                DatasetStatus::Ready
+            } else {
+                DatasetStatus::Invalid
+            },
+            format: report.format,
+            normalized_key: valid.then_some(normalized.as_str()),
+            sha256: &sha,
+            statistics: &report.statistics,
+            issues: &report.issues,
+            error_counts: &report.error_counts,
+            sample: &report.sample,
+            training_ready: ready.is_ok(),
+            status_message: message.as_deref(),
+        },
+    )
+    .await?;
+    if recorded {
+        let (kind, title, text, priority) = if valid {
+            (
+                "dataset_ready",
+                format!("Dataset \"{}\" is ready", row.name),
+                format!(
+                    "{} examples, {} tokens{}.",
+                    report.statistics.examples,
+                    report.statistics.total_tokens,
+                    message
+                        .as_deref()
+                        .map(|m| format!(" — not trainable yet: {m}"))
+                        .unwrap_or_default()
+                ),
+                "normal",
+            )
+        } else {
+            (
+                "dataset_invalid",
+                format!("Dataset \"{}\" has problems", row.name),
+                format!(
+                    "{} problems found; open the dataset to see them with line numbers.",
+                    report.error_total()
+                ),
+                "high",
+            )
+        };
+        notifications::create(
+            &mut tx,
+            row.user_id,
+            NewNotification {
+                kind,
+                title: &title,
+                message: &text,
+                priority,
+                action_url: Some(&format!("/datasets/{id}")),
+                metadata: serde_json::json!({ "dataset_id": id }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(
+        dataset = %id,
+        valid,
+        examples = report.statistics.examples,
+        bytes = report.statistics.bytes,
+        seconds = started.elapsed().as_secs_f64(),
+        "dataset validated"
+    );
+    Ok(())
+}
+
+/// Marks a dataset whose validation kept failing (the queue gave up) as invalid, with a reason.
+pub async fn give_up_validation(
+    db: &Db,
+    payload: &serde_json::Value,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    let Some(id) = payload["dataset_id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+    else {
+        return Ok(());
+    };
+    let mut tx = db.system().await?;
+    sqlx::query(
+        "UPDATE datasets SET status = 'invalid', training_ready = false,
+                status_message = $2
+          WHERE id = $1 AND status = 'validating'",
+    )
+    .bind(id)
+    .bind(
+        format!("validation could not finish ({error}); upload the file again")
+            .chars()
+            .take(2000)
+            .collect::<String>(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Where validation writes its temporary files.
+pub fn scratch_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tmp")
+}

@@ -1,0 +1,143 @@
+//! The durable work queue: background work as rows in `work_queue`, leased with
+//! `FOR UPDATE SKIP LOCKED`, so several server replicas never take the same task and a crash
+//! loses nothing (an expired lease is taken over and the task runs again).
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::db::{Db, Tx};
+
+/// How long a lease lasts without a heartbeat.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Task {
+    pub id: i64,
+    pub kind: String,
+    pub payload: Value,
+    pub user_id: Option<Uuid>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Queues a task inside the caller's transaction (so it exists exactly when the state change
+/// that needs it commits). A task with the same `dedupe_key` is reset to run again.
+pub async fn enqueue(
+    tx: &mut Tx,
+    kind: &str,
+    payload: Value,
+    user_id: Option<Uuid>,
+    dedupe_key: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO work_queue (kind, payload, user_id, dedupe_key)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (dedupe_key) DO UPDATE
+            SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, status = 'pending', attempts = 0,
+                run_at = now(), leased_by = NULL, leased_until = NULL, last_error = NULL
+         RETURNING id",
+    )
+    .bind(kind)
+    .bind(payload)
+    .bind(user_id)
+    .bind(dedupe_key)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Takes the next due task (or one whose lease expired), if any.
+pub async fn lease(db: &Db, worker: &str) -> Result<Option<Task>, sqlx::Error> {
+    let mut tx = db.system().await?;
+    let task = sqlx::query_as::<_, Task>(
+        "UPDATE work_queue SET status = 'running', attempts = attempts + 1, leased_by = $1,
+                leased_until = now() + make_interval(secs => $2)
+          WHERE id = (
+                SELECT id FROM work_queue
+                 WHERE (status = 'pending' AND run_at <= now())
+                    OR (status = 'running' AND leased_until < now())
+                 ORDER BY run_at
+                 LIMIT 1
+                   FOR UPDATE SKIP LOCKED)
+      RETURNING id, kind, payload, user_id, attempts, max_attempts, created_at",
+    )
+    .bind(worker)
+    .bind(LEASE.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(task)
+}
+
+/// Extends the lease of a long task; `false` when the lease was lost to another worker.
+pub async fn heartbeat(db: &Db, task: i64, worker: &str) -> Result<bool, sqlx::Error> {
+    let mut tx = db.system().await?;
+    let changed = sqlx::query(
+        "UPDATE work_queue SET leased_until = now() + make_interval(secs => $3)
+          WHERE id = $1 AND leased_by = $2 AND status = 'running'",
+    )
+    .bind(task)
+    .bind(worker)
+    .bind(LEASE.as_secs_f64())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(changed == 1)
+}
+
+pub async fn complete(db: &Db, task: i64, worker: &str) -> Result<(), sqlx::Error> {
+    let mut tx = db.system().await?;
+    sqlx::query(
+        "UPDATE work_queue SET status = 'done', leased_by = NULL, leased_until = NULL
+          WHERE id = $1 AND leased_by = $2",
+    )
+    .bind(task)
+    .bind(worker)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Records a failure: the task runs again after a backoff, or is marked failed for good after
+/// `max_attempts`. Returns whether it will be retried.
+pub async fn fail(db: &Db, task: &Task, worker: &str, error: &str) -> Result<bool, sqlx::Error> {
+    let retry = task.attempts < task.max_attempts;
+    let backoff = 2f64.powi(task.attempts.clamp(1, 10)).min(300.0);
+    let mut tx = db.system().await?;
+    sqlx::query(
+        "UPDATE work_queue
+            SET status = CASE WHEN $3 THEN 'pending' ELSE 'failed' END,
+                run_at = now() + make_interval(secs => $4), last_error = $5,
+                leased_by = NULL, leased_until = NULL
+          WHERE id = $1 AND leased_by = $2",
+    )
+    .bind(task.id)
+    .bind(worker)
+    .bind(retry)
+    .bind(backoff)
+    .bind(error.chars().take(2000).collect::<String>())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(retry)
+}
+
+/// Runs `work` while renewing the lease every third of its length.
+pub async fn with_heartbeat<F: Future>(db: &Db, task: i64, worker: &str, work: F) -> F::Output {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            () = tokio::time::sleep(LEASE / 3) => match heartbeat(db, task, worker).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(task, "lease lost; another worker may take this task over"),
+                Err(e) => tracing::warn!(task, error = %e, "heartbeat failed"),
+            },
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The local file store: objects as files, signed URLs served by our own endpoints.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{Bucket, ObjectInfo, ObjectReader, SignedRequest, StorageError, check_key};
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    signing_key: Vec<u8>,
+    /// e.g. `http://127.0.0.1:3000` — how clients (browsers, GPU workers) reach us.
+    public_url: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    #[error("the link has expired; ask for a new one")]
+    Expired,
+    #[error(
+        "the link's signature does not match (it was altered, or is for another method or object)"
+    )]
+    Invalid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the upload is larger than the declared {declared} bytes")]
+    TooLarge { declared: u64 },
+    #[error("the upload ended after {received} of {declared} bytes")]
+    Incomplete { received: u64, declared: u64 },
+    #[error("the upload stream failed: {0}")]
+    Stream(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What a finished upload measured.
+#[derive(Debug, Clone)]
+pub struct UploadOutcome {
+    pub size: u64,
+    pub sha256: String,
+}
+
+fn io_error(key: &str) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        key: key.to_owned(),
+        source,
+    }
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf, signing_key: Vec<u8>, public_url: String) -> Self {
+        Self {
+            root,
+            signing_key,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// Where the object lives on disk.
+    pub fn path(&self, bucket: Bucket, key: &str) -> Result<PathBuf, StorageError> {
+        check_key(key)?;
+        Ok(self.root.join(bucket.name()).join(key))
+    }
+
+    fn meta_path(path: &Path) -> PathBuf {
+        let mut name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(".sha256");
+        path.with_file_name(name)
+    }
+
+    fn signature(
+        &self,
+        method: &str,
+        bucket: Bucket,
+        key: &str,
+        expires: i64,
+        size: Option<u64>,
+    ) -> HmacSha256 {
+        // Keys of any length are valid for HMAC.
+        let mut mac =
+            HmacSha256::new_from_slice(&self.signing_key).expect("HMAC accepts any key length");
+        let size = size.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        mac.update(format!("v1\n{method}\n{}\n{key}\n{expires}\n{size}", bucket.name()).as_bytes());
+        mac
+    }
+
+    pub fn presign(
+        &self,
+        method: &'static str,
+        bucket: Bucket,
+        key: &str,
+        size: Option<u64>,
+        ttl: chrono::Duration,
+    ) -> Result<SignedRequest, StorageError> {
+        check_key(key)?;
+        let expires_at = Utc::now() + ttl;
+        let expires = expires_at.timestamp();
+        let signature = hex::encode(
+            self.signature(method, bucket, key, expires, size)
+                .finalize()
+                .into_bytes(),
+        );
+        let mut url = format!(
+            "{}/storage/{}/{key}?expires={expires}&signature={signature}",
+            self.public_url,
+            bucket.name()
+        );
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(size) = size {
+            url.push_str(&format!("&size={size}"));
+            headers.insert("Content-Length".to_owned(), size.to_string());
+        }
+        Ok(SignedRequest {
+            method,
+            url,
+            expires_at: DateTime::from_timestamp(expires, 0).unwrap_or(expires_at),
+            headers,
+        })
+    }
+
+    /// Checks a signed URL's parameters (constant-time comparison).
+    pub fn verify(
+        &self,
+        method: &str,
+        bucket: Bucket,
+        key: &str,
+        expires: i64,
+        size: Option<u64>,
+        signature: &str,
+    ) -> Result<(), SignatureError> {
+        let provided = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
+        self.signature(method, bucket, key, expires, size)
+            .verify_slice(&provided)
+            .map_err(|_| SignatureError::Invalid)?;
+        if Utc::now().timestamp() > expires {
+            return Err(SignatureError::Expired);
+        }
+        Ok(())
+    }
+
+    /// Writes an upload to a temporary file, enforcing the declared size as bytes arrive
+    /// (constant memory), then moves it into place. A failed upload leaves nothing behind.
+    pub async fn write_stream<S, B, E>(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        declared: u64,
+        mut body: S,
+    ) -> Result<UploadOutcome, UploadError>
+    where
+        S: futures_core::Stream<Item = Result<B, E>> + Unpin,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        let path = self.path(bucket, key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_owned();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_error(key))?;
+        let partial = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
+        let result = async {
+            let mut file = tokio::fs::File::create(&partial)
+                .await
+                .map_err(io_error(key))?;
+            let mut hasher = Sha256::new();
+            let mut received = 0u64;
+            while let Some(chunk) =
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx)).await
+            {
+                let chunk = chunk.map_err(|e| UploadError::Stream(e.to_string()))?;
+                let bytes = chunk.as_ref();
+                received += bytes.len() as u64;
+                if received > declared {
+                    return Err(UploadError::TooLarge { declared });
+                }
+                hasher.update(bytes);
+                file.write_all(bytes).await.map_err(io_error(key))?;
+            }
+            if received != declared {
+                return Err(UploadError::Incomplete { received, declared });
+            }
+            file.sync_all().await.map_err(io_error(key))?;
+            Ok(UploadOutcome {
+                size: received,
+                sha256: hex::encode(hasher.finalize()),
+            })
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                tokio::fs::rename(&partial, &path)
+                    .await
+                    .map_err(io_error(key))?;
+                tokio::fs::write(Self::meta_path(&path), &outcome.sha256)
+                    .await
+                    .map_err(io_error(key))?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&partial).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn info(
+        &self,
+        bucket: Bucket,
+        key: &str,
+    ) -> Result<Option<ObjectInfo>, StorageError> {
+        let path = self.path(bucket, key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                size: meta.len(),
+                sha256: tokio::fs::read_to_string(Self::meta_path(&path)).await.ok(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(key)(e)),
+        }
+    }
+
+    pub async fn open(&self, bucket: Bucket, key: &str) -> Result<ObjectReader, StorageError> {
+        let path = self.path(bucket, key)?;
+        let file = tokio::fs::File::open(&path).await.map_err(io_error(key))?;
+        Ok(Box::new(tokio::io::BufReader::with_capacity(1 << 20, file)))
+    }
+
+    pub async fn put_file(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        source: &Path,
+    ) -> Result<u64, StorageError> {
+        let path = self.path(bucket, key)?;
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(io_error(key))?;
+        }
+        // Copy then rename, so readers never see a half-written object.
+        let partial = path.with_file_name(format!(".put-{}", uuid::Uuid::new_v4().simple()));
+        let size = tokio::fs::copy(source, &partial)
+            .await
+            .map_err(io_error(key))?;
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(io_error(key))?;
+        let _ = tokio::fs::remove_file(Self::meta_path(&path)).await;
+        Ok(size)
+    }
+
+    pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
+        let path = self.path(bucket, key)?;
+        for p in [Self::meta_path(&path), path] {
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(key)(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> LocalStore {
+        LocalStore::new(
+            std::env::temp_dir(),
+            b"test key".to_vec(),
+            "http://x".into(),
+        )
+    }
+
+    fn params(url: &str) -> (i64, String) {
+        let query = url.split_once('?').unwrap().1;
+        let get = |name: &str| {
+            query
+                .split('&')
+                .find_map(|p| p.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        (get("expires").parse().unwrap(), get("signature"))
+    }
+
+    #[test]
+    fn signatures_bind_method_object_size_and_time() {
+        let store = store();
+        let signed = store
+            .presign(
+                "PUT",
+                Bucket::Datasets,
+                "u/d/f.jsonl",
+                Some(10),
+                chrono::Duration::minutes(5),
+            )
+            .unwrap();
+        let (expires, sig) = params(&signed.url);
+        assert!(
+            store
+                .verify(
+                    "PUT",
+                    Bucket::Datasets,
+                    "u/d/f.jsonl",
+                    expires,
+                    Some(10),
+                    &sig
+                )
+                .is_ok()
+        );
+        let invalid = Err(SignatureError::Invalid);
+        assert_eq!(
+            store.verify(
+                "GET",
+                Bucket::Datasets,
+                "u/d/f.jsonl",
+                expires,
+                Some(10),
+                &sig
+            ),
+            invalid
+        );
+        assert_eq!(
+            store.verify(
+                "PUT",
+                Bucket::Models,
+                "u/d/f.jsonl",
+                expires,
+                Some(10),
+                &sig
+            ),
+            invalid
+        );
+        assert_eq!(
+            store.verify(
+                "PUT",
+                Bucket::Datasets,
+                "u/d/g.jsonl",
+                expires,
+                Some(10),
+                &sig
+            ),
+            invalid
+        );
+        assert_eq!(
+            store.verify(
+                "PUT",
+                Bucket::Datasets,
+                "u/d/f.jsonl",
+                expires,
+                Some(11),
+                &sig
+            ),
+            invalid
+        );
+        assert_eq!(
+            store.verify(
+                "PUT",
+                Bucket::Datasets,
+                "u/d/f.jsonl",
+                expires + 1,
+                Some(10),
+                &sig
+            ),
+            invalid
+        );
+        assert_eq!(
+            store.verify(
+                "PUT",
+                Bucket::Datasets,
+                "u/d/f.jsonl",
+                expires,
+                Some(10),
+                "zz"
+            ),
+            invalid
+        );
+
+        let old = store
+            .presign(
+                "GET",
+                Bucket::Datasets,
+                "u/d/f.jsonl",
+                None,
+                chrono::Duration::seconds(-5),
+            )
+            .unwrap();
+        let (expires, sig) = params(&old.url);
+        assert_eq!(
+            store.verify("GET", Bucket::Datasets, "u/d/f.jsonl", expires, None, &sig),
+            Err(SignatureError::Expired)
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Object storage: one type over two backends (DESIGN §6.4).
+//!
+//! - [`LocalStore`], the embedded default: files under `DATA_DIR/objects/{bucket}/{key}`, reached
+//!   through HMAC-signed, expiring URLs bound to method, bucket, key (and, for uploads, the exact
+//!   size), served by the server's own `/storage/…` endpoints.
+//! - S3 (any S3-compatible service) through presigned URLs — see the issue notes; the local
+//!   store is what this build ships with.
+//!
+//! Buckets: `lora-datasets` (`{user}/{dataset}/…`) and `lora-models` (`{user}/{artifact}/…`).
+
+mod local;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use local::{LocalStore, SignatureError, UploadError, UploadOutcome};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Datasets,
+    Models,
+}
+
+impl Bucket {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Datasets => "lora-datasets",
+            Self::Models => "lora-models",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "lora-datasets" => Some(Self::Datasets),
+            "lora-models" => Some(Self::Models),
+            _ => None,
+        }
+    }
+}
+
+/// A request a client may make without our credentials, until `expires_at`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedRequest {
+    pub method: &'static str,
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+    /// Headers the client must send with it.
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+    #[error("storage I/O error on {key}: {source}")]
+    Io {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// Known when the object came through our own upload endpoint.
+    pub sha256: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Storage {
+    backend: Arc<Backend>,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Local(LocalStore),
+}
+
+pub type ObjectReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+impl Storage {
+    pub fn local(root: PathBuf, signing_key: Vec<u8>, public_url: String) -> Self {
+        Self {
+            backend: Arc::new(Backend::Local(LocalStore::new(
+                root,
+                signing_key,
+                public_url,
+            ))),
+        }
+    }
+
+    /// The local store, for the HTTP endpoints that serve its signed URLs.
+    pub fn local_store(&self) -> Option<&LocalStore> {
+        match &*self.backend {
+            Backend::Local(store) => Some(store),
+        }
+    }
+
+    pub fn presign_put(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        size: u64,
+        ttl: chrono::Duration,
+    ) -> Result<SignedRequest, StorageError> {
+        match &*self.backend {
+            Backend::Local(store) => store.presign("PUT", bucket, key, Some(size), ttl),
+        }
+    }
+
+    pub fn presign_get(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        ttl: chrono::Duration,
+    ) -> Result<SignedRequest, StorageError> {
+        match &*self.backend {
+            Backend::Local(store) => store.presign("GET", bucket, key, None, ttl),
+        }
+    }
+
+    pub async fn info(
+        &self,
+        bucket: Bucket,
+        key: &str,
+    ) -> Result<Option<ObjectInfo>, StorageError> {
+        match &*self.backend {
+            Backend::Local(store) => store.info(bucket, key).await,
+        }
+    }
+
+    pub async fn open(&self, bucket: Bucket, key: &str) -> Result<ObjectReader, StorageError> {
+        match &*self.backend {
+            Backend::Local(store) => store.open(bucket, key).await,
+        }
+    }
+
+    /// Stores a local file as an object (e.g. the normalised training file).
+    pub async fn put_file(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        path: &std::path::Path,
+    ) -> Result<u64, StorageError> {
+        match &*self.backend {
+            Backend::Local(store) => store.put_file(bucket, key, path).await,
+        }
+    }
+
+    pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
+        match &*self.backend {
+            Backend::Local(store) => store.delete(bucket, key).await,
+        }
+    }
+}
+
+/// Keys are `/`-separated segments of safe characters: no `..`, no absolute paths, no empty
+/// segments, so a key can never leave its bucket's directory.
+pub fn check_key(key: &str) -> Result<(), StorageError> {
+    let ok = !key.is_empty()
+        && key.len() <= 1024
+        && key.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidKey(key.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape_their_bucket() {
+        assert!(check_key("u/d/original.jsonl").is_ok());
+        for bad in [
+            "", "/abs", "a//b", "../x", "a/../b", "a/./b", "a b", "a\\b", "a/b/", "é",
+        ] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}
