@@ -27,12 +27,12 @@ export default defineConfig({
   projects: [
     {
       name: "ssr",
-      testMatch: /ssr\.spec\.ts/,
+      testMatch: /ssr\.spec\.ts$/,
       use: { javaScriptEnabled: false },
     },
     {
       name: "hydrated",
-      testMatch: /hydrated\.spec\.ts/,
+      testMatch: /hydrated\.spec\.ts$/,
       use: { javaScriptEnabled: true },
     },
   ],

@@ -55,6 +55,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/register") view=RegisterPage ssr=SsrMode::Async/>
                 <ParentRoute path=path!("") view=AppLayout ssr=SsrMode::Async>
                     <Route path=path!("/datasets") view=datasets::DatasetsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/datasets/new") view=datasets::UploadPage ssr=SsrMode::Async/>
+                    <Route path=path!("/datasets/:id") view=datasets::DatasetDetailPage ssr=SsrMode::Async/>
                     <Route path=path!("/train") view=training::TrainPage ssr=SsrMode::Async/>
                     <Route path=path!("/jobs") view=jobs::JobsPage ssr=SsrMode::Async/>
                     <Route path=path!("/models") view=models::ModelsPage ssr=SsrMode::Async/>
