@@ -39,6 +39,19 @@ pub fn duration(seconds: u64) -> String {
     }
 }
 
+/// `1,234,567`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +67,9 @@ mod tests {
         assert_eq!(duration(42), "42 s");
         assert_eq!(duration(185), "3 min 5 s");
         assert_eq!(duration(4320), "1 h 12 min");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(-1234567), "-1,234,567");
     }
 }

@@ -194,15 +194,7 @@ pub fn format_label(format: Option<&str>) -> String {
 }
 
 pub fn thousands(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
+    engine::format::thousands(n)
 }
 
 #[component]
