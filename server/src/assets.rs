@@ -11,13 +11,26 @@ use rust_embed::RustEmbed;
 #[folder = "$CARGO_MANIFEST_DIR/../target/site"]
 struct Site;
 
-/// The embedded file at `uri`, or `None`.
+/// The embedded file at `uri`, or `None`. A precompressed `.br`/`.gz` copy is sent when the
+/// client accepts it.
 pub fn file(uri: &Uri, headers: &HeaderMap) -> Option<Response> {
     let path = uri.path().trim_start_matches('/');
-    if path.is_empty() {
+    if path.is_empty() || path.ends_with(".br") || path.ends_with(".gz") {
         return None;
     }
-    let file = Site::get(path)?;
+    let accepts = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (file, encoding) = [("br", ".br"), ("gzip", ".gz")]
+        .into_iter()
+        .filter(|(name, _)| {
+            accepts
+                .split(',')
+                .any(|e| e.trim().split(';').next() == Some(*name))
+        })
+        .find_map(|(name, suffix)| Site::get(&format!("{path}{suffix}")).map(|f| (f, Some(name))))
+        .or_else(|| Site::get(path).map(|f| (f, None)))?;
     let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..12]));
     if headers
         .get(header::IF_NONE_MATCH)
@@ -36,6 +49,10 @@ pub fn file(uri: &Uri, headers: &HeaderMap) -> Option<Response> {
         h.insert(header::ETAG, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if let Some(encoding) = encoding {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+    }
     Some(response)
 }
 

@@ -51,6 +51,8 @@ enum Command {
         /// Key for signed storage URLs (shared by all replicas); default: generated in DATA_DIR.
         #[arg(long, env = "STORAGE_SIGNING_KEY", hide_env_values = true)]
         storage_signing_key: Option<String>,
+        #[command(flatten)]
+        s3: settings::S3Options,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -85,13 +87,18 @@ pub async fn run() -> anyhow::Result<()> {
         _ => "127.0.0.1:0".into(),
     };
     let bind = settings::parse_bind(&bind)?;
-    let (public_url, storage_signing_key) = match &cli.command {
+    let (public_url, storage_signing_key, s3) = match &cli.command {
         Command::Serve {
             public_url,
             storage_signing_key,
+            s3,
             ..
-        } => (public_url.clone(), storage_signing_key.clone()),
-        _ => (None, None),
+        } => (
+            public_url.clone(),
+            storage_signing_key.clone(),
+            settings::parse_s3(s3)?,
+        ),
+        _ => (None, None, None),
     };
     let settings = Settings {
         database: settings::parse_database_url(cli.database_url.as_deref())?,
@@ -103,6 +110,7 @@ pub async fn run() -> anyhow::Result<()> {
         bind,
         log_format: cli.log_format,
         storage_signing_key,
+        s3,
     };
 
     match cli.command {

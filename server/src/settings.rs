@@ -36,6 +36,8 @@ pub struct Settings {
     /// HMAC key for the local store's signed URLs; every replica must share it. Unset: a random
     /// key kept in DATA_DIR/signing.key.
     pub storage_signing_key: Option<String>,
+    /// S3 instead of the local file store, when configured.
+    pub s3: Option<engine::storage::S3Settings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +131,89 @@ impl Settings {
     pub fn public_origin(&self) -> String {
         self.public_url.origin().ascii_serialization()
     }
+}
+
+/// Raw S3 options as given; [`parse_s3`] validates them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct S3Options {
+    /// S3-compatible endpoint, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000.
+    /// Unset: the local file store in DATA_DIR.
+    #[arg(long = "s3-endpoint", env = "S3_ENDPOINT")]
+    pub endpoint: Option<String>,
+    #[arg(long = "s3-region", env = "S3_REGION", default_value = "us-east-1")]
+    pub region: String,
+    #[arg(
+        long = "s3-access-key-id",
+        env = "S3_ACCESS_KEY_ID",
+        hide_env_values = true
+    )]
+    pub access_key_id: Option<String>,
+    #[arg(
+        long = "s3-secret-access-key",
+        env = "S3_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub secret_access_key: Option<String>,
+    /// Path-style addressing (MinIO and most self-hosted services need it).
+    #[arg(long = "s3-path-style", env = "S3_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub path_style: bool,
+    /// Prefix of the bucket names, e.g. "acme-" → acme-lora-datasets.
+    #[arg(
+        long = "s3-bucket-prefix",
+        env = "S3_BUCKET_PREFIX",
+        default_value = ""
+    )]
+    pub bucket_prefix: String,
+}
+
+pub fn parse_s3(options: &S3Options) -> Result<Option<engine::storage::S3Settings>, SettingsError> {
+    let Some(endpoint) = options
+        .endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    else {
+        return Ok(None);
+    };
+    let url = Url::parse(endpoint).map_err(|e| {
+        SettingsError(format!(
+            "S3_ENDPOINT must be a URL such as https://s3.amazonaws.com ({e})"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(SettingsError(
+            "S3_ENDPOINT must start with http:// or https://".into(),
+        ));
+    }
+    let (Some(key), Some(secret)) = (
+        options.access_key_id.as_deref().filter(|k| !k.is_empty()),
+        options
+            .secret_access_key
+            .as_deref()
+            .filter(|k| !k.is_empty()),
+    ) else {
+        return Err(SettingsError(
+            "S3_ENDPOINT is set, so S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY are needed too"
+                .into(),
+        ));
+    };
+    let prefix_ok = options
+        .bucket_prefix
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !prefix_ok {
+        return Err(SettingsError(
+            "S3_BUCKET_PREFIX may contain only lower-case letters, digits and '-'".into(),
+        ));
+    }
+    Ok(Some(engine::storage::S3Settings {
+        endpoint: endpoint.trim_end_matches('/').to_owned(),
+        region: options.region.clone(),
+        access_key_id: key.to_owned(),
+        secret_access_key: secret.to_owned(),
+        path_style: options.path_style,
+        bucket_prefix: options.bucket_prefix.clone(),
+    }))
 }
 
 /// The signing key: the configured one (at least 32 characters), or one generated once and kept

@@ -100,11 +100,17 @@ impl Application {
                 }
             }
         }
-        let storage = Storage::local(
-            settings.data_dir.join("objects"),
-            crate::settings::signing_key(&settings)?,
-            settings.public_origin(),
-        );
+        let storage = match &settings.s3 {
+            Some(s3) => Storage::s3(s3)
+                .await
+                .with_context(|| format!("connecting to S3 at {} (S3_ENDPOINT)", s3.endpoint))?,
+            None => Storage::local(
+                settings.data_dir.join("objects"),
+                crate::settings::signing_key(&settings)?,
+                settings.public_origin(),
+            ),
+        };
+        tracing::info!(backend = storage.backend_name(), "object storage ready");
         let tasks = engine::tasks::Context {
             db: db.clone(),
             storage: storage.clone(),
@@ -203,6 +209,8 @@ fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     api.merge(pages)
         .layer(middleware::from_fn_with_state(state.clone(), auth::resolve_caller))
+        // Pages and JSON; assets come precompressed and SSE is never compressed.
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {

@@ -473,3 +473,35 @@ async fn a_validation_left_by_a_crashed_worker_is_taken_over() {
             .unwrap();
     assert_eq!((status.as_str(), attempts), ("done", 2));
 }
+
+#[tokio::test]
+async fn upload_confirm_ready_on_s3() {
+    let app = TestApp::spawn_with_s3().await;
+    let (client, _) = app.signed_in_user("s3@example.com").await;
+    let endpoint = std::env::var("LP_TEST_S3_ENDPOINT").unwrap();
+
+    let bytes = sample("brightrun-v4.jsonl");
+    let created = create(&app, &client, "on s3", "s3.jsonl", bytes.len()).await;
+    let url = created["uploadUrl"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&endpoint), "a presigned S3 URL: {url}");
+    assert!(url.contains("X-Amz-Signature="));
+    // The signed size is enforced by S3 through the signed Content-Length.
+    let put = upload(&created, bytes).await;
+    assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
+    let id = created["dataset"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(confirm(&app, &client, &id).await.status(), 202);
+    let dataset = verdict(&app, &client, &id).await;
+    assert_eq!(dataset["status"], "ready", "{dataset}");
+    assert_eq!(dataset["format"], "brightrun_v4_jsonl");
+    assert_eq!(dataset["total_training_pairs"], 32);
+    assert_eq!(
+        dataset["sha256"].as_str().unwrap().len(),
+        64,
+        "hashed while validating"
+    );
+
+    // The broken file is reported the same way as on the local store.
+    let dataset = full_flow(&app, &client, "broken-missing-assistant.jsonl").await;
+    assert_eq!(dataset["status"], "invalid");
+    assert_eq!(dataset["validation_errors"][0]["line"], 4);
+}

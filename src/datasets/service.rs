@@ -75,7 +75,9 @@ pub async fn create(
     })?;
     let id = Uuid::new_v4();
     let key = original_key(user, id, &new.file_name);
-    let upload = storage.presign_put(Bucket::Datasets, &key, new.file_size, UPLOAD_URL_TTL)?;
+    let upload = storage
+        .presign_put(Bucket::Datasets, &key, new.file_size, UPLOAD_URL_TTL)
+        .await?;
     let mut tx = db.tenant(user).await?;
     let row = super::insert(
         &mut tx,

@@ -3,12 +3,13 @@
 //! - [`LocalStore`], the embedded default: files under `DATA_DIR/objects/{bucket}/{key}`, reached
 //!   through HMAC-signed, expiring URLs bound to method, bucket, key (and, for uploads, the exact
 //!   size), served by the server's own `/storage/…` endpoints.
-//! - S3 (any S3-compatible service) through presigned URLs — see the issue notes; the local
-//!   store is what this build ships with.
+//! - [`S3Store`]: any S3-compatible service (AWS, MinIO, R2) through aws-sdk-s3 presigned URLs
+//!   with a configurable endpoint and path-style addressing.
 //!
 //! Buckets: `lora-datasets` (`{user}/{dataset}/…`) and `lora-models` (`{user}/{artifact}/…`).
 
 mod local;
+mod s3;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use local::{LocalStore, SignatureError, UploadError, UploadOutcome};
+pub use s3::{S3Settings, S3Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
@@ -80,6 +82,7 @@ pub struct Storage {
 #[derive(Debug)]
 enum Backend {
     Local(LocalStore),
+    S3(S3Store),
 }
 
 pub type ObjectReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
@@ -95,14 +98,31 @@ impl Storage {
         }
     }
 
+    /// S3, creating the buckets when they are missing.
+    pub async fn s3(settings: &S3Settings) -> Result<Self, StorageError> {
+        let store = S3Store::new(settings);
+        store.ensure_buckets().await?;
+        Ok(Self {
+            backend: Arc::new(Backend::S3(store)),
+        })
+    }
+
     /// The local store, for the HTTP endpoints that serve its signed URLs.
     pub fn local_store(&self) -> Option<&LocalStore> {
         match &*self.backend {
             Backend::Local(store) => Some(store),
+            Backend::S3(_) => None,
         }
     }
 
-    pub fn presign_put(
+    pub fn backend_name(&self) -> &'static str {
+        match &*self.backend {
+            Backend::Local(_) => "local",
+            Backend::S3(_) => "s3",
+        }
+    }
+
+    pub async fn presign_put(
         &self,
         bucket: Bucket,
         key: &str,
@@ -111,10 +131,11 @@ impl Storage {
     ) -> Result<SignedRequest, StorageError> {
         match &*self.backend {
             Backend::Local(store) => store.presign("PUT", bucket, key, Some(size), ttl),
+            Backend::S3(store) => store.presign("PUT", bucket, key, Some(size), ttl).await,
         }
     }
 
-    pub fn presign_get(
+    pub async fn presign_get(
         &self,
         bucket: Bucket,
         key: &str,
@@ -122,6 +143,7 @@ impl Storage {
     ) -> Result<SignedRequest, StorageError> {
         match &*self.backend {
             Backend::Local(store) => store.presign("GET", bucket, key, None, ttl),
+            Backend::S3(store) => store.presign("GET", bucket, key, None, ttl).await,
         }
     }
 
@@ -132,12 +154,14 @@ impl Storage {
     ) -> Result<Option<ObjectInfo>, StorageError> {
         match &*self.backend {
             Backend::Local(store) => store.info(bucket, key).await,
+            Backend::S3(store) => store.info(bucket, key).await,
         }
     }
 
     pub async fn open(&self, bucket: Bucket, key: &str) -> Result<ObjectReader, StorageError> {
         match &*self.backend {
             Backend::Local(store) => store.open(bucket, key).await,
+            Backend::S3(store) => store.open(bucket, key).await,
         }
     }
 
@@ -150,12 +174,14 @@ impl Storage {
     ) -> Result<u64, StorageError> {
         match &*self.backend {
             Backend::Local(store) => store.put_file(bucket, key, path).await,
+            Backend::S3(store) => store.put_file(bucket, key, path).await,
         }
     }
 
     pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
         match &*self.backend {
             Backend::Local(store) => store.delete(bucket, key).await,
+            Backend::S3(store) => store.delete(bucket, key).await,
         }
     }
 }

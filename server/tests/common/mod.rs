@@ -60,6 +60,28 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with(None).await
+    }
+
+    /// An app whose object storage is the S3-compatible server that scripts/test starts.
+    pub async fn spawn_with_s3() -> Self {
+        let endpoint = std::env::var("LP_TEST_S3_ENDPOINT").expect(
+            "LP_TEST_S3_ENDPOINT is not set: run the tests with scripts/test, which starts an \
+             S3-compatible server (moto), or export its URL",
+        );
+        let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        Self::spawn_with(Some(engine::storage::S3Settings {
+            endpoint,
+            region: "us-east-1".into(),
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+            path_style: true,
+            bucket_prefix: prefix,
+        }))
+        .await
+    }
+
+    async fn spawn_with(s3: Option<engine::storage::S3Settings>) -> Self {
         let options = fresh_database().await;
         let bind = "127.0.0.1:0".parse().expect("bind address");
         let data_dir = tempfile::Builder::new()
@@ -70,6 +92,7 @@ impl TestApp {
             database: DatabaseSettings::External(Box::new(options.clone())),
             data_dir: data_dir.path().to_owned(),
             storage_signing_key: None,
+            s3,
             bind,
             public_url: server::settings::parse_public_url(None, bind).expect("url"),
             log_format: LogFormat::Text,

@@ -1,0 +1,213 @@
+//! S3 (AWS, MinIO, R2, any S3-compatible service) through aws-sdk-s3: presigned URLs for
+//! clients, streaming reads and file uploads for the server.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use chrono::Utc;
+
+use super::{Bucket, ObjectInfo, ObjectReader, SignedRequest, StorageError, check_key};
+
+/// Connection settings for an S3-compatible service.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// e.g. `https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:9000` (MinIO).
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `http://host/bucket/key` instead of `http://bucket.host/key` (MinIO, most self-hosted).
+    pub path_style: bool,
+    /// Prefix of the bucket names (`{prefix}lora-datasets`), to share an account.
+    pub bucket_prefix: String,
+}
+
+#[derive(Debug)]
+pub struct S3Store {
+    client: Client,
+    prefix: String,
+}
+
+fn s3_error(key: &str, error: impl std::fmt::Display) -> StorageError {
+    StorageError::Io {
+        key: key.to_owned(),
+        source: std::io::Error::other(error.to_string()),
+    }
+}
+
+impl S3Store {
+    pub fn new(settings: &S3Settings) -> Self {
+        let credentials = Credentials::new(
+            &settings.access_key_id,
+            &settings.secret_access_key,
+            None,
+            None,
+            "lora-pipeline",
+        );
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            .endpoint_url(&settings.endpoint)
+            .credentials_provider(credentials)
+            .force_path_style(settings.path_style)
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            prefix: settings.bucket_prefix.clone(),
+        }
+    }
+
+    fn bucket(&self, bucket: Bucket) -> String {
+        format!("{}{}", self.prefix, bucket.name())
+    }
+
+    /// Creates the two buckets when they do not exist (idempotent; run at start).
+    pub async fn ensure_buckets(&self) -> Result<(), StorageError> {
+        for bucket in [Bucket::Datasets, Bucket::Models] {
+            let name = self.bucket(bucket);
+            if self.client.head_bucket().bucket(&name).send().await.is_ok() {
+                continue;
+            }
+            if let Err(e) = self.client.create_bucket().bucket(&name).send().await {
+                // Another replica may have created it meanwhile.
+                if self
+                    .client
+                    .head_bucket()
+                    .bucket(&name)
+                    .send()
+                    .await
+                    .is_err()
+                {
+                    return Err(s3_error(&name, aws_sdk_s3::error::DisplayErrorContext(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn presign(
+        &self,
+        method: &'static str,
+        bucket: Bucket,
+        key: &str,
+        size: Option<u64>,
+        ttl: chrono::Duration,
+    ) -> Result<SignedRequest, StorageError> {
+        check_key(key)?;
+        let seconds = ttl.num_seconds().clamp(1, 7 * 24 * 3600) as u64;
+        let config = PresigningConfig::expires_in(Duration::from_secs(seconds))
+            .map_err(|e| s3_error(key, e))?;
+        let display = |e: &dyn std::fmt::Display| s3_error(key, e);
+        let request = match method {
+            "PUT" => {
+                let mut put = self
+                    .client
+                    .put_object()
+                    .bucket(self.bucket(bucket))
+                    .key(key);
+                if let Some(size) = size {
+                    // Signed, so a client cannot send another size.
+                    put = put.content_length(size as i64);
+                }
+                put.presigned(config)
+                    .await
+                    .map_err(|e| display(&aws_sdk_s3::error::DisplayErrorContext(e)))?
+            }
+            _ => self
+                .client
+                .get_object()
+                .bucket(self.bucket(bucket))
+                .key(key)
+                .presigned(config)
+                .await
+                .map_err(|e| display(&aws_sdk_s3::error::DisplayErrorContext(e)))?,
+        };
+        Ok(SignedRequest {
+            method,
+            url: request.uri().to_owned(),
+            expires_at: Utc::now() + chrono::Duration::seconds(seconds as i64),
+            headers: request
+                .headers()
+                .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+        })
+    }
+
+    pub async fn info(
+        &self,
+        bucket: Bucket,
+        key: &str,
+    ) -> Result<Option<ObjectInfo>, StorageError> {
+        check_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(self.bucket(bucket))
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(ObjectInfo {
+                size: head.content_length().unwrap_or(0).max(0) as u64,
+                sha256: None,
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(s3_error(key, aws_sdk_s3::error::DisplayErrorContext(e))),
+        }
+    }
+
+    pub async fn open(&self, bucket: Bucket, key: &str) -> Result<ObjectReader, StorageError> {
+        check_key(key)?;
+        let object = self
+            .client
+            .get_object()
+            .bucket(self.bucket(bucket))
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(Box::new(object.body.into_async_read()))
+    }
+
+    pub async fn put_file(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        path: &Path,
+    ) -> Result<u64, StorageError> {
+        check_key(key)?;
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| s3_error(key, e))?
+            .len();
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| s3_error(key, e))?;
+        self.client
+            .put_object()
+            .bucket(self.bucket(bucket))
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| s3_error(key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(size)
+    }
+
+    pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
+        check_key(key)?;
+        self.client
+            .delete_object()
+            .bucket(self.bucket(bucket))
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+}
