@@ -11,6 +11,7 @@ export CARGO_INCREMENTAL=0
 export PATH="$HOME/.cargo/bin:$CACHE/npm/node_modules/.bin:$PATH"
 WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")"
 BINARYEN_VERSION="132.0.0"
+ECHARTS_VERSION="6.1.0"
 PLAYWRIGHT_VERSION="1.65.1"
 SITE="$ROOT/target/site"
 
@@ -53,11 +54,12 @@ install_rust_tools() {
 
 install_npm_tools() {
   mkdir -p "$CACHE/npm"
-  if [ "$(cat "$CACHE/npm/.installed" 2>/dev/null)" != "binaryen@$BINARYEN_VERSION" ]; then
-    log "npm install binaryen@$BINARYEN_VERSION (wasm-opt)"
-    (cd "$CACHE/npm" && [ -f package.json ] || echo '{"private":true}' > "$CACHE/npm/package.json"
-     cd "$CACHE/npm" && npm install --silent --no-audit --no-fund "binaryen@$BINARYEN_VERSION")
-    echo "binaryen@$BINARYEN_VERSION" > "$CACHE/npm/.installed"
+  local wanted="binaryen@$BINARYEN_VERSION echarts@$ECHARTS_VERSION"
+  if [ "$(cat "$CACHE/npm/.installed" 2>/dev/null)" != "$wanted" ]; then
+    log "npm install $wanted (wasm-opt; the chart library)"
+    [ -f "$CACHE/npm/package.json" ] || echo '{"private":true}' > "$CACHE/npm/package.json"
+    (cd "$CACHE/npm" && npm install --silent --no-audit --no-fund $wanted)
+    echo "$wanted" > "$CACHE/npm/.installed"
   fi
 }
 
@@ -78,8 +80,11 @@ build_site() {
   done
   cmp -s "$ROOT/style/main.css" "$SITE/pkg/lora-pipeline.css" || cp "$ROOT/style/main.css" "$SITE/pkg/lora-pipeline.css"
   cp -ru "$ROOT/public/." "$SITE/"
+  # ECharts for charming, loaded only by pages that draw charts.
+  cmp -s "$CACHE/npm/node_modules/echarts/dist/echarts.min.js" "$SITE/pkg/echarts.min.js" \
+    || cp "$CACHE/npm/node_modules/echarts/dist/echarts.min.js" "$SITE/pkg/echarts.min.js"
   # Precompressed copies: the server sends these as they are (no per-request compression).
-  for f in "$SITE"/pkg/lora-pipeline.js "$SITE"/pkg/lora-pipeline_bg.wasm "$SITE"/pkg/lora-pipeline.css; do
+  for f in "$SITE"/pkg/lora-pipeline.js "$SITE"/pkg/lora-pipeline_bg.wasm "$SITE"/pkg/lora-pipeline.css "$SITE"/pkg/echarts.min.js; do
     if [ ! -f "$f.br" ] || [ "$f" -nt "$f.br" ]; then
       brotli -f -q 11 -o "$f.br" "$f"
       gzip -9 -k -f "$f"

@@ -55,7 +55,8 @@ test("upload with a live progress bar, see the verdict, open the detail page", a
   await expect(page.getByText("Ready to train.")).toBeVisible({ timeout: 30_000 });
   await expect(page.getByText("Detected format: OpenAI chat.")).toBeVisible();
   await expect(page.locator(".stat", { hasText: "Examples" })).toContainText(/\d/);
-  await expect(page.getByRole("img", { name: "Histogram of tokens per example" })).toBeVisible();
+  // The histogram is drawn with charming (ECharts, loaded only on this page) into a canvas.
+  await expect(page.locator("#token-histogram.drawn canvas")).toBeVisible({ timeout: 15_000 });
   await expect(page.locator(".bubble-assistant").first()).toContainText("Set aside a small amount");
 
   // The list shows it, and the bell counts the notification.

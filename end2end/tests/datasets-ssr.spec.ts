@@ -49,6 +49,9 @@ test("datasets list, detail and problems read without JavaScript", async ({ page
   await expect(page.getByText("Ready to train.")).toBeVisible();
   await expect(page.getByText("Detected format: ShareGPT.")).toBeVisible();
   await expect(page.locator(".stat", { hasText: "Examples" })).toContainText("40");
+  // Without JavaScript the histogram is CSS bars with the numbers in text.
+  await expect(page.getByRole("img", { name: "Histogram of tokens per example" })).toBeVisible();
+  await expect(page.getByText(/min \d+ · median \d+ · p95 \d+/)).toBeVisible();
 
   await page.goto(`/datasets/${bad}`);
   await expect(page.getByText("This file has problems.")).toBeVisible();
