@@ -74,14 +74,7 @@ pub fn LoginPage() -> impl IntoView {
     };
     view! {
         <Title text="Log in"/>
-        <main class="auth">
-            <div class="auth-card card">
-                <a class="brand" href="/login">
-                    <span class="brand-mark" aria-hidden="true">"◆"</span>
-                    " lora-pipeline"
-                </a>
-                <h1>"Log in"</h1>
-                <p class="muted">"Fine-tune open models on your own data."</p>
+        <AuthCard title="Log in" tagline="Fine-tune open models on your own data.">
                 <ActionForm action=action attr:class="form" attr:novalidate=true>
                     <input type="hidden" name="next" value=next/>
                     <label for="email">"Email"</label>
@@ -94,8 +87,7 @@ pub fn LoginPage() -> impl IntoView {
                     </button>
                 </ActionForm>
                 <p class="muted small">"No account? " <a href="/register">"Create one"</a></p>
-            </div>
-        </main>
+        </AuthCard>
     }
 }
 
@@ -133,14 +125,7 @@ pub fn RegisterPage() -> impl IntoView {
     };
     view! {
         <Title text="Create account"/>
-        <main class="auth">
-            <div class="auth-card card">
-                <a class="brand" href="/login">
-                    <span class="brand-mark" aria-hidden="true">"◆"</span>
-                    " lora-pipeline"
-                </a>
-                <h1>"Create your account"</h1>
-                <p class="muted">"Upload a dataset, see the cost up front, train a LoRA adapter."</p>
+        <AuthCard title="Create your account" tagline="Upload a dataset, see the cost up front, train a LoRA adapter.">
                 <ActionForm action=action attr:class="form" attr:novalidate=true>
                     <label for="email">"Email"</label>
                     <input
@@ -173,6 +158,27 @@ pub fn RegisterPage() -> impl IntoView {
                     </button>
                 </ActionForm>
                 <p class="muted small">"Already registered? " <a href="/login">"Log in"</a></p>
+        </AuthCard>
+    }
+}
+
+/// The centred card of the public pages: brand, title, one line, then the form.
+#[component]
+pub fn AuthCard(
+    #[prop(into)] title: String,
+    #[prop(into)] tagline: String,
+    children: Children,
+) -> impl IntoView {
+    view! {
+        <main class="auth">
+            <div class="auth-card card">
+                <a class="brand" href="/login">
+                    <span class="brand-mark" aria-hidden="true">"◆"</span>
+                    " lora-pipeline"
+                </a>
+                <h1>{title}</h1>
+                <p class="muted">{tagline}</p>
+                {children()}
             </div>
         </main>
     }

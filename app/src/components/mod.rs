@@ -5,6 +5,8 @@ pub mod layout;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
+use crate::accounts::AuthCard;
+
 /// A field's error message (or nothing), linked to its input by `id` for screen readers.
 #[component]
 pub fn FieldError(#[prop(into)] id: String, message: Signal<Option<String>>) -> impl IntoView {
@@ -81,12 +83,8 @@ pub fn NotFound() -> impl IntoView {
     }
     view! {
         <Title text="Not found"/>
-        <main class="auth">
-            <div class="auth-card card">
-                <h1>"Page not found"</h1>
-                <p class="muted">"There is nothing at this address."</p>
-                <a class="btn btn-primary" href="/datasets">"Go to your datasets"</a>
-            </div>
-        </main>
+        <AuthCard title="Page not found" tagline="There is nothing at this address.">
+            <a class="btn btn-primary" href="/datasets">"Go to your datasets"</a>
+        </AuthCard>
     }
 }
