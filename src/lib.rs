@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod datasets;
 pub mod format;
 pub mod notifications;
+pub mod training;
 pub mod validation;
 
 #[cfg(feature = "ssr")]

@@ -53,6 +53,9 @@ enum Command {
         storage_signing_key: Option<String>,
         #[command(flatten)]
         s3: settings::S3Options,
+        /// GPU types, prices and base models (TOML, same shape as the built-in catalog).
+        #[arg(long, env = "CATALOG_FILE")]
+        catalog_file: Option<PathBuf>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -87,18 +90,20 @@ pub async fn run() -> anyhow::Result<()> {
         _ => "127.0.0.1:0".into(),
     };
     let bind = settings::parse_bind(&bind)?;
-    let (public_url, storage_signing_key, s3) = match &cli.command {
+    let (public_url, storage_signing_key, s3, catalog_file) = match &cli.command {
         Command::Serve {
             public_url,
             storage_signing_key,
             s3,
+            catalog_file,
             ..
         } => (
             public_url.clone(),
             storage_signing_key.clone(),
             settings::parse_s3(s3)?,
+            catalog_file.clone(),
         ),
-        _ => (None, None, None),
+        _ => (None, None, None, None),
     };
     let settings = Settings {
         database: settings::parse_database_url(cli.database_url.as_deref())?,
@@ -111,6 +116,7 @@ pub async fn run() -> anyhow::Result<()> {
         log_format: cli.log_format,
         storage_signing_key,
         s3,
+        catalog_file,
     };
 
     match cli.command {

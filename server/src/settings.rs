@@ -38,6 +38,8 @@ pub struct Settings {
     pub storage_signing_key: Option<String>,
     /// S3 instead of the local file store, when configured.
     pub s3: Option<engine::storage::S3Settings>,
+    /// The operator's GPU/model catalog (TOML); the built-in one when unset.
+    pub catalog_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::routes::{self, accounts, datasets, health, storage, tokens};
+use crate::routes::{self, accounts, datasets, health, storage, tokens, training};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{assets, auth, database};
@@ -116,9 +116,23 @@ impl Application {
             storage: storage.clone(),
             scratch: engine::datasets::service::scratch_dir(&settings.data_dir),
         };
+        let catalog = match &settings.catalog_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading CATALOG_FILE {}", path.display()))?;
+                engine::training::Catalog::from_toml(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "CATALOG_FILE {} is not a valid catalog: {e}",
+                        path.display()
+                    )
+                })?
+            }
+            None => engine::training::Catalog::builtin(),
+        };
         let state = AppState {
             db,
             storage,
+            catalog: Arc::new(catalog),
             cookie: SessionCookie {
                 secure: settings.public_url.scheme() == "https",
             },
@@ -184,6 +198,8 @@ fn router(state: AppState) -> Router {
             "/storage/{bucket}/{*key}",
             get(storage::get).put(storage::put),
         )
+        .route("/api/catalog", get(training::catalog))
+        .route("/api/jobs/estimate", post(training::estimate_job))
         .route("/api/{*rest}", any(routes::api_not_found))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));

@@ -505,3 +505,63 @@ async fn upload_confirm_ready_on_s3() {
     assert_eq!(dataset["status"], "invalid");
     assert_eq!(dataset["validation_errors"][0]["line"], 4);
 }
+
+#[tokio::test]
+async fn catalog_and_authoritative_estimate() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("estimate@example.com").await;
+    let catalog: Value = client
+        .get(app.url("/api/catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let models = catalog["data"]["models"].as_array().unwrap();
+    assert!(
+        models
+            .iter()
+            .any(|m| m["id"] == "tiny-random-llama" && m["demo"] == true)
+    );
+    let a100 = catalog["data"]["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == "A100")
+        .unwrap()
+        .clone();
+    assert!((a100["price_per_hour"].as_f64().unwrap() - 2.736).abs() < 1e-9);
+    let balanced = catalog["data"]["presets"]["balanced"].clone();
+
+    let dataset = full_flow(&app, &client, "openai-chat.jsonl").await;
+    let request = json!({
+        "dataset_id": dataset["id"], "base_model": "llama-3.1-8b-instruct", "preset": "balanced",
+        "hyperparameters": balanced, "gpu_type": "A100", "gpu_count": 1,
+    });
+    let response = app
+        .post(&client, "/api/jobs/estimate", request.clone())
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let estimate = &body["data"]["estimate"];
+    assert!(estimate["cost"]["low"].as_f64().unwrap() < estimate["cost"]["high"].as_f64().unwrap());
+    assert!(estimate["total_steps"].as_u64().unwrap() > 0);
+
+    // The same rules as the form: field errors.
+    let mut bad = request.clone();
+    bad["hyperparameters"]["epochs"] = json!(0);
+    bad["gpu_type"] = json!("TPU");
+    let response = app.post(&client, "/api/jobs/estimate", bad).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["details"]["fields"]["epochs"].is_string()
+            && body["details"]["fields"]["gpu_type"].is_string()
+    );
+
+    // Another user's dataset is not found.
+    let (mallory, _) = app.signed_in_user("mallory2@example.com").await;
+    let response = app.post(&mallory, "/api/jobs/estimate", request).await;
+    assert_eq!(response.status(), 404);
+}

@@ -5,6 +5,7 @@ pub mod datasets;
 pub mod health;
 pub mod storage;
 pub mod tokens;
+pub mod training;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};

@@ -93,6 +93,7 @@ impl TestApp {
             data_dir: data_dir.path().to_owned(),
             storage_signing_key: None,
             s3,
+            catalog_file: None,
             bind,
             public_url: server::settings::parse_public_url(None, bind).expect("url"),
             log_format: LogFormat::Text,
