@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod datasets;
 pub mod format;
+pub mod jobs;
 pub mod notifications;
 pub mod training;
 pub mod validation;

@@ -59,6 +59,25 @@ test("datasets list, detail and problems read without JavaScript", async ({ page
   await expect(row.locator("td").first()).toHaveText("6");
   await expect(row).toContainText("invalid_json");
 
+  // A job created through the API appears on the Jobs page (read without JavaScript).
+  const catalog = await (await page.request.get("/api/catalog")).json();
+  const origin = new URL(page.url()).origin;
+  const job = await page.request.post("/api/jobs", {
+    headers: { Origin: origin },
+    data: {
+      dataset_id: good,
+      base_model: "tiny-random-llama",
+      preset: "fast",
+      hyperparameters: { ...catalog.data.presets.fast, quantization: "none" },
+      gpu_type: "local",
+      gpu_count: 1,
+    },
+  });
+  expect(job.status()).toBe(201);
+  await page.goto("/jobs");
+  await expect(page.getByRole("cell", { name: "tiny-random-llama" })).toBeVisible();
+  await expect(page.getByRole("cell", { name: "sharegpt.jsonl" })).toBeVisible();
+
   // Another user's dataset is simply not found.
   await page.context().clearCookies();
   await register(page, uniqueEmail("ssr-other"));

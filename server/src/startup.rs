@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::routes::{self, accounts, datasets, health, storage, tokens, training};
+use crate::routes::{self, accounts, datasets, health, jobs, storage, tokens, training};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{assets, auth, database};
@@ -200,6 +200,8 @@ fn router(state: AppState) -> Router {
         )
         .route("/api/catalog", get(training::catalog))
         .route("/api/jobs/estimate", post(training::estimate_job))
+        .route("/api/jobs", post(jobs::create).get(jobs::list))
+        .route("/api/jobs/{id}", get(jobs::detail))
         .route("/api/{*rest}", any(routes::api_not_found))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));

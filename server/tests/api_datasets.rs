@@ -565,3 +565,113 @@ async fn catalog_and_authoritative_estimate() {
     let response = app.post(&mallory, "/api/jobs/estimate", request).await;
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test]
+async fn jobs_are_created_from_ready_datasets_only_and_listed() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("jobs@example.com").await;
+    let catalog: Value = client
+        .get(app.url("/api/catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut hp = catalog["data"]["presets"]["fast"].clone();
+    hp["quantization"] = json!("none");
+    let ready = full_flow(&app, &client, "alpaca.json").await;
+    let job = |dataset: &Value, extra: Value| {
+        let mut body = json!({
+            "dataset_id": dataset["id"], "base_model": "tiny-random-llama", "preset": "fast",
+            "hyperparameters": hp, "gpu_type": "local", "gpu_count": 1,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+
+    let created = app.post(&client, "/api/jobs", job(&ready, json!({}))).await;
+    assert_eq!(created.status(), 201);
+    let body: Value = created.json().await.unwrap();
+    let created = &body["data"]["job"];
+    assert_eq!(created["status"], "queued");
+    assert_eq!(created["backend"], "local");
+    assert_eq!(created["base_model"], "tiny-random-llama");
+    assert_eq!(created["hyperparameters"]["epochs"], 1);
+    assert!(created["estimate"]["total_steps"].as_u64().unwrap() > 0);
+    assert_eq!(created["dataset_name"], "alpaca.json");
+
+    // A budget cap below the low estimate needs confirming.
+    let low = app
+        .post(
+            &client,
+            "/api/jobs",
+            job(
+                &ready,
+                json!({ "gpu_type": "A100", "base_model": "llama-3.1-8b-instruct",
+        "hyperparameters": catalog["data"]["presets"]["balanced"], "budget_cap": 0.000001 }),
+            ),
+        )
+        .await;
+    assert_eq!(low.status(), 400);
+    let body: Value = low.json().await.unwrap();
+    assert!(
+        body["details"]["fields"]["budget_cap"]
+            .as_str()
+            .unwrap()
+            .contains("below the lowest estimate")
+    );
+
+    // An invalid dataset cannot be trained on: 409 with the reason.
+    let broken = full_flow(&app, &client, "broken-unknown-role.jsonl").await;
+    let refused = app
+        .post(&client, "/api/jobs", job(&broken, json!({})))
+        .await;
+    assert_eq!(refused.status(), 409);
+
+    // Listed, filterable, with a queued notification; another user sees none of it.
+    let list: Value = client
+        .get(app.url("/api/jobs?status=queued"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"]["pagination"]["total"], 1);
+    let id = list["data"]["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let (mallory, _) = app.signed_in_user("mallory3@example.com").await;
+    assert_eq!(
+        mallory
+            .get(app.url(&format!("/api/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let theirs: Value = mallory
+        .get(app.url("/api/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["data"]["pagination"]["total"], 0);
+    let stolen = app
+        .post(&mallory, "/api/jobs", job(&ready, json!({})))
+        .await;
+    assert_eq!(stolen.status(), 404, "another user's dataset");
+    assert_eq!(
+        client
+            .get(app.url("/api/jobs?status=done"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+}

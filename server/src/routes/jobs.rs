@@ -1,0 +1,86 @@
+//! `/api/jobs`: create (validated and estimated on the server), list, detail.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use engine::jobs::NewJob;
+use engine::jobs::service::{self, JobError};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiJson;
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ok};
+use crate::state::AppState;
+
+const STATUSES: [&str; 6] = [
+    "queued",
+    "initializing",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+];
+
+impl From<JobError> for ApiError {
+    fn from(error: JobError) -> Self {
+        match error {
+            JobError::Invalid(fields) => Self::Validation(fields),
+            JobError::NotFound => Self::NotFound,
+            JobError::Conflict(message) => Self::conflict(message),
+            JobError::Db(e) => e.into(),
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(new): ApiJson<NewJob>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = service::create(&state.db, &state.catalog, user.id, &new).await?;
+    Ok((StatusCode::CREATED, ok(json!({ "job": job }))))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    page: Option<u32>,
+    limit: Option<u32>,
+    status: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Query(query): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let status = query.status.as_deref().filter(|s| !s.is_empty());
+    let mut fields = engine::validation::FieldErrors::new();
+    if status.is_some_and(|s| !STATUSES.contains(&s)) {
+        fields.add("status", format!("Use one of: {}.", STATUSES.join(", ")));
+    }
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        fields.add("limit", "Use a limit between 1 and 100.");
+    }
+    if query.page == Some(0) {
+        fields.add("page", "Pages start at 1.");
+    }
+    fields.into_result().map_err(ApiError::Validation)?;
+    let page = query.page.unwrap_or(1);
+    let (jobs, total) = service::list(&state.db, user.id, status, page, limit).await?;
+    Ok(ok(
+        json!({ "jobs": jobs, "pagination": { "page": page, "limit": limit, "total": total } }),
+    ))
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    Ok(ok(
+        json!({ "job": service::get(&state.db, user.id, id).await? }),
+    ))
+}
