@@ -1,3 +1,5 @@
+// Leptos view types nest deeply.
+#![recursion_limit = "256"]
 //! The HTTP shell of lora-pipeline: settings, the axum router (Leptos pages, REST API,
 //! operations endpoints), auth middleware, embedded site assets, and the CLI commands.
 

@@ -209,10 +209,12 @@ fn router(state: AppState) -> Router {
     let context = {
         let db = state.db.clone();
         let storage = state.storage.clone();
+        let catalog = state.catalog.clone();
         let cookie = state.cookie;
         move || {
             provide_context(db.clone());
             provide_context(storage.clone());
+            provide_context(catalog.clone());
             provide_context(cookie);
         }
     };
@@ -252,11 +254,13 @@ async fn assets_or_not_found(State(state): State<AppState>, request: Request) ->
     let options = state.leptos_options.clone();
     let db = state.db.clone();
     let storage = state.storage.clone();
+    let catalog = state.catalog.clone();
     let cookie = state.cookie;
     let handler = leptos_axum::render_app_to_stream_with_context(
         move || {
             provide_context(db.clone());
             provide_context(storage.clone());
+            provide_context(catalog.clone());
             provide_context(cookie);
         },
         move || shell(options.clone()),

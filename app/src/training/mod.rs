@@ -1,17 +1,370 @@
-//! Train: configure a job from presets with a live cost estimate (arrives with the training
-//! configuration capability).
+//! Train: choose a ready dataset, a base model, a preset and a GPU; the estimate is computed in
+//! the browser on every change (the engine's pure estimator, compiled into the WASM) and the
+//! form checks the same rules as the server.
 
+use engine::jobs::NewJob;
+use engine::training::estimate::{DatasetSize, EstimateError, estimate};
+use engine::training::{
+    Catalog, Hyperparameters, PresetName, Quantization, TrainingConfig, check_config,
+};
 use leptos::prelude::*;
+use leptos::server_fn::codec::Json;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use crate::components::{EmptyState, PageHeader};
+use crate::components::{EmptyState, ErrorState, PageHeader, Skeleton};
+use crate::error::AppError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyDataset {
+    pub id: Uuid,
+    pub name: String,
+    pub examples: u64,
+    pub total_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingChoices {
+    pub catalog: Catalog,
+    pub datasets: Vec<ReadyDataset>,
+}
+
+#[server(prefix = "/rpc", endpoint = "train_context")]
+pub async fn train_context() -> Result<TrainingChoices, AppError> {
+    let user = crate::accounts::server::require_user().await?;
+    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let catalog = use_context::<std::sync::Arc<Catalog>>().ok_or(AppError::Internal)?;
+    let filter = engine::datasets::ListFilter {
+        status: Some(engine::datasets::DatasetStatus::Ready),
+        page: 1,
+        limit: 100,
+        ..Default::default()
+    };
+    let (rows, _) = engine::datasets::service::list(&db, user.id, &filter)
+        .await
+        .map_err(AppError::internal)?;
+    Ok(TrainingChoices {
+        catalog: (*catalog).clone(),
+        datasets: rows
+            .into_iter()
+            .filter(|d| d.training_ready)
+            .map(|d| ReadyDataset {
+                id: d.id,
+                name: d.name,
+                examples: d.total_training_pairs.unwrap_or(0).max(0) as u64,
+                total_tokens: d.total_tokens.unwrap_or(0).max(0) as u64,
+            })
+            .collect(),
+    })
+}
+
+#[server(prefix = "/rpc", endpoint = "create_job", input = Json)]
+pub async fn create_job(job: NewJob) -> Result<Uuid, AppError> {
+    use engine::jobs::service::JobError;
+    let user = crate::accounts::server::require_user().await?;
+    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let catalog = use_context::<std::sync::Arc<Catalog>>().ok_or(AppError::Internal)?;
+    match engine::jobs::service::create(&db, &catalog, user.id, &job).await {
+        Ok(job) => Ok(job.id),
+        Err(JobError::Invalid(fields)) => {
+            Err(AppError::invalid("Check the highlighted fields.", fields))
+        }
+        Err(JobError::NotFound) => Err(AppError::NotFound),
+        Err(JobError::Conflict(message)) => Err(AppError::Invalid {
+            message,
+            fields: Default::default(),
+        }),
+        Err(e) => Err(AppError::internal(e)),
+    }
+}
 
 #[component]
 pub fn TrainPage() -> impl IntoView {
+    let context = Resource::new(|| (), |_| train_context());
     view! {
         <PageHeader title="Train" description="Pick a dataset, a base model and a preset; see the cost before you start."/>
-        <EmptyState icon="▶" title="Nothing to train on yet">
-            <p>"Training needs a validated dataset. Once you have one, this page lets you choose the base model, a Fast, Balanced or Quality preset and a GPU, with a live cost estimate."</p>
-            <p><a href="/datasets">"Go to your datasets"</a></p>
-        </EmptyState>
+        <Suspense fallback=|| view! { <Skeleton rows=6/> }>
+            {move || context.get().map(|result| match result {
+                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| context.refetch())/> }.into_any(),
+                Ok(ctx) if ctx.datasets.is_empty() => view! {
+                    <EmptyState icon="▶" title="No dataset is ready to train">
+                        <p>"Training needs a validated dataset with at least 10 usable examples."</p>
+                        <p><a class="btn btn-primary" href="/datasets/new">"Upload a dataset"</a></p>
+                    </EmptyState>
+                }.into_any(),
+                Ok(ctx) => view! { <TrainForm context=ctx/> }.into_any(),
+            })}
+        </Suspense>
     }
+}
+
+fn default_gpu(catalog: &Catalog) -> String {
+    catalog
+        .gpus
+        .iter()
+        .find(|g| g.id == "local")
+        .or(catalog.gpus.first())
+        .map(|g| g.id.clone())
+        .unwrap_or_default()
+}
+
+#[component]
+fn TrainForm(context: TrainingChoices) -> impl IntoView {
+    let catalog = StoredValue::new(context.catalog.clone());
+    let datasets = StoredValue::new(context.datasets.clone());
+    let dataset = RwSignal::new(context.datasets.first().map(|d| d.id));
+    let model = RwSignal::new(
+        context
+            .catalog
+            .models
+            .iter()
+            .find(|m| m.demo)
+            .or(context.catalog.models.first())
+            .map(|m| m.id.clone())
+            .unwrap_or_default(),
+    );
+    let gpu = RwSignal::new(default_gpu(&context.catalog));
+    let gpu_count = RwSignal::new(1u32);
+    let preset = RwSignal::new(PresetName::Fast);
+    let local_defaults = |p: PresetName, gpu: &str| Hyperparameters {
+        // The local executor trains plain LoRA (no bitsandbytes on CPU).
+        quantization: if gpu == "local" {
+            Quantization::None
+        } else {
+            Quantization::Nf4
+        },
+        ..p.hyperparameters()
+    };
+    let hp = RwSignal::new(local_defaults(PresetName::Fast, &gpu.get_untracked()));
+    let budget = RwSignal::new(String::new());
+    let submitting = RwSignal::new(false);
+    let server_error = RwSignal::new(None::<AppError>);
+
+    let config = Memo::new(move |_| TrainingConfig {
+        base_model: model.get(),
+        preset: preset.get(),
+        hyperparameters: hp.get(),
+        gpu_type: gpu.get(),
+        gpu_count: gpu_count.get(),
+    });
+    let errors = Memo::new(move |_| {
+        catalog.with_value(|c| check_config(&config.get(), c).err().unwrap_or_default())
+    });
+    let chosen = move || {
+        dataset
+            .get()
+            .and_then(|id| datasets.with_value(|d| d.iter().find(|x| x.id == id).cloned()))
+    };
+    let estimated = Memo::new(move |_| {
+        let ds = chosen()?;
+        let config = config.get();
+        catalog.with_value(|c| {
+            let model = c.model(&config.base_model)?;
+            let gpu = c.gpu(&config.gpu_type)?;
+            Some(estimate(
+                DatasetSize {
+                    examples: ds.examples,
+                    total_tokens: ds.total_tokens,
+                },
+                model,
+                gpu,
+                config.gpu_count,
+                &config.hyperparameters,
+            ))
+        })
+    });
+    let field = move |name: &'static str| {
+        move || {
+            errors
+                .with(|e| e.get(name).map(str::to_owned))
+                .or_else(|| server_error.with(|e| e.as_ref().and_then(|e| e.field(name))))
+        }
+    };
+    let choose_preset = move |p: PresetName| {
+        preset.set(p);
+        if p != PresetName::Custom {
+            hp.set(local_defaults(p, &gpu.get_untracked()));
+        }
+    };
+    // Editing any advanced field makes the configuration custom.
+    let edit = move |change: Box<dyn Fn(&mut Hyperparameters)>| {
+        hp.update(|h| change(h));
+        preset.set(PresetName::Custom);
+    };
+    let number = move |ev: &leptos::ev::Event| {
+        event_target_value(ev)
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(f64::NAN)
+    };
+
+    let navigate = leptos_router::hooks::use_navigate();
+    let start = move |_| {
+        if submitting.get_untracked() || !errors.with_untracked(|e| e.is_empty()) {
+            return;
+        }
+        let Some(dataset_id) = dataset.get_untracked() else {
+            return;
+        };
+        let budget_cap = budget
+            .get_untracked()
+            .trim()
+            .trim_start_matches('$')
+            .parse::<f64>()
+            .ok();
+        let job = NewJob {
+            dataset_id,
+            config: config.get_untracked(),
+            budget_cap,
+            confirm_low_budget: false,
+        };
+        submitting.set(true);
+        server_error.set(None);
+        let navigate = navigate.clone();
+        leptos::task::spawn_local(async move {
+            match create_job(job).await {
+                Ok(_) => navigate("/jobs", Default::default()),
+                Err(e) => {
+                    server_error.set(Some(e));
+                    submitting.set(false);
+                }
+            }
+        });
+    };
+
+    view! {
+        <div class="train">
+            <form class="card panel form train-form" on:submit=|ev| ev.prevent_default()>
+                <label for="dataset">"Dataset"</label>
+                <select id="dataset" on:change=move |ev| dataset.set(Uuid::parse_str(&event_target_value(&ev)).ok())>
+                    {datasets.get_value().into_iter().map(|d| view! {
+                        <option value=d.id.to_string() selected=move || dataset.get() == Some(d.id)>
+                            {format!("{} — {} examples, {} tokens", d.name, engine::format::thousands(d.examples as i64), engine::format::thousands(d.total_tokens as i64))}
+                        </option>
+                    }).collect_view()}
+                </select>
+                <label for="model">"Base model"</label>
+                <select id="model" on:change=move |ev| model.set(event_target_value(&ev))>
+                    {catalog.get_value().models.into_iter().map(|m| {
+                        let id = m.id.clone();
+                        view! { <option value=m.id.clone() selected=move || model.get() == id>{m.name.clone()}</option> }
+                    }).collect_view()}
+                </select>
+                <p class="field-error">{field("base_model")}</p>
+                {view! {
+                <fieldset class="presets">
+                    <legend>"Preset"</legend>
+                    {[(PresetName::Fast, "Fast", "1 epoch, rank 8: a quick first adapter"),
+                      (PresetName::Balanced, "Balanced", "3 epochs, rank 16: the usual choice"),
+                      (PresetName::Quality, "Quality", "5 epochs, rank 32: slower, more capacity"),
+                      (PresetName::Custom, "Custom", "your own values below")]
+                        .into_iter()
+                        .map(|(p, label, hint)| view! {
+                            <label class="preset" class:selected=move || preset.get() == p>
+                                <input type="radio" name="preset" prop:checked=move || preset.get() == p on:change=move |_| choose_preset(p)/>
+                                <strong>{label}</strong>
+                                <span class="muted small">{hint}</span>
+                            </label>
+                        })
+                        .collect_view()}
+                </fieldset>
+                }.into_any()}
+                <label for="gpu">"GPU"</label>
+                <select id="gpu" on:change=move |ev| {
+                    let id = event_target_value(&ev);
+                    hp.update(|h| h.quantization = if id == "local" { Quantization::None } else { Quantization::Nf4 });
+                    gpu.set(id);
+                }>
+                    {catalog.get_value().gpus.into_iter().map(|g| {
+                        let id = g.id.clone();
+                        view! {
+                            <option value=g.id.clone() selected=move || gpu.get() == id>
+                                {format!("{} — {}/h", g.name, engine::format::money(g.price_per_hour(1)))}
+                            </option>
+                        }
+                    }).collect_view()}
+                </select>
+                <p class="field-error">{field("gpu_type")}</p>
+                <label for="gpu_count">"GPU count"</label>
+                <input id="gpu_count" type="number" min="1" max="8" prop:value=move || gpu_count.get().to_string()
+                    on:input=move |ev| gpu_count.set(event_target_value(&ev).parse().unwrap_or(0))/>
+                <p class="field-error">{field("gpu_count")}</p>
+                {view! {
+                <details class="advanced">
+                    <summary>"Advanced settings"</summary>
+                    <div class="grid-fields">
+                        <label>"Learning rate"<input id="learning_rate" inputmode="decimal" prop:value=move || hp.get().learning_rate.to_string()
+                            on:change=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.learning_rate = v)); }/></label>
+                        <p class="field-error">{field("learning_rate")}</p>
+                        <label>"Epochs"<input id="epochs" type="number" prop:value=move || hp.get().epochs.to_string()
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.epochs = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                        <p class="field-error">{field("epochs")}</p>
+                        <label>"Batch size"<input id="batch_size" type="number" prop:value=move || hp.get().batch_size.to_string()
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.batch_size = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                        <p class="field-error">{field("batch_size")}</p>
+                        <label>"Gradient accumulation"<input id="gradient_accumulation_steps" type="number" prop:value=move || hp.get().gradient_accumulation_steps.to_string()
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.gradient_accumulation_steps = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                        <p class="field-error">{field("gradient_accumulation_steps")}</p>
+                        <label>"LoRA rank"<input id="rank" type="number" prop:value=move || hp.get().rank.to_string()
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.rank = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                        <p class="field-error">{field("rank")}</p>
+                        <label>"LoRA alpha"<input id="alpha" type="number" prop:value=move || hp.get().alpha.to_string()
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.alpha = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                        <p class="field-error">{field("alpha")}</p>
+                        <label>"Max sequence length"<input id="max_seq_len" type="number" prop:value=move || hp.get().max_seq_len.to_string()
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.max_seq_len = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                        <p class="field-error">{field("max_seq_len")}</p>
+                        <label>"Quantization"
+                            <select id="quantization" on:change=move |ev| {
+                                let q = if event_target_value(&ev) == "nf4" { Quantization::Nf4 } else { Quantization::None };
+                                edit(Box::new(move |h| h.quantization = q));
+                            }>
+                                <option value="nf4" selected=move || hp.get().quantization == Quantization::Nf4>"nf4 (QLoRA)"</option>
+                                <option value="none" selected=move || hp.get().quantization == Quantization::None>"none (LoRA)"</option>
+                            </select>
+                        </label>
+                    </div>
+                </details>
+                }.into_any()}
+                <label for="budget">"Budget cap " <span class="muted">"(optional, dollars)"</span></label>
+                <input id="budget" inputmode="decimal" placeholder="e.g. 5.00" prop:value=move || budget.get() on:input=move |ev| budget.set(event_target_value(&ev))/>
+                <p class="field-error">{field("budget_cap")}</p>
+                {move || server_error.get().filter(|e| !matches!(e, AppError::Invalid { fields, .. } if !fields.is_empty()))
+                    .map(|e| view! { <p class="form-error" role="alert">{e.to_string()}</p> })}
+                <button type="button" class="btn btn-primary" on:click=start
+                    disabled=move || submitting.get() || !errors.with(|e| e.is_empty())>
+                    {move || if submitting.get() { "Starting…" } else { "Start training" }}
+                </button>
+            </form>
+            {view! {
+            <aside class="card panel estimate" aria-live="polite" aria-label="Estimate">
+                <h2>"Estimate"</h2>
+                {move || match estimated.get() {
+                    None => view! { <p class="muted">"Choose a dataset, a model and a GPU."</p> }.into_any(),
+                    Some(Err(EstimateError::Unsupported)) => view! { <p class="form-error">"This GPU cannot train this model with this quantization."</p> }.into_any(),
+                    Some(Err(EstimateError::NoExamples)) => view! { <p class="form-error">"The dataset has no usable examples."</p> }.into_any(),
+                    Some(Ok(e)) if !errors.with(|x| x.is_empty()) => {
+                        let _ = e;
+                        view! { <p class="muted">"Fix the highlighted fields to see the estimate."</p> }.into_any()
+                    }
+                    Some(Ok(e)) => view! {
+                        <p class="estimate-cost" id="estimate-cost">{format!("{} – {}", engine::format::money(e.cost.low), engine::format::money(e.cost.high))}</p>
+                        <p class="muted" id="estimate-duration">{format!("{} – {}", engine::format::duration(e.duration_seconds.low as u64), engine::format::duration(e.duration_seconds.high as u64))}</p>
+                        <dl class="estimate-facts">
+                            <dt>"Compute"</dt><dd>{engine::format::money(e.breakdown.compute)}</dd>
+                            <dt>"Cold start and model load"</dt><dd>{engine::format::money(e.breakdown.startup)}</dd>
+                            <dt>"Storage (1 month)"</dt><dd>{engine::format::money(e.breakdown.storage)}</dd>
+                            <dt>"Steps per epoch"</dt><dd id="estimate-steps">{engine::format::thousands(e.steps_per_epoch as i64)}</dd>
+                            <dt>"Total steps"</dt><dd>{engine::format::thousands(e.total_steps as i64)}</dd>
+                            <dt>"Tokens processed"</dt><dd>{engine::format::thousands(e.tokens_processed as i64)}</dd>
+                            <dt>"Throughput"</dt><dd>{format!("{} tokens/s", engine::format::thousands(e.tokens_per_second as i64))}</dd>
+                            <dt>"Price"</dt><dd>{format!("{}/h", engine::format::money(e.price_per_hour))}</dd>
+                        </dl>
+                    }.into_any(),
+                }}
+            </aside>
+            }.into_any()}
+        </div>
+    }
+    .into_any()
 }
