@@ -243,6 +243,14 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
                         </option>
                     }).collect_view()}
                 </select>
+                {move || chosen().map(|d| view! {
+                    <p class="muted small">{format!(
+                        "{} examples · {} tokens · about {} tokens per example",
+                        engine::format::thousands(d.examples as i64),
+                        engine::format::thousands(d.total_tokens as i64),
+                        engine::format::thousands((d.total_tokens / d.examples.max(1)) as i64)
+                    )}</p>
+                })}
                 <label for="model">"Base model"</label>
                 <select id="model" on:change=move |ev| model.set(event_target_value(&ev))>
                     {catalog.get_value().models.into_iter().map(|m| {
@@ -314,6 +322,15 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
                         <label>"Max sequence length"<input id="max_seq_len" type="number" prop:value=move || hp.get().max_seq_len.to_string()
                             on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.max_seq_len = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
                         <p class="field-error">{field("max_seq_len")}</p>
+                        <label>"LoRA dropout"<input id="dropout" inputmode="decimal" prop:value=move || hp.get().dropout.to_string()
+                            on:change=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.dropout = v)); }/></label>
+                        <p class="field-error">{field("dropout")}</p>
+                        <label>"Warmup ratio"<input id="warmup_ratio" inputmode="decimal" prop:value=move || hp.get().warmup_ratio.to_string()
+                            on:change=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.warmup_ratio = v)); }/></label>
+                        <p class="field-error">{field("warmup_ratio")}</p>
+                        <label>"Eval fraction"<input id="eval_fraction" inputmode="decimal" prop:value=move || hp.get().eval_fraction.to_string()
+                            on:change=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.eval_fraction = v)); }/></label>
+                        <p class="field-error">{field("eval_fraction")}</p>
                         <label>"Quantization"
                             <select id="quantization" on:change=move |ev| {
                                 let q = if event_target_value(&ev) == "nf4" { Quantization::Nf4 } else { Quantization::None };
