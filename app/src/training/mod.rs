@@ -98,6 +98,15 @@ pub fn TrainPage() -> impl IntoView {
     }
 }
 
+/// A typed number as a whole count; anything else becomes 0, which the rules refuse.
+fn whole(value: f64) -> u32 {
+    if value.is_finite() && value >= 0.0 && value.fract() == 0.0 {
+        value.min(f64::from(u32::MAX)) as u32
+    } else {
+        0
+    }
+}
+
 fn default_gpu(catalog: &Catalog) -> String {
     catalog
         .gpus
@@ -305,22 +314,22 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
                             on:change=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.learning_rate = v)); }/></label>
                         <p class="field-error">{field("learning_rate")}</p>
                         <label>"Epochs"<input id="epochs" type="number" prop:value=move || hp.get().epochs.to_string()
-                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.epochs = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.epochs = whole(v))); }/></label>
                         <p class="field-error">{field("epochs")}</p>
                         <label>"Batch size"<input id="batch_size" type="number" prop:value=move || hp.get().batch_size.to_string()
-                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.batch_size = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.batch_size = whole(v))); }/></label>
                         <p class="field-error">{field("batch_size")}</p>
                         <label>"Gradient accumulation"<input id="gradient_accumulation_steps" type="number" prop:value=move || hp.get().gradient_accumulation_steps.to_string()
-                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.gradient_accumulation_steps = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.gradient_accumulation_steps = whole(v))); }/></label>
                         <p class="field-error">{field("gradient_accumulation_steps")}</p>
                         <label>"LoRA rank"<input id="rank" type="number" prop:value=move || hp.get().rank.to_string()
-                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.rank = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.rank = whole(v))); }/></label>
                         <p class="field-error">{field("rank")}</p>
                         <label>"LoRA alpha"<input id="alpha" type="number" prop:value=move || hp.get().alpha.to_string()
-                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.alpha = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.alpha = whole(v))); }/></label>
                         <p class="field-error">{field("alpha")}</p>
                         <label>"Max sequence length"<input id="max_seq_len" type="number" prop:value=move || hp.get().max_seq_len.to_string()
-                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.max_seq_len = if v.is_finite() && v >= 0.0 { v as u32 } else { 0 })); }/></label>
+                            on:input=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.max_seq_len = whole(v))); }/></label>
                         <p class="field-error">{field("max_seq_len")}</p>
                         <label>"LoRA dropout"<input id="dropout" inputmode="decimal" prop:value=move || hp.get().dropout.to_string()
                             on:change=move |ev| { let v = number(&ev); edit(Box::new(move |h| h.dropout = v)); }/></label>

@@ -85,19 +85,13 @@ pub async fn list(
             parsed
         }
     };
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        fields.add("limit", "Use a limit between 1 and 100.");
-    }
-    if query.page == Some(0) {
-        fields.add("page", "Pages start at 1.");
-    }
+    let (page, limit) = super::paging(query.page, query.limit, &mut fields);
     fields.into_result().map_err(ApiError::Validation)?;
     let filter = ListFilter {
         search: query.search,
         status,
         format,
-        page: query.page.unwrap_or(1),
+        page,
         limit,
     };
     let (rows, total) = service::list(&state.db, user.id, &filter).await?;

@@ -59,15 +59,8 @@ pub async fn list(
     if status.is_some_and(|s| !STATUSES.contains(&s)) {
         fields.add("status", format!("Use one of: {}.", STATUSES.join(", ")));
     }
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        fields.add("limit", "Use a limit between 1 and 100.");
-    }
-    if query.page == Some(0) {
-        fields.add("page", "Pages start at 1.");
-    }
+    let (page, limit) = super::paging(query.page, query.limit, &mut fields);
     fields.into_result().map_err(ApiError::Validation)?;
-    let page = query.page.unwrap_or(1);
     let (jobs, total) = service::list(&state.db, user.id, status, page, limit).await?;
     Ok(ok(
         json!({ "jobs": jobs, "pagination": { "page": page, "limit": limit, "total": total } }),

@@ -33,6 +33,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// `?page&limit` of the list endpoints: checked into `fields`, defaulting to page 1 of 20.
+pub fn paging(
+    page: Option<u32>,
+    limit: Option<u32>,
+    fields: &mut engine::validation::FieldErrors,
+) -> (u32, u32) {
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        fields.add("limit", "Use a limit between 1 and 100.");
+    }
+    if page == Some(0) {
+        fields.add("page", "Pages start at 1.");
+    }
+    (page.unwrap_or(1), limit)
+}
+
 /// Unknown `/api/...` paths answer in the API's envelope, not with an HTML page.
 pub async fn api_not_found() -> ApiError {
     ApiError::NotFound
