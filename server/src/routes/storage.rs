@@ -25,8 +25,14 @@ fn signature_error(e: SignatureError) -> ApiError {
     ApiError::Forbidden(e.to_string())
 }
 
-fn store(state: &AppState) -> Result<&engine::storage::LocalStore, ApiError> {
-    state.storage.local_store().ok_or(ApiError::NotFound)
+/// The local store and the bucket a signed URL names (404 when either does not exist).
+fn target<'a>(
+    state: &'a AppState,
+    bucket: &str,
+) -> Result<(&'a engine::storage::LocalStore, Bucket), ApiError> {
+    let store = state.storage.local_store().ok_or(ApiError::NotFound)?;
+    let bucket = Bucket::parse(bucket).ok_or(ApiError::NotFound)?;
+    Ok((store, bucket))
 }
 
 pub async fn put(
@@ -35,8 +41,7 @@ pub async fn put(
     Query(signed): Query<Signed>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let bucket = Bucket::parse(&bucket).ok_or(ApiError::NotFound)?;
+    let (store, bucket) = target(&state, &bucket)?;
     let declared = signed
         .size
         .ok_or_else(|| ApiError::Forbidden("the upload link has no size".into()))?;
@@ -92,8 +97,7 @@ pub async fn get(
     Query(signed): Query<Signed>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let store = store(&state)?;
-    let bucket = Bucket::parse(&bucket).ok_or(ApiError::NotFound)?;
+    let (store, bucket) = target(&state, &bucket)?;
     // HEAD is allowed with a GET link.
     let method = if request.method() == Method::HEAD {
         "GET"
