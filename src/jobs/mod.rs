@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::training::TrainingConfig;
 
+pub mod contract;
 #[cfg(feature = "ssr")]
 pub mod service;
 

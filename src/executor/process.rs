@@ -1,0 +1,184 @@
+//! One worker process: `python harness.py --job-id <id>` with the job on stdin, one JSON line
+//! per yielded value on stdout, logs on stderr. Stopping it kills its whole process group.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
+
+use super::{ExecutorConfig, Stop};
+
+pub(super) enum ProcessEvent {
+    Started(u32),
+    Yielded(Value),
+}
+
+pub(super) enum Outcome {
+    /// The process ended on its own; `error` is RunPod's FAILED `error` string.
+    Exited {
+        success: bool,
+        error: String,
+    },
+    Stopped(Stop),
+    SpawnFailed(String),
+}
+
+/// Lines of stderr kept to explain a crash.
+const STDERR_TAIL: usize = 40;
+/// Time a worker gets to exit after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+pub(super) async fn run_job(
+    config: &ExecutorConfig,
+    id: &str,
+    input: Value,
+    limit: Duration,
+    stop: oneshot::Receiver<Stop>,
+    mut shutdown: watch::Receiver<bool>,
+    mut sink: impl FnMut(ProcessEvent),
+) -> Outcome {
+    let mut command = Command::new(&config.python);
+    command
+        .arg("-u")
+        .arg(config.worker_dir.join("harness.py"))
+        .arg("--job-id")
+        .arg(id)
+        .current_dir(&config.worker_dir)
+        .envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Its own process group, so a stop reaches anything it started.
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the worker if we die,
+    // so a crashed server leaves no orphan training behind.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::SpawnFailed(format!(
+                "cannot start the worker ({} {}): {e}",
+                config.python.display(),
+                config.worker_dir.join("harness.py").display()
+            ));
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    sink(ProcessEvent::Started(pid));
+    tracing::info!(job = id, pid, "worker started");
+
+    if let Some(mut stdin) = child.stdin.take() {
+        let job = serde_json::json!({ "id": id, "input": input }).to_string();
+        // A worker that dies before reading its input is reported by its exit status.
+        let _ = stdin.write_all(job.as_bytes()).await;
+        let _ = stdin.shutdown().await;
+    }
+    let mut stdout = match child.stdout.take() {
+        Some(s) => BufReader::new(s).lines(),
+        None => return Outcome::SpawnFailed("the worker has no stdout".into()),
+    };
+    let stderr = child.stderr.take();
+    let job_id = id.to_owned();
+    let stderr_task = tokio::spawn(async move {
+        let mut tail = VecDeque::with_capacity(STDERR_TAIL);
+        if let Some(stderr) = stderr {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(job = %job_id, "worker: {line}");
+                if tail.len() == STDERR_TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        }
+        tail.into_iter().collect::<Vec<_>>().join("\n")
+    });
+
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    tokio::pin!(stop);
+    let mut harness_error: Option<Value> = None;
+    let mut stdout_open = true;
+    let stopped = loop {
+        tokio::select! {
+            line = stdout.next_line(), if stdout_open => match line {
+                Ok(Some(line)) => match serde_json::from_str::<Value>(&line) {
+                    Ok(value) => match value.get("__error__") {
+                        Some(error) => harness_error = Some(error.clone()),
+                        None => sink(ProcessEvent::Yielded(value)),
+                    },
+                    Err(_) => tracing::warn!(job = id, "worker printed a non-JSON line; ignored"),
+                },
+                _ => stdout_open = false,
+            },
+            status = child.wait(), if !stdout_open => {
+                let tail = stderr_task.await.unwrap_or_default();
+                return match status {
+                    Ok(s) if s.success() => Outcome::Exited { success: true, error: String::new() },
+                    Ok(s) => Outcome::Exited {
+                        success: false,
+                        error: match harness_error {
+                            Some(e) => e.to_string(),
+                            None => serde_json::json!({
+                                "error_type": "WorkerExited",
+                                "error_message": format!("the worker exited with {s}"),
+                                "error_traceback": tail,
+                            })
+                            .to_string(),
+                        },
+                    },
+                    Err(e) => Outcome::Exited {
+                        success: false,
+                        error: serde_json::json!({"error_type": "WorkerLost", "error_message": e.to_string()}).to_string(),
+                    },
+                };
+            }
+            () = &mut deadline => break Stop::Timeout,
+            reason = &mut stop => break reason.unwrap_or(Stop::Cancel),
+            _ = shutdown.changed() => break Stop::Cancel,
+        }
+    };
+    kill_group(pid, &mut child).await;
+    stderr_task.abort();
+    tracing::info!(job = id, pid, reason = ?stopped, "worker stopped");
+    Outcome::Stopped(stopped)
+}
+
+/// SIGTERM to the process group, SIGKILL after a grace period, then reap.
+async fn kill_group(pid: u32, child: &mut tokio::process::Child) {
+    let Ok(group) = i32::try_from(pid) else {
+        return;
+    };
+    if group <= 0 {
+        return;
+    }
+    // SAFETY: plain syscalls on a process group we created.
+    unsafe {
+        libc::killpg(group, libc::SIGTERM);
+    }
+    if tokio::time::timeout(TERM_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        unsafe {
+            libc::killpg(group, libc::SIGKILL);
+        }
+        let _ = child.wait().await;
+    } else {
+        // The leader is gone; make sure nothing it started lives on.
+        unsafe {
+            libc::killpg(group, libc::SIGKILL);
+        }
+    }
+}

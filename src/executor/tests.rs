@@ -1,0 +1,171 @@
+//! The executor's semantics, with a small stand-in harness (a Python script written here) so
+//! each case runs in well under a second; the real worker runs in the server's flow tests.
+
+use super::*;
+
+const HARNESS: &str = r#"
+import json, sys, time
+job = json.loads(sys.stdin.read())
+mode = job["input"].get("mode", "ok")
+for i in range(job["input"].get("chunks", 3)):
+    print(json.dumps({"type": "tick", "i": i}), flush=True)
+if mode == "sleep":
+    time.sleep(60)
+if mode == "raise":
+    print(json.dumps({"__error__": {"error_type": "ValueError", "error_message": "bad input", "error_traceback": "tb"}}), flush=True)
+    sys.exit(1)
+if mode == "crash":
+    print("segfault-ish", file=sys.stderr, flush=True)
+    sys.exit(3)
+"#;
+
+fn executor(slots: usize) -> (Executor, watch::Sender<bool>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("harness.py"), HARNESS).unwrap();
+    let (tx, rx) = watch::channel(false);
+    let config = ExecutorConfig {
+        python: "python3".into(),
+        worker_dir: dir.path().to_owned(),
+        slots,
+        retention: DEFAULT_RETENTION,
+        env: Vec::new(),
+    };
+    (Executor::start(config, rx), tx, dir)
+}
+
+fn submit(executor: &Executor, input: Value, timeout_ms: Option<u64>) -> String {
+    executor
+        .run(RunRequest {
+            input,
+            policy: Some(Policy {
+                execution_timeout: timeout_ms,
+                ttl: None,
+            }),
+            webhook: None,
+        })
+        .unwrap()
+        .id
+}
+
+async fn wait_for(executor: &Executor, id: &str, wanted: RunpodStatus) -> StatusResponse {
+    for _ in 0..200 {
+        let status = executor.status(id).unwrap();
+        if status.status == wanted {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} never reached {wanted:?}: {:?}", executor.status(id));
+}
+
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn completed_job_has_aggregate_output_and_stream_delivers_once() {
+    let (executor, _stop, _dir) = executor(1);
+    let id = submit(&executor, serde_json::json!({"chunks": 3}), None);
+    let status = wait_for(&executor, &id, RunpodStatus::Completed).await;
+    let output = status.output.unwrap();
+    assert_eq!(output.as_array().unwrap().len(), 3);
+    assert!(status.execution_time.is_some() && status.delay_time.is_some());
+    let first = executor.stream(&id).unwrap();
+    assert_eq!(first.stream.len(), 3);
+    assert_eq!(first.stream[2].output["i"], 2);
+    assert!(
+        executor.stream(&id).unwrap().stream.is_empty(),
+        "delivered once"
+    );
+    assert_eq!(executor.health().jobs.completed, 1);
+}
+
+#[tokio::test]
+async fn raised_error_is_failed_with_json_error_and_retry_reruns() {
+    let (executor, _stop, _dir) = executor(1);
+    let id = submit(&executor, serde_json::json!({"mode": "raise"}), None);
+    let status = wait_for(&executor, &id, RunpodStatus::Failed).await;
+    let error: Value = serde_json::from_str(&status.error.unwrap()).unwrap();
+    assert_eq!(error["error_type"], "ValueError");
+    assert_eq!(executor.retry(&id).unwrap().status, RunpodStatus::InQueue);
+    wait_for(&executor, &id, RunpodStatus::Failed).await;
+    assert_eq!(executor.health().jobs.retried, 1);
+
+    let crashed = submit(&executor, serde_json::json!({"mode": "crash"}), None);
+    let status = wait_for(&executor, &crashed, RunpodStatus::Failed).await;
+    assert!(
+        status.error.unwrap().contains("segfault-ish"),
+        "stderr tail explains a crash"
+    );
+}
+
+#[tokio::test]
+async fn cancel_kills_the_process_and_queued_jobs_never_start() {
+    let (executor, _stop, _dir) = executor(1);
+    let running = submit(&executor, serde_json::json!({"mode": "sleep"}), None);
+    let queued = submit(&executor, serde_json::json!({"mode": "sleep"}), None);
+    wait_for(&executor, &running, RunpodStatus::InProgress).await;
+    let pid = loop {
+        if let Some(pid) = executor.pid(&running) {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(process_alive(pid));
+    assert_eq!(
+        executor.status(&queued).unwrap().status,
+        RunpodStatus::InQueue
+    );
+    assert_eq!(executor.health().jobs.in_queue, 1);
+    assert_eq!(
+        executor.cancel(&queued).unwrap().status,
+        RunpodStatus::Cancelled
+    );
+    assert_eq!(
+        executor.cancel(&running).unwrap().status,
+        RunpodStatus::Cancelled
+    );
+    for _ in 0..100 {
+        if !process_alive(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !process_alive(pid),
+        "the worker process is gone after cancel"
+    );
+    assert!(
+        executor.retry(&running).is_err(),
+        "a cancelled job cannot be retried"
+    );
+    assert!(matches!(
+        executor.status("nope"),
+        Err(ExecutorError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn execution_timeout_kills_and_reports_timed_out() {
+    let (executor, _stop, _dir) = executor(1);
+    let id = submit(&executor, serde_json::json!({"mode": "sleep"}), Some(5_000));
+    let status = wait_for(&executor, &id, RunpodStatus::TimedOut).await;
+    assert!(status.execution_time.unwrap() >= 5_000);
+}
+
+#[tokio::test]
+async fn purge_queue_cancels_waiting_jobs() {
+    let (executor, _stop, _dir) = executor(1);
+    let first = submit(&executor, serde_json::json!({"mode": "sleep"}), None);
+    wait_for(&executor, &first, RunpodStatus::InProgress).await;
+    let waiting = submit(&executor, serde_json::json!({}), None);
+    assert_eq!(executor.purge_queue().removed, 1);
+    assert_eq!(
+        executor.status(&waiting).unwrap().status,
+        RunpodStatus::Cancelled
+    );
+    executor.cancel(&first).unwrap();
+}
