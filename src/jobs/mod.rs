@@ -1,6 +1,5 @@
-//! Training jobs: creation (validated, estimated, queued) and reading them back. Execution
-//! (submission to RunPod or the local executor, progress, cancel) arrives with the execution
-//! capability; until then a created job waits in `queued`.
+//! Training jobs: creation (validated, estimated, queued), the worker contract, execution on
+//! RunPod or the local executor (the processor), the event log and its live fan-out.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -9,6 +8,12 @@ use uuid::Uuid;
 use crate::training::TrainingConfig;
 
 pub mod contract;
+#[cfg(feature = "ssr")]
+pub mod events;
+#[cfg(feature = "ssr")]
+pub mod hub;
+#[cfg(feature = "ssr")]
+pub mod processor;
 #[cfg(feature = "ssr")]
 pub mod service;
 
@@ -51,4 +56,35 @@ pub struct JobView {
     pub error_message: Option<String>,
     pub artifact_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    pub error_code: Option<String>,
+    pub current_epoch: Option<f64>,
+    /// The latest metrics event (loss, learning rate, tokens/s, ...).
+    pub current_metrics: Option<serde_json::Value>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub estimated_completion_at: Option<DateTime<Utc>>,
+    pub retry_count: i32,
+    /// Billed execution time so far, from the backend.
+    pub execution_ms: Option<i64>,
+    pub cancel_requested: bool,
+    /// The newest event id: where a live stream opened after this snapshot starts.
+    pub last_event_id: i64,
+}
+
+/// One point of a job's training curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub step: i32,
+    pub epoch: Option<f64>,
+    pub training_loss: Option<f64>,
+    pub validation_loss: Option<f64>,
+    pub learning_rate: Option<f64>,
+    pub grad_norm: Option<f64>,
+    pub tokens_per_sec: Option<f64>,
+    pub elapsed_s: Option<f64>,
+}
+
+/// Whether a job status is final.
+pub fn is_terminal(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "cancelled")
 }

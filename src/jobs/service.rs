@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{JobView, NewJob};
+use super::{JobView, MetricPoint, NewJob, processor};
 use crate::db::Db;
 use crate::notifications::{self, NewNotification};
 use crate::training::estimate::{DatasetSize, EstimateError, estimate};
@@ -19,13 +19,17 @@ pub enum JobError {
     Conflict(String),
     #[error("database error on jobs: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("cannot record the job event: {0}")]
+    Event(String),
 }
 
 const JOB_COLUMNS: &str = "j.id, j.dataset_id, d.name AS dataset_name, j.base_model, j.preset, j.hyperparameters, \
      j.gpu_type, j.gpu_count, j.backend, j.status, j.current_stage, j.progress, j.current_step, j.total_steps, \
      j.current_cost::float8 AS current_cost, j.estimated_total_cost::float8 AS estimated_total_cost, \
      j.budget_cap::float8 AS budget_cap, j.final_cost::float8 AS final_cost, j.estimate, j.error_message, \
-     a.id AS artifact_id, j.created_at";
+     a.id AS artifact_id, j.created_at, j.error_code, j.current_epoch, j.current_metrics, j.started_at, \
+     j.completed_at, j.estimated_completion_at, j.retry_count, j.execution_ms, j.cancel_requested_at, \
+     (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -51,6 +55,16 @@ struct JobRow {
     error_message: Option<String>,
     artifact_id: Option<Uuid>,
     created_at: chrono::DateTime<chrono::Utc>,
+    error_code: Option<String>,
+    current_epoch: Option<f64>,
+    current_metrics: Option<serde_json::Value>,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    completed_at: Option<chrono::DateTime<chrono::Utc>>,
+    estimated_completion_at: Option<chrono::DateTime<chrono::Utc>>,
+    retry_count: i32,
+    execution_ms: Option<i64>,
+    cancel_requested_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_event_id: Option<i64>,
 }
 
 impl From<JobRow> for JobView {
@@ -78,6 +92,16 @@ impl From<JobRow> for JobView {
             error_message: r.error_message,
             artifact_id: r.artifact_id,
             created_at: r.created_at,
+            error_code: r.error_code,
+            current_epoch: r.current_epoch,
+            current_metrics: r.current_metrics,
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            estimated_completion_at: r.estimated_completion_at,
+            retry_count: r.retry_count,
+            execution_ms: r.execution_ms,
+            cancel_requested: r.cancel_requested_at.is_some(),
+            last_event_id: r.last_event_id.unwrap_or(0),
         }
     }
 }
@@ -198,9 +222,193 @@ pub async fn create(
         },
     )
     .await?;
+    // Queued in the same transaction: the job exists exactly when its submission does.
+    crate::queue::enqueue(
+        &mut tx,
+        processor::SUBMIT_TASK,
+        serde_json::json!({ "job_id": id }),
+        Some(user),
+        &processor::task_key(id),
+    )
+    .await?;
+    processor::status_event(&mut tx, user, id, 0, "queued", "queued", None)
+        .await
+        .map_err(JobError::Event)?;
     let job = find(&mut tx, user, id).await?.ok_or(JobError::NotFound)?;
     tx.commit().await?;
     Ok(job)
+}
+
+/// Asks for a job to stop. A job not yet sent ends here; one on the GPU backend is cancelled
+/// there by the processor (it polls at once), which really stops the worker.
+pub async fn cancel(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
+    let mut tx = db.tenant(user).await?;
+    let (status, attempt): (String, i32) = sqlx::query_as(
+        "SELECT status, retry_count FROM training_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(JobError::NotFound)?;
+    match status.as_str() {
+        "queued" => {
+            let changed = sqlx::query(
+                "UPDATE training_jobs SET status = 'cancelled', current_stage = 'cancelled', error_code = 'cancelled',
+                        error_message = 'Cancelled at your request before it started.', completed_at = now(),
+                        cancel_requested_at = now(), final_cost = current_cost
+                  WHERE id = $1 AND user_id = $2 AND status = 'queued' AND external_job_id IS NULL",
+            )
+            .bind(id)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed != 1 {
+                // The submission is under way: let the processor cancel it on the backend.
+                request_cancel(&mut tx, user, id).await?;
+            } else {
+                processor::status_event(
+                    &mut tx,
+                    user,
+                    id,
+                    attempt,
+                    "cancelled",
+                    "cancelled",
+                    Some("Cancelled at your request before it started."),
+                )
+                .await
+                .map_err(JobError::Event)?;
+            }
+        }
+        "initializing" | "running" => request_cancel(&mut tx, user, id).await?,
+        other => {
+            return Err(JobError::Conflict(format!(
+                "the job has already ended ({other}); nothing to cancel"
+            )));
+        }
+    }
+    let job = find(&mut tx, user, id).await?.ok_or(JobError::NotFound)?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+async fn request_cancel(tx: &mut crate::db::Tx, user: Uuid, id: Uuid) -> Result<(), JobError> {
+    let changed = sqlx::query(
+        "UPDATE training_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, now()), current_stage = 'cancelling'
+          WHERE id = $1 AND user_id = $2 AND status IN ('queued', 'initializing', 'running')",
+    )
+    .bind(id)
+    .bind(user)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed != 1 {
+        return Err(JobError::Conflict("the job has just ended; nothing to cancel".into()));
+    }
+    // Poll now rather than at the next interval.
+    crate::queue::enqueue(
+        tx,
+        processor::POLL_TASK,
+        serde_json::json!({ "job_id": id }),
+        Some(user),
+        &processor::task_key(id),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs a failed or cancelled job again from the start, as a new attempt.
+pub async fn retry(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
+    let mut tx = db.tenant(user).await?;
+    let attempt: Option<i32> = sqlx::query_scalar(
+        "UPDATE training_jobs
+            SET status = 'queued', current_stage = 'queued', retry_count = retry_count + 1, external_job_id = NULL,
+                progress = 0, current_step = 0, current_epoch = NULL, current_metrics = NULL, current_cost = 0,
+                final_cost = NULL, execution_ms = NULL, delay_ms = NULL, error_code = NULL, error_message = NULL,
+                cancel_requested_at = NULL, last_progress_at = NULL, worker_result = NULL, started_at = NULL,
+                completed_at = NULL, queued_at = now()
+          WHERE id = $1 AND user_id = $2 AND status IN ('failed', 'cancelled')
+      RETURNING retry_count",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(attempt) = attempt else {
+        return match find(&mut tx, user, id).await? {
+            None => Err(JobError::NotFound),
+            Some(job) => Err(JobError::Conflict(format!(
+                "only failed or cancelled jobs can be retried; this one is {}",
+                job.status
+            ))),
+        };
+    };
+    // A new attempt draws its own curve.
+    sqlx::query("DELETE FROM metrics_points WHERE job_id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    crate::queue::enqueue(
+        &mut tx,
+        processor::SUBMIT_TASK,
+        serde_json::json!({ "job_id": id }),
+        Some(user),
+        &processor::task_key(id),
+    )
+    .await?;
+    processor::status_event(&mut tx, user, id, attempt, "queued", "queued", Some("Retrying."))
+        .await
+        .map_err(JobError::Event)?;
+    let job = find(&mut tx, user, id).await?.ok_or(JobError::NotFound)?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// Every metric point of a job, in step order (the charts' history).
+pub async fn metrics(db: &Db, user: Uuid, id: Uuid) -> Result<Vec<MetricPoint>, JobError> {
+    let mut tx = db.tenant(user).await?;
+    if find(&mut tx, user, id).await?.is_none() {
+        return Err(JobError::NotFound);
+    }
+    let points = sqlx::query_as::<_, MetricPointRow>(
+        "SELECT step, epoch, training_loss, validation_loss, learning_rate, grad_norm, tokens_per_sec, elapsed_s
+           FROM metrics_points WHERE job_id = $1 AND user_id = $2 ORDER BY step",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(points.into_iter().map(Into::into).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct MetricPointRow {
+    step: i32,
+    epoch: Option<f64>,
+    training_loss: Option<f64>,
+    validation_loss: Option<f64>,
+    learning_rate: Option<f64>,
+    grad_norm: Option<f64>,
+    tokens_per_sec: Option<f64>,
+    elapsed_s: Option<f64>,
+}
+
+impl From<MetricPointRow> for MetricPoint {
+    fn from(r: MetricPointRow) -> Self {
+        Self {
+            step: r.step,
+            epoch: r.epoch,
+            training_loss: r.training_loss,
+            validation_loss: r.validation_loss,
+            learning_rate: r.learning_rate,
+            grad_norm: r.grad_norm,
+            tokens_per_sec: r.tokens_per_sec,
+            elapsed_s: r.elapsed_s,
+        }
+    }
 }
 
 async fn find(

@@ -34,43 +34,59 @@ pub async fn enqueue(
     user_id: Option<Uuid>,
     dedupe_key: &str,
 ) -> Result<i64, sqlx::Error> {
+    enqueue_after(tx, kind, payload, user_id, dedupe_key, Duration::ZERO).await
+}
+
+/// Like [`enqueue`], due after `delay`. Re-queueing the key of the task that is running now
+/// turns it into its own successor (a poll scheduling the next poll): the running lease is
+/// cleared, so completing the current run leaves the successor alone.
+pub async fn enqueue_after(
+    tx: &mut Tx,
+    kind: &str,
+    payload: Value,
+    user_id: Option<Uuid>,
+    dedupe_key: &str,
+    delay: Duration,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO work_queue (kind, payload, user_id, dedupe_key)
-         VALUES ($1, $2, $3, $4)
+        "INSERT INTO work_queue (kind, payload, user_id, dedupe_key, run_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
          ON CONFLICT (dedupe_key) DO UPDATE
             SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, status = 'pending', attempts = 0,
-                run_at = now(), leased_by = NULL, leased_until = NULL, last_error = NULL
+                run_at = EXCLUDED.run_at, leased_by = NULL, leased_until = NULL, last_error = NULL
          RETURNING id",
     )
     .bind(kind)
     .bind(payload)
     .bind(user_id)
     .bind(dedupe_key)
+    .bind(delay.as_secs_f64())
     .fetch_one(&mut **tx)
     .await
 }
 
-/// Takes the next due task (or one whose lease expired), if any.
-pub async fn lease(db: &Db, worker: &str) -> Result<Option<Task>, sqlx::Error> {
+/// Takes up to `limit` due tasks (or ones whose lease expired) in one statement.
+pub async fn lease(db: &Db, worker: &str, limit: usize) -> Result<Vec<Task>, sqlx::Error> {
     let mut tx = db.system().await?;
-    let task = sqlx::query_as::<_, Task>(
+    let tasks = sqlx::query_as::<_, Task>(
         "UPDATE work_queue SET status = 'running', attempts = attempts + 1, leased_by = $1,
                 leased_until = now() + make_interval(secs => $2)
-          WHERE id = (
+          WHERE id IN (
                 SELECT id FROM work_queue
                  WHERE (status = 'pending' AND run_at <= now())
                     OR (status = 'running' AND leased_until < now())
                  ORDER BY run_at
-                 LIMIT 1
+                 LIMIT $3
                    FOR UPDATE SKIP LOCKED)
       RETURNING id, kind, payload, user_id, attempts, max_attempts, created_at",
     )
     .bind(worker)
     .bind(LEASE.as_secs_f64())
-    .fetch_optional(&mut *tx)
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(task)
+    Ok(tasks)
 }
 
 /// Extends the lease of a long task; `false` when the lease was lost to another worker.
@@ -135,7 +151,8 @@ pub async fn with_heartbeat<F: Future>(db: &Db, task: i64, worker: &str, work: F
             output = &mut work => return output,
             () = tokio::time::sleep(LEASE / 3) => match heartbeat(db, task, worker).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(task, "lease lost; another worker may take this task over"),
+                // Also when the task re-queued itself as its successor: nothing to renew.
+                Ok(false) => tracing::debug!(task, "lease no longer held"),
                 Err(e) => tracing::warn!(task, error = %e, "heartbeat failed"),
             },
         }

@@ -9,6 +9,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::{Bucket, ObjectInfo, ObjectReader, SignedRequest, StorageError, check_key};
 
+/// The method signed into "up to N bytes" upload links.
+pub const UPTO_METHOD: &str = "PUT-UPTO";
+
 type HmacSha256 = Hmac<Sha256>;
 
 #[derive(Debug)]
@@ -129,6 +132,35 @@ impl LocalStore {
         })
     }
 
+    /// A PUT link for an object of unknown size up to `max` bytes (a worker's output files).
+    pub fn presign_put_upto(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        max: u64,
+        ttl: chrono::Duration,
+    ) -> Result<SignedRequest, StorageError> {
+        check_key(key)?;
+        let expires_at = Utc::now() + ttl;
+        let expires = expires_at.timestamp();
+        // A distinct method in the signature: an exact-size link cannot be turned into this.
+        let signature = hex::encode(
+            self.signature(UPTO_METHOD, bucket, key, expires, Some(max))
+                .finalize()
+                .into_bytes(),
+        );
+        Ok(SignedRequest {
+            method: "PUT",
+            url: format!(
+                "{}/storage/{}/{key}?expires={expires}&signature={signature}&max={max}",
+                self.public_url,
+                bucket.name()
+            ),
+            expires_at: DateTime::from_timestamp(expires, 0).unwrap_or(expires_at),
+            headers: std::collections::BTreeMap::new(),
+        })
+    }
+
     /// Checks a signed URL's parameters (constant-time comparison).
     pub fn verify(
         &self,
@@ -149,13 +181,15 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Writes an upload to a temporary file, enforcing the declared size as bytes arrive
+    /// Writes an upload to a temporary file, enforcing the declared size (exactly, or as a
+    /// maximum when `exact` is false) as bytes arrive
     /// (constant memory), then moves it into place. A failed upload leaves nothing behind.
     pub async fn write_stream<S, B, E>(
         &self,
         bucket: Bucket,
         key: &str,
         declared: u64,
+        exact: bool,
         mut body: S,
     ) -> Result<UploadOutcome, UploadError>
     where
@@ -187,7 +221,7 @@ impl LocalStore {
                 hasher.update(bytes);
                 file.write_all(bytes).await.map_err(io_error(key))?;
             }
-            if received != declared {
+            if exact && received != declared {
                 return Err(UploadError::Incomplete { received, declared });
             }
             file.sync_all().await.map_err(io_error(key))?;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use local::{LocalStore, SignatureError, UploadError, UploadOutcome};
+pub use local::{LocalStore, SignatureError, UPTO_METHOD, UploadError, UploadOutcome};
 pub use s3::{S3Settings, S3Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +132,21 @@ impl Storage {
         match &*self.backend {
             Backend::Local(store) => store.presign("PUT", bucket, key, Some(size), ttl),
             Backend::S3(store) => store.presign("PUT", bucket, key, Some(size), ttl).await,
+        }
+    }
+
+    /// A PUT link for a file whose size the uploader does not know yet (at most `max` bytes).
+    pub async fn presign_put_upto(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        max: u64,
+        ttl: chrono::Duration,
+    ) -> Result<SignedRequest, StorageError> {
+        match &*self.backend {
+            Backend::Local(store) => store.presign_put_upto(bucket, key, max, ttl),
+            // S3 caps a single PUT at 5 GB; the adapter is far smaller.
+            Backend::S3(store) => store.presign("PUT", bucket, key, None, ttl).await,
         }
     }
 

@@ -19,6 +19,8 @@ pub struct Signed {
     expires: i64,
     signature: String,
     size: Option<u64>,
+    /// An "up to N bytes" link (worker outputs) instead of an exact size.
+    max: Option<u64>,
 }
 
 fn signature_error(e: SignatureError) -> ApiError {
@@ -42,12 +44,14 @@ pub async fn put(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (store, bucket) = target(&state, &bucket)?;
-    let declared = signed
-        .size
-        .ok_or_else(|| ApiError::Forbidden("the upload link has no size".into()))?;
+    let (method, declared, exact) = match (signed.size, signed.max) {
+        (Some(size), _) => ("PUT", size, true),
+        (None, Some(max)) => (engine::storage::UPTO_METHOD, max, false),
+        (None, None) => return Err(ApiError::Forbidden("the upload link has no size".into())),
+    };
     store
         .verify(
-            "PUT",
+            method,
             bucket,
             &key,
             signed.expires,
@@ -67,14 +71,14 @@ pub async fn put(
                 "the body is {length} bytes but this link accepts exactly {declared}"
             )));
         }
-        if length < declared {
+        if exact && length < declared {
             return Err(ApiError::BadRequest(format!(
                 "the body is {length} bytes but this link expects exactly {declared}"
             )));
         }
     }
     let stream = request.into_body().into_data_stream();
-    match store.write_stream(bucket, &key, declared, stream).await {
+    match store.write_stream(bucket, &key, declared, exact, stream).await {
         Ok(outcome) => Ok((
             StatusCode::OK,
             [(header::ETAG, format!("\"{}\"", outcome.sha256))],

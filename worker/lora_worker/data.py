@@ -1,0 +1,160 @@
+"""Dataset parsing, train/eval split and tokenisation with assistant-only loss labels."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WorkerError
+
+IGNORE_INDEX = -100  # torch cross_entropy's ignore_index: positions that contribute no loss
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+def load_jsonl(path: Path) -> list[list[dict]]:
+    """Parses normalised OpenAI chat JSONL; any malformed line fails the job (the platform validated it already)."""
+    examples: list[list[dict]] = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise WorkerError("dataset_invalid", f"line {lineno}: not valid JSON ({e})") from None
+            msgs = obj.get("messages") if isinstance(obj, dict) else None
+            if not isinstance(msgs, list) or not msgs:
+                raise WorkerError("dataset_invalid", f'line {lineno}: expected {{"messages": [...]}} with a non-empty list')
+            clean = []
+            for j, m in enumerate(msgs):
+                if (not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str)):
+                    raise WorkerError("dataset_invalid", f"line {lineno}, message {j}: needs role "
+                                      f"system|user|assistant and string content")
+                clean.append({"role": m["role"], "content": m["content"]})
+            if not any(m["role"] == "assistant" for m in clean):
+                raise WorkerError("dataset_invalid", f"line {lineno}: no assistant message to learn from")
+            examples.append(clean)
+    if not examples:
+        raise WorkerError("dataset_invalid", "the dataset is empty")
+    return examples
+
+
+def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic (seeded) split; >= 1 eval example when eval_fraction > 0 and n >= 2, and >= 1 train example."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    if eval_fraction <= 0 or n < 2:
+        return order, []
+    n_eval = min(max(1, round(n * eval_fraction)), n - 1)
+    return order[n_eval:], order[:n_eval]
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """Renders the conversation and returns [start, end) character spans produced by each assistant turn.
+
+    Generic over chat templates: the span of assistant turn i is the text that rendering messages[:i+1]
+    adds to rendering messages[:i] with the generation prompt, i.e. the reply plus its end-of-turn marker,
+    but not the "assistant" header (the model is given that at inference time).
+    """
+    full = _render(tokenizer, messages, False)
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = _render(tokenizer, messages[:i], True) if i > 0 else None
+        end = _render(tokenizer, messages[: i + 1], False)
+        if start is not None and full.startswith(start) and full.startswith(end) and len(end) > len(start):
+            spans.append((len(start), len(end)))
+        else:
+            # Templates that rewrite history (e.g. strip reasoning from earlier turns) break the prefix
+            # property; fall back to locating the reply text itself.
+            content = m["content"].strip()
+            idx = full.find(content, cursor) if content else -1
+            if idx < 0:
+                continue
+            spans.append((idx, idx + len(content)))
+        cursor = spans[-1][1]
+    return full, spans
+
+
+def encode(tokenizer, messages: list[dict], max_seq_len: int) -> Encoded | None:
+    """Token ids + labels (IGNORE_INDEX outside assistant turns), truncated; None if no assistant token survives."""
+    text, spans = assistant_char_spans(tokenizer, messages)
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        labels = [IGNORE_INDEX] * len(ids)
+        for j, (s, e) in enumerate(enc["offset_mapping"]):
+            # A token belongs to a span if it starts inside it; empty-offset tokens (s == e) only when inside.
+            if any(a <= s < b for a, b in spans):
+                labels[j] = ids[j]
+    else:
+        # Slow tokenizers have no offsets: tokenise span boundaries separately (may differ by a merge at edges).
+        ids, labels = [], []
+        pos = 0
+        for a, b in spans + [(len(text), len(text))]:
+            pre = tokenizer(text[pos:a], add_special_tokens=False)["input_ids"] if a > pos else []
+            mid = tokenizer(text[a:b], add_special_tokens=False)["input_ids"] if b > a else []
+            ids += pre + mid
+            labels += [IGNORE_INDEX] * len(pre) + mid
+            pos = b
+    ids, labels = ids[:max_seq_len], labels[:max_seq_len]
+    # The first position never gets a loss after the causal shift, so it does not count as a supervised token.
+    if not any(lab != IGNORE_INDEX for lab in labels[1:]):
+        return None
+    return Encoded(ids, labels)
+
+
+def encode_all(tokenizer, examples: list[list[dict]], max_seq_len: int) -> tuple[list[Encoded], int]:
+    """Returns (encoded examples, number dropped because no assistant token was left after truncation)."""
+    out, dropped = [], 0
+    for msgs in examples:
+        e = encode(tokenizer, msgs, max_seq_len)
+        if e is None:
+            dropped += 1
+        else:
+            out.append(e)
+    return out, dropped
+
+
+def make_batches(examples: list[Encoded], batch_size: int, order: list[int], pad_id: int):
+    """Right-padded tensors per micro-batch; labels are IGNORE_INDEX on padding."""
+    import torch
+
+    batches = []
+    for k in range(0, len(order), batch_size):
+        chunk = [examples[i] for i in order[k:k + batch_size]]
+        width = max(e.n_tokens for e in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, e in enumerate(chunk):
+            n = e.n_tokens
+            ids[r, :n] = torch.tensor(e.input_ids)
+            labels[r, :n] = torch.tensor(e.labels)
+            mask[r, :n] = 1
+        batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+    return batches
+
+
+def steps_per_epoch(n_train: int, batch_size: int, grad_accum: int) -> int:
+    return math.ceil(math.ceil(n_train / batch_size) / grad_accum)

@@ -1,0 +1,105 @@
+"""Base model + tokenizer loading (demo, Hugging Face id or local path) and LoRA/QLoRA wrapping."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import demo_model
+from .contract import DEMO_MODEL
+from .errors import WorkerError, is_oom
+
+log = logging.getLogger(__name__)
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class Loaded:
+    model: object  # peft.PeftModel
+    tokenizer: object
+    device: str  # "cuda" | "cpu"
+    quantization_used: str  # "nf4" | "none"
+
+
+def plan(quantization: str) -> tuple[str, str, str]:
+    """(device, quantization_used, note for the stage message) decided before anything heavy is loaded."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", quantization, ("QLoRA (4-bit nf4)" if quantization == "nf4" else "LoRA") + " on CUDA"
+    if quantization == "nf4":
+        return "cpu", "none", "QLoRA needs CUDA; no GPU found, so plain LoRA in float32 on CPU is used"
+    return "cpu", "none", "LoRA in float32 on CPU"
+
+
+def _source(base_model: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, local_files_only)."""
+    if base_model == DEMO_MODEL:
+        return str(demo_model.ensure_demo_model()), True
+    if os.path.isabs(base_model) or base_model.startswith((".", "~")) or os.path.isdir(base_model):
+        path = Path(base_model).expanduser()
+        if not path.is_dir():
+            raise WorkerError("model_load_failed", f"local model directory {base_model} does not exist")
+        return str(path), True
+    return base_model, False
+
+
+def load(base_model: str, hp, device: str, quantization_used: str) -> Loaded:
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src, local_only = _source(base_model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
+        kwargs: dict = {"local_files_only": local_only}
+        if device == "cuda":
+            if quantization_used == "nf4":
+                from transformers import BitsAndBytesConfig
+
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                    bnb_4bit_compute_dtype=torch.bfloat16,
+                )
+                kwargs["dtype"] = torch.bfloat16
+            else:
+                # bf16 base weights; peft keeps the adapter weights in float32 (autocast_adapter_dtype).
+                kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+            kwargs["device_map"] = {"": 0}
+        else:
+            kwargs["dtype"] = torch.float32
+        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    except WorkerError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any load failure is reported, not crashed on
+        if is_oom(e):
+            raise WorkerError("out_of_memory", f"the base model does not fit in GPU memory: {e}",
+                              "pick a GPU with more memory, or use quantization nf4") from e
+        raise WorkerError("model_load_failed", f"could not load base model {base_model!r}: "
+                          f"{type(e).__name__}: {e}") from e
+
+    # Base models often ship without a pad token or chat template; the worker needs both.
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        log.warning("tokenizer has no chat template; using the llama-3 style default")
+        tokenizer.chat_template = demo_model.CHAT_TEMPLATE
+    if tokenizer.pad_token_id is None:
+        raise WorkerError("model_load_failed", "the tokenizer has neither a pad nor an eos token")
+
+    model.config.use_cache = False  # KV cache is useless in training and conflicts with checkpointing
+    if quantization_used == "nf4":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in LORA_TARGETS if t in present]
+    if not targets:
+        raise WorkerError("model_load_failed", f"{base_model!r} has none of the projection layers LoRA targets "
+                          f"({', '.join(LORA_TARGETS)})", "pick a Llama/Mistral/Qwen-style decoder model")
+    lora = LoraConfig(r=hp.rank, lora_alpha=hp.alpha, lora_dropout=hp.dropout, target_modules=targets,
+                      task_type=TaskType.CAUSAL_LM, bias="none")
+    model = get_peft_model(model, lora)  # device_map already placed the base on the GPU; adapters follow it
+    return Loaded(model, tokenizer, device, quantization_used)

@@ -1,0 +1,131 @@
+"""One job end to end: validate → download → load → tokenise → train → save → upload, as a stream of events."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import contract, data, model as model_mod, train as train_mod, transfer
+from .errors import HINTS, WorkerError, is_oom
+
+log = logging.getLogger(__name__)
+
+
+def run(job: dict) -> Iterator[dict]:
+    """Yields contract events; expected failures end with a `result/failed` event instead of an exception."""
+    t0 = time.monotonic()
+
+    def elapsed() -> float:
+        return time.monotonic() - t0
+
+    state: dict[str, Any] = {}
+    try:
+        raw = job.get("input") if isinstance(job, dict) else None
+        inp = contract.validate_input(raw)
+        # Checked before any GPU time is spent: without these two URLs the result could never be delivered.
+        missing = [n for n in contract.REQUIRED_UPLOADS if n not in inp.upload_urls]
+        if missing:
+            raise WorkerError("upload_failed", f"no upload URL for required file(s): {', '.join(missing)}",
+                              "the platform must offer upload URLs for adapter_config.json and "
+                              "adapter_model.safetensors; this is a platform bug, report it")
+        with tempfile.TemporaryDirectory(prefix="lora-job-") as work:
+            yield from _run(inp, Path(work), elapsed, state)
+    except WorkerError as e:
+        log.warning("job failed: %s: %s", e.code, e.message)
+        yield contract.failed_event(e)
+    except Exception as e:  # noqa: BLE001 - only OOM is expected here; everything else is a bug and re-raised
+        if not is_oom(e):
+            raise
+        log.warning("out of memory: %s", e)
+        yield contract.failed_event(WorkerError("out_of_memory", f"ran out of GPU memory: {e}"))
+    finally:
+        _release(state)
+
+
+def _release(state: dict) -> None:
+    # RunPod keeps the process warm between jobs: drop the model and return GPU memory to the pool.
+    state.clear()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort cleanup
+        pass
+
+
+def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[dict]:
+    hp = inp.hp
+
+    yield contract.stage_event("downloading_dataset", "downloading the dataset", elapsed())
+    ds_path = work / "dataset.jsonl"
+    try:
+        n_bytes = transfer.download(inp.dataset_url, ds_path)
+    except transfer.TransferError as e:
+        raise WorkerError("dataset_download_failed", str(e)) from None
+    examples = data.load_jsonl(ds_path)
+    log.info("dataset: %d bytes, %d examples", n_bytes, len(examples))
+
+    device, quant_used, note = model_mod.plan(hp.quantization)
+    yield contract.stage_event("loading_model", f"loading {inp.base_model}: {note}", elapsed())
+    loaded = model_mod.load(inp.base_model, hp, device, quant_used)
+    state["loaded"] = loaded
+
+    encoded, dropped = data.encode_all(loaded.tokenizer, examples, hp.max_seq_len)
+    if not encoded:
+        raise WorkerError("dataset_invalid", f"none of the {len(examples)} examples has assistant tokens left "
+                          f"within max_seq_len={hp.max_seq_len}", "increase max_seq_len or shorten the prompts")
+    train_idx, eval_idx = data.split_indices(len(encoded), hp.eval_fraction, hp.seed)
+    train_set = [encoded[i] for i in train_idx]
+    eval_set = [encoded[i] for i in eval_idx]
+    total = train_mod.total_steps_for(len(train_set), hp, inp.max_steps)
+    msg = f"training {total} steps on {len(train_set)} examples ({len(eval_set)} held out for eval)"
+    if dropped:
+        msg += f"; {dropped} example(s) dropped: no assistant tokens within max_seq_len"
+    yield contract.stage_event("training", msg, elapsed(), total_steps=total,
+                               train_examples=len(train_set), eval_examples=len(eval_set))
+    summary = yield from train_mod.train(loaded, train_set, eval_set, hp, inp.report_every_steps,
+                                         inp.max_steps, elapsed)
+
+    yield contract.stage_event("saving", "saving the adapter and tokenizer", elapsed())
+    out = work / "adapter"
+    loaded.model.save_pretrained(out, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(out)
+
+    yield contract.stage_event("uploading", "uploading the adapter files", elapsed())
+    files = _upload_all(out, inp.upload_urls)
+
+    yield contract.succeeded_event(
+        files=files, final_train_loss=summary.final_train_loss, final_eval_loss=summary.final_eval_loss,
+        total_steps=summary.total_steps, train_runtime_s=summary.train_runtime_s,
+        tokens_per_sec=summary.tokens_per_sec, train_tokens=summary.train_tokens,
+        quantization_used=loaded.quantization_used, device=loaded.device,
+    )
+
+
+def _upload_all(out: Path, urls: dict[str, str]) -> list[dict]:
+    produced = {p.name: p for p in out.iterdir() if p.is_file()}
+    for name in contract.REQUIRED_UPLOADS:
+        if name not in produced:
+            raise WorkerError("upload_failed", f"saving did not produce {name}", HINTS["internal"])
+    files = []
+    # Required files first: if they fail, nothing else is worth sending.
+    optional = sorted(n for n in produced if n in urls and n not in contract.REQUIRED_UPLOADS)
+    names = list(contract.REQUIRED_UPLOADS) + optional
+    for name in names:
+        path = produced[name]
+        size, sha = transfer.file_digest(path)
+        try:
+            transfer.upload(urls[name], path)
+        except transfer.TransferError as e:
+            raise WorkerError("upload_failed", str(e)) from None
+        files.append({"name": name, "size": size, "sha256": sha})
+    skipped = sorted(set(produced) - set(names))
+    if skipped:
+        log.info("not uploaded (no URL offered): %s", ", ".join(skipped))
+    return files

@@ -1,0 +1,179 @@
+"""The training loop: a generator, so the handler can stream metrics while the model trains.
+
+A custom loop rather than HF Trainer because Trainer owns control flow (callbacks cannot yield).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from . import contract
+from .data import IGNORE_INDEX, Encoded, make_batches, steps_per_epoch
+from .errors import WorkerError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    total_steps: int
+    final_train_loss: float
+    final_eval_loss: float | None
+    train_runtime_s: float
+    train_tokens: int
+
+    @property
+    def tokens_per_sec(self) -> float:
+        return self.train_tokens / self.train_runtime_s if self.train_runtime_s > 0 else 0.0
+
+
+def total_steps_for(n_train: int, hp, max_steps: int | None) -> int:
+    total = steps_per_epoch(n_train, hp.batch_size, hp.gradient_accumulation_steps) * hp.epochs
+    return min(total, max_steps) if max_steps is not None else total
+
+
+def lr_factor(step_idx: int, total: int, warmup: int) -> float:
+    """Linear warmup then linear decay, evaluated for 0-based step_idx; never 0 so no step is wasted."""
+    if step_idx < warmup:
+        return (step_idx + 1) / (warmup + 1)
+    return max(0.0, (total - step_idx) / max(1, total - warmup))
+
+
+def compute_loss(model, batch):
+    """Summed token cross-entropy over labelled positions and their count.
+
+    Summing (not averaging) per micro-batch lets gradient accumulation normalise by the label tokens of the
+    whole optimizer step, so short and long examples weigh the same however they are batched.
+    Module-level so tests can substitute it (NaN / OOM injection).
+    """
+    import torch.nn.functional as F
+
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = out.logits[:, :-1, :].float()
+    labels = batch["labels"][:, 1:]
+    loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss_sum, int((labels != IGNORE_INDEX).sum())
+
+
+def _to(batch: dict, device: str) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _gpu_util(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    try:
+        import torch
+
+        return float(torch.cuda.utilization())
+    except Exception:  # noqa: BLE001 - needs pynvml/NVML; a missing reading is not worth failing a job
+        return None
+
+
+def _label_tokens(batch: dict) -> int:
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def evaluate(model, batches: list[dict], device: str) -> float:
+    import torch
+
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for b in batches:
+            s, k = compute_loss(model, _to(b, device))
+            total += float(s)
+            n += k
+    model.train()
+    return total / max(1, n)
+
+
+def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_every: int,
+          max_steps: int | None, elapsed: Callable[[], float]) -> Iterator[dict]:
+    """Yields metrics/eval events; returns a Summary (via StopIteration, use `yield from`)."""
+    import torch
+
+    model, device = loaded.model, loaded.device
+    pad_id = loaded.tokenizer.pad_token_id
+    torch.manual_seed(hp.seed)
+    rng = random.Random(hp.seed)
+
+    ga = hp.gradient_accumulation_steps
+    spe = steps_per_epoch(len(train_set), hp.batch_size, ga)
+    total = total_steps_for(len(train_set), hp, max_steps)
+    warmup = int(round(hp.warmup_ratio * total))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: lr_factor(i, total, warmup))
+    eval_batches = make_batches(eval_set, hp.batch_size, list(range(len(eval_set))), pad_id) if eval_set else []
+
+    model.train()
+    step = 0
+    train_tokens = 0
+    start = time.monotonic()
+    win_start, win_tokens, win_losses = start, 0, []
+    last_loss = float("nan")
+    last_eval: float | None = None
+    last_eval_step = -1
+
+    for epoch in range(hp.epochs):
+        order = list(range(len(train_set)))
+        rng.shuffle(order)  # seeded: same data order for the same seed
+        micro = make_batches(train_set, hp.batch_size, order, pad_id)
+        for g in range(0, len(micro), ga):
+            if step >= total:
+                break
+            group = micro[g:g + ga]
+            n_labels = max(1, sum(_label_tokens(b) for b in group))
+            step_loss = 0.0
+            for b in group:
+                b = _to(b, device)
+                loss_sum, _ = compute_loss(model, b)
+                loss = loss_sum / n_labels
+                if not torch.isfinite(loss):
+                    raise WorkerError("nan_loss", f"training loss became {float(loss.detach())} at step {step + 1}")
+                loss.backward()
+                step_loss += float(loss.detach())
+                tokens = int(b["attention_mask"].sum())
+                train_tokens += tokens
+                win_tokens += tokens
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))  # pre-clip norm is returned
+            if not math.isfinite(grad_norm):
+                raise WorkerError("nan_loss", f"gradient norm became {grad_norm} at step {step + 1}")
+            lr_used = optim.param_groups[0]["lr"]
+            optim.step()
+            sched.step()
+            optim.zero_grad(set_to_none=True)
+            step += 1
+            win_losses.append(step_loss)
+            last_loss = step_loss
+
+            if step % report_every == 0 or step == total:
+                now = time.monotonic()
+                window_loss = sum(win_losses) / len(win_losses)
+                yield contract.metrics_event(
+                    step=step, total_steps=total, epoch=step / spe, train_loss=window_loss,
+                    learning_rate=lr_used, grad_norm=grad_norm,
+                    tokens_per_sec=win_tokens / max(now - win_start, 1e-9), gpu_util=_gpu_util(device),
+                    elapsed_s=elapsed(),
+                )
+                last_loss = window_loss
+                win_start, win_tokens, win_losses = now, 0, []
+        # End of epoch (or the max_steps cut): evaluate once per step count reached.
+        if eval_batches and step != last_eval_step and (step == total or step % spe == 0):
+            last_eval = evaluate(model, eval_batches, device)
+            if not math.isfinite(last_eval):
+                raise WorkerError("nan_loss", f"eval loss became {last_eval} at step {step}")
+            last_eval_step = step
+            yield contract.eval_event(step=step, epoch=step / spe, eval_loss=last_eval, elapsed_s=elapsed())
+        if step >= total:
+            break
+
+    return Summary(total_steps=step, final_train_loss=last_loss, final_eval_loss=last_eval,
+                   train_runtime_s=time.monotonic() - start, train_tokens=train_tokens)

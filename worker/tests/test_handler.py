@@ -1,0 +1,379 @@
+"""Contract, behaviour and failure-mapping tests of the worker (CPU, demo model, a few steps)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONTRACT, WORKER, dataset_bytes, make_examples, run_handler
+
+STAGE_ORDER = ["downloading_dataset", "loading_model", "training", "saving", "uploading"]
+
+
+def check_events(events: list[dict], validator) -> None:
+    """Every event is schema-valid, and the stream has the contract's ordering properties."""
+    for ev in events:
+        errors = sorted(validator.iter_errors(ev), key=str)
+        assert not errors, f"{ev}: {[e.message for e in errors]}"
+    results = [e for e in events if e["type"] == "result"]
+    assert len(results) == 1 and events[-1]["type"] == "result", "exactly one result, and it is last"
+    stages = [e["stage"] for e in events if e["type"] == "stage"]
+    assert stages == STAGE_ORDER[: len(stages)], stages
+    steps = [e["step"] for e in events if e["type"] == "metrics"]
+    assert steps == sorted(set(steps)), "metrics steps strictly increasing"
+    elapsed = [e["elapsed_s"] for e in events if "elapsed_s" in e]
+    assert elapsed == sorted(elapsed), "elapsed_s is monotonic"
+
+
+def failed(events: list[dict]) -> dict:
+    res = events[-1]
+    assert res["type"] == "result" and res["status"] == "failed", res
+    assert res["hint"], "a failure always says what to do"
+    return res
+
+
+# ---- contract files ------------------------------------------------------------------------------------------
+
+
+def test_examples_validate(event_validator, input_validator):
+    examples = CONTRACT / "examples"
+    kinds = {"stage", "metrics", "eval", "result_succeeded", "result_failed"}
+    assert {p.stem for p in examples.glob("*.json")} == kinds | {"input"}
+    input_validator.validate(json.loads((examples / "input.json").read_text()))
+    for kind in kinds:
+        ev = json.loads((examples / f"{kind}.json").read_text())
+        event_validator.validate(ev)
+        # Each example matches the subschema of its own kind, not merely some branch of oneOf.
+        schema = json.loads((CONTRACT / "event.schema.json").read_text())
+        from jsonschema import Draft202012Validator
+
+        sub = dict(schema["$defs"][kind], **{"$defs": schema["$defs"]})
+        Draft202012Validator(sub).validate(ev)
+
+
+def test_python_validator_accepts_the_example_input():
+    from lora_worker.contract import validate_input
+
+    inp = validate_input(json.loads((CONTRACT / "examples" / "input.json").read_text()))
+    assert inp.hp.quantization == "nf4" and inp.max_steps is None
+
+
+# ---- end to end ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def e2e(store, make_job):
+    store.fail["/ds.jsonl"] = [503]  # one transient failure: the download must retry and succeed
+    job = make_job()
+    events = run_handler(job)
+    return job, events
+
+
+def test_end_to_end_cpu(e2e, store, event_validator, tmp_path, monkeypatch):
+    job, events = e2e
+    check_events(events, event_validator)
+    res = events[-1]
+    assert res["status"] == "succeeded", res
+    assert res["device"] == "cpu" and res["quantization_used"] == "none"
+
+    training = next(e for e in events if e.get("stage") == "training")
+    # 24 examples, eval_fraction 0.2 -> 5 eval / 19 train; ceil(ceil(19/2)/2) * 2 epochs = 10, capped at 6.
+    assert (training["train_examples"], training["eval_examples"], training["total_steps"]) == (19, 5, 6)
+    metrics = [e for e in events if e["type"] == "metrics"]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]  # report_every_steps = 1
+    assert metrics[-1]["step"] == metrics[-1]["total_steps"] == res["metrics"]["total_steps"] == 6
+    assert all(m["gpu_util"] is None and m["tokens_per_sec"] > 0 for m in metrics)
+    assert metrics[0]["learning_rate"] < metrics[1]["learning_rate"]  # warmup
+    evals = [e for e in events if e["type"] == "eval"]
+    assert [e["step"] for e in evals] == [5, 6]  # end of epoch 1 (5 steps/epoch) and the max_steps cut
+    assert res["metrics"]["final_eval_loss"] == evals[-1]["eval_loss"]
+    assert res["metrics"]["train_tokens"] > 0
+
+    # Uploaded exactly the listed files, and their sizes and hashes match what the store received.
+    names = [f["name"] for f in res["files"]]
+    assert names[:2] == ["adapter_config.json", "adapter_model.safetensors"]
+    assert set(names) <= set(job["input"]["upload_urls"])
+    assert {"/out/" + n for n in names} == set(store.uploads)
+    for f in res["files"]:
+        body = store.uploads["/out/" + f["name"]]
+        assert len(body) == f["size"] and hashlib.sha256(body).hexdigest() == f["sha256"]
+    assert store.requests.count(("GET", "/ds.jsonl")) == 2
+
+    # The adapter loads onto a freshly built copy of the demo model (separate cache => rebuilt from scratch).
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lora_worker import demo_model
+
+    monkeypatch.setenv("LORA_WORKER_CACHE", str(tmp_path / "fresh-cache"))
+    base_dir = demo_model.ensure_demo_model()
+    adapter_dir = tmp_path / "adapter"
+    adapter_dir.mkdir()
+    for n in names:
+        (adapter_dir / n).write_bytes(store.uploads["/out/" + n])
+    base = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter_dir, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(adapter_dir)
+    ids = tok.apply_chat_template([{"role": "user", "content": "Tell me about the sea."}],
+                                  add_generation_prompt=True, tokenize=False)
+    enc = tok(ids, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits
+    assert logits.shape[-1] == base.config.vocab_size and torch.isfinite(logits).all()
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b), "training moved the adapter away from zero"
+
+
+# ---- tokenisation -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_tokenizer():
+    from transformers import AutoTokenizer
+
+    from lora_worker import demo_model
+
+    return AutoTokenizer.from_pretrained(demo_model.ensure_demo_model(), local_files_only=True)
+
+
+def _runs(labels: list[int]) -> list[list[int]]:
+    """Contiguous runs of labelled positions."""
+    runs, cur = [], []
+    for i, lab in enumerate(labels):
+        if lab != -100:
+            cur.append(i)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    return runs + ([cur] if cur else [])
+
+
+def test_assistant_only_labels(demo_tokenizer):
+    from lora_worker.data import encode
+
+    msgs = [{"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "What is the sea?"},
+            {"role": "assistant", "content": "Salt water, mostly."},
+            {"role": "user", "content": "And a lake?"},
+            {"role": "assistant", "content": "Fresh water."}]
+    enc = encode(demo_tokenizer, msgs, max_seq_len=512)
+    assert enc is not None and len(enc.labels) == len(enc.input_ids)
+    runs = _runs(enc.labels)
+    assert len(runs) == 2, "one labelled span per assistant turn"
+    for run, reply in zip(runs, ["Salt water, mostly.", "Fresh water."]):
+        assert [enc.labels[i] for i in run] == [enc.input_ids[i] for i in run]
+        # The span is exactly the reply plus its end-of-turn token: no header, system or user text.
+        assert demo_tokenizer.decode([enc.input_ids[i] for i in run]) == reply + "<|eot_id|>"
+    unlabelled = demo_tokenizer.decode([t for t, lab in zip(enc.input_ids, enc.labels) if lab == -100])
+    assert "You are terse." in unlabelled and "What is the sea?" in unlabelled and "And a lake?" in unlabelled
+    assert "Salt" not in unlabelled and "Fresh" not in unlabelled
+
+
+def test_truncation_drops_examples_without_assistant_tokens(demo_tokenizer):
+    from lora_worker.data import encode
+
+    msgs = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]
+    assert encode(demo_tokenizer, msgs, max_seq_len=32) is None
+    enc = encode(demo_tokenizer, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x " * 100}],
+                 max_seq_len=32)
+    assert enc is not None and len(enc.input_ids) == 32
+
+
+def test_split_is_deterministic_and_bounded():
+    from lora_worker.data import split_indices
+
+    assert split_indices(24, 0.2, 7) == split_indices(24, 0.2, 7)
+    tr, ev = split_indices(24, 0.2, 7)
+    assert len(ev) == 5 and sorted(tr + ev) == list(range(24))
+    assert len(split_indices(2, 0.01, 1)[1]) == 1  # at least one eval example
+    assert split_indices(10, 0.0, 1)[1] == []
+    assert split_indices(1, 0.5, 1) == ([0], [])
+
+
+def test_total_steps_formula():
+    from lora_worker.contract import Hyperparameters
+    from lora_worker.train import total_steps_for
+
+    hp = Hyperparameters(1e-4, 4, 3, 2, 8, 16, 0.0, 64, 0.0, "none", 0.0, 0)
+    assert total_steps_for(50, hp, None) == 5 * 2  # ceil(ceil(50/4)=13 / 3) = 5 per epoch
+    assert total_steps_for(50, hp, 3) == 3
+
+
+# ---- failure mapping ----------------------------------------------------------------------------------------
+
+
+def test_download_404(store, make_job, event_validator):
+    job = make_job()
+    job["input"]["dataset_url"] = store.url("/missing.jsonl")
+    events = run_handler(job)
+    check_events(events, event_validator)
+    res = failed(events)
+    assert res["error_code"] == "dataset_download_failed"
+    assert "expired" in res["hint"] and "sig=" not in res["message"], "no signed query string in messages"
+
+
+def _without(d: dict, key: str) -> dict:
+    d = copy.deepcopy(d)
+    d.pop(key)
+    return d
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda i: i["hyperparameters"].update(epochs=0),
+    lambda i: i.pop("dataset_url"),
+    lambda i: i["hyperparameters"].pop("seed"),
+    lambda i: i.update(contract_version=2),
+    lambda i: i["hyperparameters"].update(batch_size=True),
+    lambda i: i["hyperparameters"].update(quantization="int8"),
+    lambda i: i.update(job_id="not-a-uuid"),
+    lambda i: i.update(report_every_steps=0),
+    lambda i: i.update(unexpected=1),
+    lambda i: i["upload_urls"].update({"../x": "http://h/x"}),
+], ids=["epochs0", "missing_url", "missing_seed", "version", "bool_int", "quant", "job_id", "report0", "extra",
+        "path_name"])
+def test_invalid_input(make_job, mutate, event_validator, input_validator):
+    job = make_job()
+    mutate(job["input"])
+    assert not input_validator.is_valid(job["input"]), "schema and Python validator agree"
+    events = run_handler(job)
+    check_events(events, event_validator)
+    assert failed(events)["error_code"] == "invalid_input"
+    assert len(events) == 1, "nothing happens before validation"
+
+
+def test_input_not_an_object(event_validator):
+    events = run_handler({"id": "x", "input": "hello"})
+    check_events(events, event_validator)
+    assert failed(events)["error_code"] == "invalid_input"
+
+
+def test_missing_required_upload_url(store, make_job, event_validator):
+    job = make_job()
+    del job["input"]["upload_urls"]["adapter_model.safetensors"]
+    events = run_handler(job)
+    check_events(events, event_validator)
+    assert failed(events)["error_code"] == "upload_failed"
+    assert ("GET", "/ds.jsonl") not in store.requests, "fails before spending time on the job"
+
+
+def test_upload_server_error(store, make_job, event_validator):
+    store.fail["/out/adapter_model.safetensors"] = [500] * 10  # outlasts the retries
+    store.fail["/out/adapter_config.json"] = [502]  # transient: retried
+    events = run_handler(make_job(max_steps=1))
+    check_events(events, event_validator)
+    res = failed(events)
+    assert res["error_code"] == "upload_failed" and "HTTP 500" in res["message"]
+    assert "/out/adapter_config.json" in store.uploads
+
+
+def test_dataset_invalid(store, make_job, event_validator):
+    store.objects["/ds.jsonl"] = dataset_bytes(make_examples(3)) + b"{not json\n"
+    events = run_handler(make_job())
+    check_events(events, event_validator)
+    res = failed(events)
+    assert res["error_code"] == "dataset_invalid" and "line 4" in res["message"]
+
+
+def test_model_load_failed(make_job, event_validator, tmp_path):
+    events = run_handler(make_job(base_model=str(tmp_path / "no-such-model")))
+    check_events(events, event_validator)
+    assert failed(events)["error_code"] == "model_load_failed"
+
+
+def test_nan_loss(make_job, monkeypatch, event_validator):
+    from lora_worker import train
+
+    real = train.compute_loss
+    calls = {"n": 0}
+
+    def nan_on_third(model, batch):
+        calls["n"] += 1
+        s, n = real(model, batch)
+        return (s * float("nan"), n) if calls["n"] >= 3 else (s, n)
+
+    monkeypatch.setattr(train, "compute_loss", nan_on_third)
+    events = run_handler(make_job())
+    check_events(events, event_validator)
+    res = failed(events)
+    assert res["error_code"] == "nan_loss" and "learning_rate" in res["hint"]
+    assert [e["step"] for e in events if e["type"] == "metrics"] == [1], "metrics stop at the bad step"
+
+
+def test_out_of_memory(make_job, monkeypatch, event_validator):
+    import torch
+
+    from lora_worker import train
+
+    def oom(model, batch):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(train, "compute_loss", oom)
+    events = run_handler(make_job())
+    check_events(events, event_validator)
+    res = failed(events)
+    assert res["error_code"] == "out_of_memory" and "batch_size" in res["hint"]
+
+
+# ---- harness ------------------------------------------------------------------------------------------------
+
+
+def _harness(job_text: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(WORKER / "harness.py"), "--job-id", "x"], input=job_text,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **env}, cwd=WORKER)
+
+
+def test_harness_streams_json_lines(make_job, event_validator):
+    proc = _harness(json.dumps(make_job(max_steps=2)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    events = [json.loads(line) for line in lines]  # every stdout line is one JSON object
+    check_events(events, event_validator)
+    assert events[-1]["status"] == "succeeded"
+    assert all(line == json.dumps(e, separators=(",", ":")) for line, e in zip(lines, events)), "compact lines"
+
+
+def test_harness_reports_handler_crash(make_job, event_validator):
+    proc = _harness(json.dumps(make_job()), LORA_WORKER_TEST_CRASH="1")
+    assert proc.returncode == 1
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    event_validator.validate(lines[0])
+    err = lines[-1]["__error__"]
+    assert err["error_type"] == "RuntimeError" and "simulated" in err["error_message"]
+    assert "Traceback" in err["error_traceback"]
+
+
+def test_harness_rejects_non_json():
+    proc = _harness("this is not json")
+    assert proc.returncode == 1
+    (line,) = proc.stdout.splitlines()
+    err = json.loads(line)["__error__"]
+    assert err["error_type"] == "JSONDecodeError"
+
+
+def test_harness_exits_promptly_on_sigterm(make_job):
+    import signal
+    import time
+
+    job = make_job(max_steps=None, hyperparameters={"epochs": 1000})  # far longer than the test waits
+    proc = subprocess.Popen([sys.executable, str(WORKER / "harness.py"), "--job-id", "x"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=WORKER)
+    try:
+        proc.stdin.write(json.dumps(job))
+        proc.stdin.close()
+        first = proc.stdout.readline()  # the worker is running the job
+        assert json.loads(first)["stage"] == "downloading_dataset"
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+        assert time.monotonic() - t < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
