@@ -120,6 +120,20 @@ start_test_s3() {
   log "test S3 (moto) on $LP_TEST_S3_ENDPOINT"
 }
 
+# The GPU worker's Python environment (torch, transformers, peft; ~5 GB), outside the clone,
+# reinstalled only when worker/requirements*.txt change. Exports WORKER_PYTHON.
+install_worker_env() {
+  local venv="$CACHE/worker-venv" want
+  want="$(cat "$ROOT/worker/requirements.txt" "$ROOT/worker/requirements-test.txt" | sha256sum | cut -c1-16)"
+  if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]; then
+    log "pip install the worker's environment (torch, transformers, peft: a few GB, once)"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/worker/requirements-test.txt"
+    echo "$want" > "$venv/.installed"
+  fi
+  export WORKER_PYTHON="$venv/bin/python"
+}
+
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }

@@ -56,6 +56,31 @@ enum Command {
         /// GPU types, prices and base models (TOML, same shape as the built-in catalog).
         #[arg(long, env = "CATALOG_FILE")]
         catalog_file: Option<PathBuf>,
+        #[command(flatten)]
+        gpu: settings::GpuOptions,
+    },
+    /// Run only the local executor: the RunPod Serverless API over this machine's GPUs, for a
+    /// platform elsewhere to use (set its RUNPOD_API_URL to http://<this host>:<port>/v2).
+    Executor {
+        /// Address to listen on.
+        #[arg(long, env = "EXECUTOR_BIND", default_value = "0.0.0.0:8090")]
+        bind: String,
+        /// The key clients must send as `Authorization: Bearer <key>` (at least 16 characters).
+        #[arg(long, env = "EXECUTOR_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Python of the worker's environment.
+        #[arg(
+            long = "worker-python",
+            env = "WORKER_PYTHON",
+            default_value = "python3"
+        )]
+        worker_python: PathBuf,
+        /// The worker's source directory; unset: the copy embedded in this binary.
+        #[arg(long = "worker-dir", env = "WORKER_DIR")]
+        worker_dir: Option<PathBuf>,
+        /// Jobs run at once (one per GPU).
+        #[arg(long = "slots", env = "EXECUTOR_SLOTS", default_value_t = 1)]
+        slots: usize,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -90,20 +115,22 @@ pub async fn run() -> anyhow::Result<()> {
         _ => "127.0.0.1:0".into(),
     };
     let bind = settings::parse_bind(&bind)?;
-    let (public_url, storage_signing_key, s3, catalog_file) = match &cli.command {
+    let (public_url, storage_signing_key, s3, catalog_file, gpu) = match &cli.command {
         Command::Serve {
             public_url,
             storage_signing_key,
             s3,
             catalog_file,
+            gpu,
             ..
         } => (
             public_url.clone(),
             storage_signing_key.clone(),
             settings::parse_s3(s3)?,
             catalog_file.clone(),
+            settings::parse_gpu(gpu)?,
         ),
-        _ => (None, None, None, None),
+        _ => (None, None, None, None, settings::GpuSettings::default()),
     };
     let settings = Settings {
         database: settings::parse_database_url(cli.database_url.as_deref())?,
@@ -117,12 +144,41 @@ pub async fn run() -> anyhow::Result<()> {
         storage_signing_key,
         s3,
         catalog_file,
+        gpu,
     };
 
     match cli.command {
         Command::Serve { .. } => {
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Executor {
+            bind,
+            api_key,
+            worker_python,
+            worker_dir,
+            slots,
+        } => {
+            let bind = settings::parse_bind(&bind)?;
+            if api_key.trim().len() < 16 {
+                bail!(
+                    "EXECUTOR_API_KEY must be at least 16 characters (e.g. `openssl rand -hex 16`)"
+                );
+            }
+            if slots == 0 || slots > 64 {
+                bail!("EXECUTOR_SLOTS must be from 1 to 64");
+            }
+            crate::executor::serve_standalone(crate::executor::Standalone {
+                bind,
+                api_key: api_key.trim().to_owned(),
+                worker: settings::WorkerSettings {
+                    python: worker_python,
+                    worker_dir,
+                    slots,
+                },
+                data_dir: settings.data_dir.clone(),
+            })
+            .await
         }
         Command::Migrate => {
             let (db, managed) = database::open_for_command(&settings).await?;

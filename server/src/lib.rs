@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod database;
 pub mod error;
+pub mod executor;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -40,6 +40,167 @@ pub struct Settings {
     pub s3: Option<engine::storage::S3Settings>,
     /// The operator's GPU/model catalog (TOML); the built-in one when unset.
     pub catalog_file: Option<PathBuf>,
+    /// The GPU backend (RunPod, or the embedded local executor) and how jobs are followed.
+    pub gpu: GpuSettings,
+}
+
+/// Where training runs.
+#[derive(Debug, Clone)]
+pub struct GpuSettings {
+    /// RunPod (or a standalone `lora-pipeline executor`) when configured; otherwise the
+    /// executor embedded in `serve`.
+    pub runpod: Option<RunpodSettings>,
+    pub executor: WorkerSettings,
+    pub processor: engine::jobs::processor::ProcessorConfig,
+    /// Background tasks run at once by this replica.
+    pub task_concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunpodSettings {
+    /// The endpoint URL, e.g. https://api.runpod.ai/v2/abc123.
+    pub endpoint_url: String,
+    pub api_key: String,
+}
+
+/// How the local executor runs the worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub python: PathBuf,
+    /// The worker's source; unset: the copy embedded in the binary, unpacked into DATA_DIR.
+    pub worker_dir: Option<PathBuf>,
+    pub slots: usize,
+}
+
+impl Default for GpuSettings {
+    fn default() -> Self {
+        Self {
+            runpod: None,
+            executor: WorkerSettings {
+                python: "python3".into(),
+                worker_dir: None,
+                slots: 1,
+            },
+            processor: engine::jobs::processor::ProcessorConfig::default(),
+            task_concurrency: 32,
+        }
+    }
+}
+
+/// Raw GPU options as given; [`parse_gpu`] validates them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GpuOptions {
+    /// RunPod API key. With RUNPOD_ENDPOINT_ID, jobs run on RunPod; unset: the local executor.
+    #[arg(
+        long = "runpod-api-key",
+        env = "RUNPOD_API_KEY",
+        hide_env_values = true
+    )]
+    pub runpod_api_key: Option<String>,
+    /// The RunPod Serverless endpoint running the worker image.
+    #[arg(long = "runpod-endpoint-id", env = "RUNPOD_ENDPOINT_ID")]
+    pub runpod_endpoint_id: Option<String>,
+    /// RunPod's API base; point it at a standalone `lora-pipeline executor` to use your own GPUs.
+    #[arg(
+        long = "runpod-api-url",
+        env = "RUNPOD_API_URL",
+        default_value = "https://api.runpod.ai/v2"
+    )]
+    pub runpod_api_url: String,
+    /// Python of the worker's environment (the local executor runs the worker with it).
+    #[arg(
+        long = "worker-python",
+        env = "WORKER_PYTHON",
+        default_value = "python3"
+    )]
+    pub worker_python: PathBuf,
+    /// The worker's source directory; unset: the copy embedded in this binary.
+    #[arg(long = "worker-dir", env = "WORKER_DIR")]
+    pub worker_dir: Option<PathBuf>,
+    /// Jobs the local executor runs at once (one per GPU).
+    #[arg(long = "executor-slots", env = "EXECUTOR_SLOTS", default_value_t = 1)]
+    pub executor_slots: usize,
+    /// Milliseconds between two polls of a running job.
+    #[arg(
+        long = "job-poll-interval-ms",
+        env = "JOB_POLL_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub poll_interval_ms: u64,
+    /// A running job with no progress for this many seconds is failed as stalled.
+    #[arg(
+        long = "job-stall-timeout-s",
+        env = "JOB_STALL_TIMEOUT_S",
+        default_value_t = 900
+    )]
+    pub stall_timeout_s: u64,
+}
+
+pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
+    let key = options
+        .runpod_api_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let endpoint = options
+        .runpod_endpoint_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let runpod = match (key, endpoint) {
+        (Some(key), Some(endpoint)) => {
+            if !endpoint
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(SettingsError(format!(
+                    "RUNPOD_ENDPOINT_ID must be an endpoint id such as abc123xyz (got '{endpoint}')"
+                )));
+            }
+            let base = Url::parse(options.runpod_api_url.trim()).map_err(|e| {
+                SettingsError(format!(
+                    "RUNPOD_API_URL must be a URL such as https://api.runpod.ai/v2 ({e})"
+                ))
+            })?;
+            Some(RunpodSettings {
+                endpoint_url: format!("{}/{endpoint}", base.as_str().trim_end_matches('/')),
+                api_key: key.to_owned(),
+            })
+        }
+        (None, None) => None,
+        _ => {
+            return Err(SettingsError(
+                "set both RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID to train on RunPod, or neither to use the local executor".into(),
+            ));
+        }
+    };
+    if options.executor_slots == 0 || options.executor_slots > 64 {
+        return Err(SettingsError("EXECUTOR_SLOTS must be from 1 to 64".into()));
+    }
+    if !(100..=60_000).contains(&options.poll_interval_ms) {
+        return Err(SettingsError(
+            "JOB_POLL_INTERVAL_MS must be from 100 to 60000".into(),
+        ));
+    }
+    if options.stall_timeout_s < 5 {
+        return Err(SettingsError(
+            "JOB_STALL_TIMEOUT_S must be at least 5".into(),
+        ));
+    }
+    Ok(GpuSettings {
+        runpod,
+        executor: WorkerSettings {
+            python: options.worker_python.clone(),
+            worker_dir: options.worker_dir.clone(),
+            slots: options.executor_slots,
+        },
+        processor: engine::jobs::processor::ProcessorConfig {
+            poll_interval: std::time::Duration::from_millis(options.poll_interval_ms),
+            stall_after: std::time::Duration::from_secs(options.stall_timeout_s),
+            ..Default::default()
+        },
+        task_concurrency: 32,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::routes::{self, accounts, datasets, health, jobs, storage, tokens, training};
+use crate::routes::{self, accounts, datasets, health, jobs, live, storage, tokens, training};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{assets, auth, database};
@@ -44,6 +44,15 @@ pub struct Application {
     db: Db,
     managed: Option<ManagedPostgres>,
     tasks: engine::tasks::Context,
+    /// Tells SSE streams, the event hub and the embedded executor to stop.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+struct Assembled {
+    listener: TcpListener,
+    router: Router,
+    tasks: engine::tasks::Context,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -51,12 +60,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (db, managed) = database::open_for_serve(&settings).await?;
         match Self::assemble(settings, db.clone()).await {
-            Ok((listener, router, tasks)) => Ok(Self {
-                listener,
-                router,
+            Ok(a) => Ok(Self {
+                listener: a.listener,
+                router: a.router,
                 db,
                 managed,
-                tasks,
+                tasks: a.tasks,
+                stop: a.stop,
             }),
             Err(e) => {
                 db.close().await;
@@ -68,10 +78,7 @@ impl Application {
         }
     }
 
-    async fn assemble(
-        settings: Settings,
-        db: Db,
-    ) -> anyhow::Result<(TcpListener, Router, engine::tasks::Context)> {
+    async fn assemble(settings: Settings, db: Db) -> anyhow::Result<Assembled> {
         db.migrate().await.context("applying database migrations")?;
         let listener = TcpListener::bind(settings.bind)
             .await
@@ -111,11 +118,6 @@ impl Application {
             ),
         };
         tracing::info!(backend = storage.backend_name(), "object storage ready");
-        let tasks = engine::tasks::Context {
-            db: db.clone(),
-            storage: storage.clone(),
-            scratch: engine::datasets::service::scratch_dir(&settings.data_dir),
-        };
         let catalog = match &settings.catalog_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -129,10 +131,58 @@ impl Application {
             }
             None => engine::training::Catalog::builtin(),
         };
+        let catalog = Arc::new(catalog);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        // The GPU backend: RunPod (or a standalone executor) when configured, else our own
+        // executor, embedded and reached over loopback through the same API and client.
+        let (backend_url, backend_key, executor) = match &settings.gpu.runpod {
+            Some(runpod) => (runpod.endpoint_url.clone(), runpod.api_key.clone(), None),
+            None => {
+                let executor = crate::executor::start(
+                    &settings.gpu.executor,
+                    &settings.data_dir,
+                    stopping.clone(),
+                )?;
+                let key = uuid::Uuid::new_v4().simple().to_string();
+                let loopback = if local.ip().is_unspecified() {
+                    std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+                } else {
+                    local
+                };
+                (
+                    format!("http://{loopback}/executor/v2/local"),
+                    key.clone(),
+                    Some((executor, key)),
+                )
+            }
+        };
+        tracing::info!(backend = %backend_url, "GPU backend");
+        let client = engine::runpod::RunpodClient::new(
+            &backend_url,
+            &backend_key,
+            engine::runpod::RetryPolicy::default(),
+        )?;
+        let processor = engine::jobs::processor::Processor::new(
+            db.clone(),
+            storage.clone(),
+            catalog.clone(),
+            client,
+            settings.gpu.processor.clone(),
+        );
+        let tasks = engine::tasks::Context {
+            db: db.clone(),
+            storage: storage.clone(),
+            scratch: engine::datasets::service::scratch_dir(&settings.data_dir),
+            processor: Arc::new(processor),
+            concurrency: settings.gpu.task_concurrency,
+        };
+        let hub = engine::jobs::hub::Hub::start(db.clone(), stopping.clone());
         let state = AppState {
+            hub,
+            shutdown: stopping,
             db,
             storage,
-            catalog: Arc::new(catalog),
+            catalog,
             cookie: SessionCookie {
                 secure: settings.public_url.scheme() == "https",
             },
@@ -140,7 +190,17 @@ impl Application {
             leptos_options,
             allowed_origins: Arc::new(allowed),
         };
-        Ok((listener, router(state), tasks))
+        let mut router = router(state);
+        if let Some((executor, key)) = executor {
+            // Outside the session/origin middleware: the executor has its own bearer key.
+            router = router.nest("/executor", crate::executor::router(executor, &key));
+        }
+        Ok(Assembled {
+            listener,
+            router,
+            tasks,
+            stop,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -157,13 +217,19 @@ impl Application {
         let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
         let worker = tokio::spawn(engine::tasks::run_worker(self.tasks.clone(), tasks_stopped));
         tracing::info!(%addr, "listening");
+        let stop = self.stop.clone();
         let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Open SSE streams end now, so graceful shutdown does not wait on them forever.
+            let _ = stop.send(true);
+        })
         .await;
+        let _ = self.stop.send(true);
         // Let a running task finish (it is durable either way: an unfinished one runs again).
         let _ = stop_tasks.send(true);
         if tokio::time::timeout(std::time::Duration::from_secs(30), worker)
@@ -202,6 +268,11 @@ fn router(state: AppState) -> Router {
         .route("/api/jobs/estimate", post(training::estimate_job))
         .route("/api/jobs", post(jobs::create).get(jobs::list))
         .route("/api/jobs/{id}", get(jobs::detail))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/jobs/{id}/retry", post(jobs::retry))
+        .route("/api/jobs/{id}/metrics", get(jobs::metrics))
+        .route("/api/jobs/{id}/events", get(live::job_events))
+        .route("/api/events", get(live::user_events))
         .route("/api/{*rest}", any(routes::api_not_found))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));

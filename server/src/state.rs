@@ -21,6 +21,10 @@ pub struct AppState {
     pub cookie: SessionCookie,
     /// Origins allowed to make state-changing browser requests.
     pub allowed_origins: Arc<Vec<String>>,
+    /// Live job events, fanned out from Postgres.
+    pub hub: engine::jobs::hub::Hub,
+    /// Turns true when the server starts shutting down (ends SSE streams).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

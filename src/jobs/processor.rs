@@ -19,14 +19,16 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::contract::{
-    ADAPTER_FILES, CONTRACT_VERSION, EvalEvent, MetricsEvent, StageEvent, WorkerEvent,
-    WorkerInput, WorkerResult,
+    ADAPTER_FILES, CONTRACT_VERSION, EvalEvent, MetricsEvent, StageEvent, WorkerEvent, WorkerInput,
+    WorkerResult,
 };
 use super::events;
 use crate::db::{Db, Tx};
 use crate::notifications::{self, NewNotification};
 use crate::queue;
-use crate::runpod::{FailureDetail, Policy, RunRequest, RunpodClient, RunpodError, RunpodStatus, StatusResponse};
+use crate::runpod::{
+    FailureDetail, Policy, RunRequest, RunpodClient, RunpodError, RunpodStatus, StatusResponse,
+};
 use crate::storage::{Bucket, Storage};
 use crate::training::{Catalog, Hyperparameters};
 
@@ -185,15 +187,28 @@ impl Processor {
             Ok(input) => input,
             Err(message) => {
                 return self
-                    .end(&job, Ending { status: "failed", stage: "failed", error_code: Some("submit_failed"), message: Some(message) })
+                    .end(
+                        &job,
+                        Ending {
+                            status: "failed",
+                            stage: "failed",
+                            error_code: Some("submit_failed"),
+                            message: Some(message),
+                        },
+                    )
                     .await;
             }
         };
         let timeout = execution_timeout(job.estimate.as_ref());
         {
             let mut tx = self.db.system().await.map_err(db_error)?;
-            self.set_stage(&mut tx, &job, "submitting", "Sending the job to the GPU backend.")
-                .await?;
+            self.set_stage(
+                &mut tx,
+                &job,
+                "submitting",
+                "Sending the job to the GPU backend.",
+            )
+            .await?;
             sqlx::query("UPDATE training_jobs SET execution_timeout_ms = $2 WHERE id = $1")
                 .bind(job.id)
                 .bind(timeout.as_millis() as i64)
@@ -215,7 +230,15 @@ impl Processor {
             Err(e) if e.is_transient() => return Err(e.to_string()),
             Err(e) => {
                 return self
-                    .end(&job, Ending { status: "failed", stage: "failed", error_code: Some("submit_rejected"), message: Some(e.to_string()) })
+                    .end(
+                        &job,
+                        Ending {
+                            status: "failed",
+                            stage: "failed",
+                            error_code: Some("submit_rejected"),
+                            message: Some(e.to_string()),
+                        },
+                    )
                     .await;
             }
         };
@@ -236,8 +259,10 @@ impl Processor {
             let _ = self.client.cancel(&accepted.id).await;
             return Ok(());
         }
-        self.status_event(&mut tx, &job, "initializing", "queued_on_gpu", None).await?;
-        self.schedule_poll(&mut tx, &job, 0, 0, self.config.poll_interval).await?;
+        self.status_event(&mut tx, &job, "initializing", "queued_on_gpu", None)
+            .await?;
+        self.schedule_poll(&mut tx, &job, 0, 0, self.config.poll_interval)
+            .await?;
         tx.commit().await.map_err(db_error)?;
         tracing::info!(job = %job.id, external = %accepted.id, "job submitted");
         Ok(())
@@ -250,10 +275,12 @@ impl Processor {
             .normalized_key
             .as_deref()
             .ok_or("the dataset has no normalised training file")?;
-        let model = self
-            .catalog
-            .model(&job.base_model)
-            .ok_or_else(|| format!("the base model {} is no longer in the catalog", job.base_model))?;
+        let model = self.catalog.model(&job.base_model).ok_or_else(|| {
+            format!(
+                "the base model {} is no longer in the catalog",
+                job.base_model
+            )
+        })?;
         // Links live as long as the job may: its timeout plus time in the GPU queue.
         let lifetime = chrono::Duration::from_std(execution_timeout(job.estimate.as_ref()))
             .unwrap_or_default()
@@ -292,12 +319,17 @@ impl Processor {
         let Some(job) = self.load(task.job_id).await? else {
             return Ok(());
         };
-        self.end(&job, Ending {
-            status: "failed",
-            stage: "failed",
-            error_code: Some("processing_failed"),
-            message: Some(format!("The platform could not follow this job: {error}. Retry it.")),
-        })
+        self.end(
+            &job,
+            Ending {
+                status: "failed",
+                stage: "failed",
+                error_code: Some("processing_failed"),
+                message: Some(format!(
+                    "The platform could not follow this job: {error}. Retry it."
+                )),
+            },
+        )
         .await
     }
 
@@ -321,7 +353,15 @@ impl Processor {
                 Err(e) => tracing::warn!(job = %job.id, error = %e, "cancel was rejected"),
             }
             return self
-                .end(&job, Ending { status: "cancelled", stage: "cancelled", error_code: Some("cancelled"), message: Some("Cancelled at your request.".into()) })
+                .end(
+                    &job,
+                    Ending {
+                        status: "cancelled",
+                        stage: "cancelled",
+                        error_code: Some("cancelled"),
+                        message: Some("Cancelled at your request.".into()),
+                    },
+                )
                 .await;
         }
         let stream = match self.client.stream(&external).await {
@@ -415,7 +455,12 @@ impl Processor {
     }
 
     /// A transient failure: poll again later, or give up after too many in a row.
-    async fn retry_later(&self, job: &JobRow, task: &TaskPayload, error: &RunpodError) -> TaskResult {
+    async fn retry_later(
+        &self,
+        job: &JobRow,
+        task: &TaskPayload,
+        error: &RunpodError,
+    ) -> TaskResult {
         let errors = task.errors + 1;
         tracing::warn!(job = %job.id, errors, %error, "poll failed");
         if errors >= self.config.max_poll_errors {
@@ -436,11 +481,19 @@ impl Processor {
             .saturating_mul(1 << errors.min(6))
             .min(Duration::from_secs(60));
         let mut tx = self.db.system().await.map_err(db_error)?;
-        self.schedule_poll(&mut tx, job, task.polls + 1, errors, backoff).await?;
+        self.schedule_poll(&mut tx, job, task.polls + 1, errors, backoff)
+            .await?;
         tx.commit().await.map_err(db_error)
     }
 
-    async fn schedule_poll(&self, tx: &mut Tx, job: &JobRow, polls: u32, errors: u32, after: Duration) -> TaskResult {
+    async fn schedule_poll(
+        &self,
+        tx: &mut Tx,
+        job: &JobRow,
+        polls: u32,
+        errors: u32,
+        after: Duration,
+    ) -> TaskResult {
         queue::enqueue_after(
             tx,
             POLL_TASK,
@@ -455,7 +508,11 @@ impl Processor {
     }
 
     /// Stores worker events (from `/stream`, or the aggregate output) idempotently.
-    async fn apply_outputs<'a>(&self, job: &JobRow, outputs: impl Iterator<Item = &'a Value>) -> TaskResult {
+    async fn apply_outputs<'a>(
+        &self,
+        job: &JobRow,
+        outputs: impl Iterator<Item = &'a Value>,
+    ) -> TaskResult {
         let mut tx: Option<Tx> = None;
         for output in outputs {
             let event: WorkerEvent = match serde_json::from_value(output.clone()) {
@@ -481,10 +538,23 @@ impl Processor {
     async fn apply_event(&self, tx: &mut Tx, job: &JobRow, event: &WorkerEvent) -> TaskResult {
         let attempt = job.attempt();
         match event {
-            WorkerEvent::Stage(StageEvent { stage, message, total_steps, .. }) => {
+            WorkerEvent::Stage(StageEvent {
+                stage,
+                message,
+                total_steps,
+                ..
+            }) => {
                 let key = format!("{attempt}:stage:{}", stage.as_str());
-                let recorded = events::record(tx, job.user_id, job.id, "stage", &key,
-                    serde_json::to_value(event).unwrap_or_default()).await.map_err(db_error)?;
+                let recorded = events::record(
+                    tx,
+                    job.user_id,
+                    job.id,
+                    "stage",
+                    &key,
+                    serde_json::to_value(event).unwrap_or_default(),
+                )
+                .await
+                .map_err(db_error)?;
                 if recorded.is_some() {
                     sqlx::query(
                         "UPDATE training_jobs SET current_stage = $2, total_steps = COALESCE($3, total_steps),
@@ -499,16 +569,27 @@ impl Processor {
                     .await
                     .map_err(db_error)?;
                     if job.status == "initializing" {
-                        self.status_event(tx, job, "running", stage.as_str(), None).await?;
+                        self.status_event(tx, job, "running", stage.as_str(), None)
+                            .await?;
                     }
                     tracing::debug!(job = %job.id, stage = stage.as_str(), %message, "stage");
                 }
             }
             WorkerEvent::Metrics(m) => self.apply_metrics(tx, job, m).await?,
-            WorkerEvent::Eval(EvalEvent { step, eval_loss, .. }) => {
+            WorkerEvent::Eval(EvalEvent {
+                step, eval_loss, ..
+            }) => {
                 let key = format!("{attempt}:eval:{step}");
-                let recorded = events::record(tx, job.user_id, job.id, "eval", &key,
-                    serde_json::to_value(event).unwrap_or_default()).await.map_err(db_error)?;
+                let recorded = events::record(
+                    tx,
+                    job.user_id,
+                    job.id,
+                    "eval",
+                    &key,
+                    serde_json::to_value(event).unwrap_or_default(),
+                )
+                .await
+                .map_err(db_error)?;
                 if recorded.is_some() {
                     sqlx::query(
                         "INSERT INTO metrics_points (user_id, job_id, step, validation_loss) VALUES ($1, $2, $3, $4)
@@ -525,8 +606,16 @@ impl Processor {
             }
             WorkerEvent::Result(result) => {
                 let key = format!("{attempt}:result");
-                let recorded = events::record(tx, job.user_id, job.id, "result", &key,
-                    serde_json::to_value(event).unwrap_or_default()).await.map_err(db_error)?;
+                let recorded = events::record(
+                    tx,
+                    job.user_id,
+                    job.id,
+                    "result",
+                    &key,
+                    serde_json::to_value(event).unwrap_or_default(),
+                )
+                .await
+                .map_err(db_error)?;
                 if recorded.is_some() {
                     let tokens_per_sec = match result {
                         WorkerResult::Succeeded { metrics, .. } => Some(metrics.tokens_per_sec),
@@ -606,9 +695,16 @@ impl Processor {
         payload["progress"] = json!(progress);
         payload["eta_s"] = json!(eta_s);
         payload["current_cost"] = json!(row.map_or(job.current_cost, |r| r.0));
-        events::record(tx, job.user_id, job.id, "metrics", &format!("{}:metrics:{}", job.attempt(), m.step), payload)
-            .await
-            .map_err(db_error)?;
+        events::record(
+            tx,
+            job.user_id,
+            job.id,
+            "metrics",
+            &format!("{}:metrics:{}", job.attempt(), m.step),
+            payload,
+        )
+        .await
+        .map_err(db_error)?;
         Ok(())
     }
 
@@ -636,26 +732,41 @@ impl Processor {
             RunpodStatus::InQueue | RunpodStatus::InProgress => Ok(false),
             RunpodStatus::Completed => {
                 // The aggregate output holds every yielded value: backfill what /stream missed.
-                let outputs = status.output.as_ref().and_then(Value::as_array).cloned().unwrap_or_default();
+                let outputs = status
+                    .output
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 self.apply_outputs(job, outputs.iter()).await?;
-                let result = outputs
-                    .iter()
-                    .rev()
-                    .find_map(|o| match serde_json::from_value::<WorkerEvent>(o.clone()) {
+                let result = outputs.iter().rev().find_map(|o| {
+                    match serde_json::from_value::<WorkerEvent>(o.clone()) {
                         Ok(WorkerEvent::Result(r)) => Some(r),
                         _ => None,
-                    });
+                    }
+                });
                 match result {
                     Some(WorkerResult::Succeeded { .. }) => {
                         self.complete(job, cost).await?;
                     }
-                    Some(WorkerResult::Failed { error_code, message, hint }) => {
-                        self.end(job, Ending {
-                            status: "failed",
-                            stage: "failed",
-                            error_code: Some(&error_code),
-                            message: Some(if hint.is_empty() { message } else { format!("{message} — {hint}") }),
-                        })
+                    Some(WorkerResult::Failed {
+                        error_code,
+                        message,
+                        hint,
+                    }) => {
+                        self.end(
+                            job,
+                            Ending {
+                                status: "failed",
+                                stage: "failed",
+                                error_code: Some(&error_code),
+                                message: Some(if hint.is_empty() {
+                                    message
+                                } else {
+                                    format!("{message} — {hint}")
+                                }),
+                            },
+                        )
                         .await?;
                     }
                     None => {
@@ -671,22 +782,31 @@ impl Processor {
                 Ok(true)
             }
             RunpodStatus::Failed => {
-                self.end(job, Ending {
-                    status: "failed",
-                    stage: "failed",
-                    error_code: Some("worker_failed"),
-                    message: Some(format!("The worker failed: {}", FailureDetail::message_of(status.error.as_deref()))),
-                })
+                self.end(
+                    job,
+                    Ending {
+                        status: "failed",
+                        stage: "failed",
+                        error_code: Some("worker_failed"),
+                        message: Some(format!(
+                            "The worker failed: {}",
+                            FailureDetail::message_of(status.error.as_deref())
+                        )),
+                    },
+                )
                 .await?;
                 Ok(true)
             }
             RunpodStatus::Cancelled => {
-                self.end(job, Ending {
-                    status: "cancelled",
-                    stage: "cancelled",
-                    error_code: Some("cancelled_on_backend"),
-                    message: Some("The job was cancelled on the GPU backend.".into()),
-                })
+                self.end(
+                    job,
+                    Ending {
+                        status: "cancelled",
+                        stage: "cancelled",
+                        error_code: Some("cancelled_on_backend"),
+                        message: Some("The job was cancelled on the GPU backend.".into()),
+                    },
+                )
                 .await?;
                 Ok(true)
             }
@@ -707,7 +827,8 @@ impl Processor {
     /// is finalised with its measured cost.
     async fn complete(&self, job: &JobRow, cost: Option<f64>) -> TaskResult {
         let mut tx = self.db.system().await.map_err(db_error)?;
-        self.set_stage(&mut tx, job, "finalizing", "Recording the result.").await?;
+        self.set_stage(&mut tx, job, "finalizing", "Recording the result.")
+            .await?;
         let changed = sqlx::query(
             "UPDATE training_jobs
                 SET status = 'completed', current_stage = 'completed', progress = 100, completed_at = now(),
@@ -722,7 +843,8 @@ impl Processor {
         .map_err(db_error)?
         .rows_affected();
         if changed == 1 {
-            self.status_event(&mut tx, job, "completed", "completed", None).await?;
+            self.status_event(&mut tx, job, "completed", "completed", None)
+                .await?;
             self.notify_end(&mut tx, job, "completed", None).await?;
         }
         tx.commit().await.map_err(db_error)
@@ -747,15 +869,31 @@ impl Processor {
         .map_err(db_error)?
         .rows_affected();
         if changed == 1 {
-            self.status_event(&mut tx, job, ending.status, ending.stage, ending.message.as_deref()).await?;
-            self.notify_end(&mut tx, job, ending.status, ending.message.as_deref()).await?;
+            self.status_event(
+                &mut tx,
+                job,
+                ending.status,
+                ending.stage,
+                ending.message.as_deref(),
+            )
+            .await?;
+            self.notify_end(&mut tx, job, ending.status, ending.message.as_deref())
+                .await?;
         }
         tx.commit().await.map_err(db_error)
     }
 
     async fn set_stage(&self, tx: &mut Tx, job: &JobRow, stage: &str, message: &str) -> TaskResult {
-        let recorded = events::record(tx, job.user_id, job.id, "stage", &format!("{}:stage:{stage}", job.attempt()),
-            json!({ "type": "stage", "stage": stage, "message": message })).await.map_err(db_error)?;
+        let recorded = events::record(
+            tx,
+            job.user_id,
+            job.id,
+            "stage",
+            &format!("{}:stage:{stage}", job.attempt()),
+            json!({ "type": "stage", "stage": stage, "message": message }),
+        )
+        .await
+        .map_err(db_error)?;
         if recorded.is_some() {
             sqlx::query("UPDATE training_jobs SET current_stage = $2 WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')")
                 .bind(job.id)
@@ -768,24 +906,62 @@ impl Processor {
     }
 
     /// A `status` event carries the job's new summary to its page and the owner's Jobs list.
-    async fn status_event(&self, tx: &mut Tx, job: &JobRow, status: &str, stage: &str, message: Option<&str>) -> TaskResult {
-        status_event(tx, job.user_id, job.id, job.retry_count, status, stage, message).await
+    async fn status_event(
+        &self,
+        tx: &mut Tx,
+        job: &JobRow,
+        status: &str,
+        stage: &str,
+        message: Option<&str>,
+    ) -> TaskResult {
+        status_event(
+            tx,
+            job.user_id,
+            job.id,
+            job.retry_count,
+            status,
+            stage,
+            message,
+        )
+        .await
     }
 
-    async fn notify_end(&self, tx: &mut Tx, job: &JobRow, status: &str, message: Option<&str>) -> TaskResult {
+    async fn notify_end(
+        &self,
+        tx: &mut Tx,
+        job: &JobRow,
+        status: &str,
+        message: Option<&str>,
+    ) -> TaskResult {
         let (kind, title, priority) = match status {
-            "completed" => ("job_completed", format!("Training finished on \"{}\"", job.dataset_name), "normal"),
-            "cancelled" => ("job_cancelled", format!("Training cancelled on \"{}\"", job.dataset_name), "normal"),
-            _ => ("job_failed", format!("Training failed on \"{}\"", job.dataset_name), "high"),
+            "completed" => (
+                "job_completed",
+                format!("Training finished on \"{}\"", job.dataset_name),
+                "normal",
+            ),
+            "cancelled" => (
+                "job_cancelled",
+                format!("Training cancelled on \"{}\"", job.dataset_name),
+                "normal",
+            ),
+            _ => (
+                "job_failed",
+                format!("Training failed on \"{}\"", job.dataset_name),
+                "high",
+            ),
         };
-        notifications::create(tx, job.user_id, NewNotification {
-            kind,
-            title: &title,
-            message: message.unwrap_or("The adapter was trained and uploaded."),
-            priority,
-            action_url: Some(&format!("/jobs/{}", job.id)),
-            metadata: json!({ "job_id": job.id }),
-        })
+        notifications::create(
+            tx,
+            job.user_id,
+            NewNotification {
+                kind,
+                title: &title,
+                message: message.unwrap_or("The adapter was trained and uploaded."),
+                priority,
+                action_url: Some(&format!("/jobs/{}", job.id)),
+                metadata: json!({ "job_id": job.id }),
+            },
+        )
         .await
         .map_err(db_error)?;
         Ok(())
@@ -852,7 +1028,10 @@ mod tests {
 
     #[test]
     fn execution_timeout_has_a_margin_and_bounds() {
-        assert_eq!(execution_timeout(None), Duration::from_secs(3600 * 3 / 2 + 600));
+        assert_eq!(
+            execution_timeout(None),
+            Duration::from_secs(3600 * 3 / 2 + 600)
+        );
         let quick = json!({"duration_seconds": {"low": 10.0, "high": 20.0}});
         assert_eq!(execution_timeout(Some(&quick)), Duration::from_secs(630));
         let long = json!({"duration_seconds": {"high": 1e9}});

@@ -304,7 +304,9 @@ async fn request_cancel(tx: &mut crate::db::Tx, user: Uuid, id: Uuid) -> Result<
     .await?
     .rows_affected();
     if changed != 1 {
-        return Err(JobError::Conflict("the job has just ended; nothing to cancel".into()));
+        return Err(JobError::Conflict(
+            "the job has just ended; nothing to cancel".into(),
+        ));
     }
     // Poll now rather than at the next interval.
     crate::queue::enqueue(
@@ -358,9 +360,17 @@ pub async fn retry(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
         &processor::task_key(id),
     )
     .await?;
-    processor::status_event(&mut tx, user, id, attempt, "queued", "queued", Some("Retrying."))
-        .await
-        .map_err(JobError::Event)?;
+    processor::status_event(
+        &mut tx,
+        user,
+        id,
+        attempt,
+        "queued",
+        "queued",
+        Some("Retrying."),
+    )
+    .await
+    .map_err(JobError::Event)?;
     let job = find(&mut tx, user, id).await?.ok_or(JobError::NotFound)?;
     tx.commit().await?;
     Ok(job)

@@ -7,6 +7,7 @@ errors, timeouts) are retried; a 4xx on a signed URL means expired/forged and wi
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -38,7 +39,8 @@ def _redact(url: str) -> str:
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500 or exc.code == 429
-    return isinstance(exc, (urllib.error.URLError, ConnectionError, TimeoutError, OSError))
+    # HTTPException covers a body cut short mid-stream (IncompleteRead).
+    return isinstance(exc, (urllib.error.URLError, OSError, http.client.HTTPException))
 
 
 class TransferError(Exception):

@@ -29,6 +29,7 @@ impl From<JobError> for ApiError {
             JobError::NotFound => Self::NotFound,
             JobError::Conflict(message) => Self::conflict(message),
             JobError::Db(e) => e.into(),
+            JobError::Event(e) => Self::internal(anyhow::anyhow!(e)),
         }
     }
 }
@@ -76,4 +77,38 @@ pub async fn detail(
     Ok(ok(
         json!({ "job": service::get(&state.db, user.id, id).await? }),
     ))
+}
+
+fn job_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// `POST /api/jobs/{id}/cancel`: 202 while the backend stops it, with the job as it is now.
+pub async fn cancel(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = service::cancel(&state.db, user.id, job_id(&id)?).await?;
+    Ok((StatusCode::ACCEPTED, ok(json!({ "job": job }))))
+}
+
+/// `POST /api/jobs/{id}/retry`: a failed or cancelled job runs again as a new attempt.
+pub async fn retry(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = service::retry(&state.db, user.id, job_id(&id)?).await?;
+    Ok((StatusCode::ACCEPTED, ok(json!({ "job": job }))))
+}
+
+/// `GET /api/jobs/{id}/metrics`: the whole training curve.
+pub async fn metrics(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let points = service::metrics(&state.db, user.id, job_id(&id)?).await?;
+    Ok(ok(json!({ "metrics": points })))
 }

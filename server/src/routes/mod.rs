@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod datasets;
 pub mod health;
 pub mod jobs;
+pub mod live;
 pub mod storage;
 pub mod tokens;
 pub mod training;

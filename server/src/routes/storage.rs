@@ -78,7 +78,10 @@ pub async fn put(
         }
     }
     let stream = request.into_body().into_data_stream();
-    match store.write_stream(bucket, &key, declared, exact, stream).await {
+    match store
+        .write_stream(bucket, &key, declared, exact, stream)
+        .await
+    {
         Ok(outcome) => Ok((
             StatusCode::OK,
             [(header::ETAG, format!("\"{}\"", outcome.sha256))],

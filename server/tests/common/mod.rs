@@ -94,6 +94,7 @@ impl TestApp {
             storage_signing_key: None,
             s3,
             catalog_file: None,
+            gpu: test_gpu_settings(),
             bind,
             public_url: server::settings::parse_public_url(None, bind).expect("url"),
             log_format: LogFormat::Text,
@@ -163,4 +164,16 @@ impl TestApp {
             .expect("uuid");
         (client, id)
     }
+}
+
+/// The embedded local executor running the real worker from the repository, with the Python
+/// environment scripts/test prepared (WORKER_PYTHON), polling fast.
+pub fn test_gpu_settings() -> server::settings::GpuSettings {
+    let mut gpu = server::settings::GpuSettings::default();
+    gpu.executor.python = std::env::var("WORKER_PYTHON")
+        .unwrap_or_else(|_| "python3".into())
+        .into();
+    gpu.executor.worker_dir = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../worker").into());
+    gpu.processor.poll_interval = std::time::Duration::from_millis(200);
+    gpu
 }

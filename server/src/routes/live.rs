@@ -1,0 +1,161 @@
+//! Live progress over SSE (DESIGN §6.1). Events come from Postgres (the `job_events` table and
+//! its NOTIFY channel, through the hub), so any replica serves any client. A job stream first
+//! replays what the client missed (`Last-Event-ID`, or `?last_event_id=` for the first connect),
+//! then follows live; a subscriber that falls behind reads the table again. Streams send
+//! keep-alives and end when the server shuts down.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use engine::db::Db;
+use engine::jobs::events::{self, JobEvent};
+use engine::jobs::hub::HubMessage;
+use futures::SinkExt;
+use futures::channel::mpsc;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::auth::CurrentUser;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Events read from the table per replay query.
+const REPLAY_PAGE: i64 = 500;
+
+type EventSender = mpsc::Sender<Result<Event, Infallible>>;
+
+#[derive(Deserialize)]
+pub struct Resume {
+    last_event_id: Option<i64>,
+}
+
+fn sse_event(event: &JobEvent) -> Event {
+    Event::default()
+        .id(event.id.to_string())
+        .event(event.kind.as_str())
+        .data(serde_json::to_string(event).unwrap_or_default())
+}
+
+/// `GET /api/jobs/{id}/events`.
+pub async fn job_events(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    Query(resume): Query<Resume>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    // 404 for unknown and other tenants' jobs alike.
+    engine::jobs::service::get(&state.db, user.id, job).await?;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(resume.last_event_id)
+        .unwrap_or(0)
+        .max(0);
+    let (sender, receiver) = mpsc::channel(64);
+    // Subscribe before replaying, so nothing falls between the two.
+    let live = state.hub.subscribe_job(job);
+    tokio::spawn(pump_job(
+        state.db.clone(),
+        user.id,
+        job,
+        last,
+        live,
+        sender,
+        state.shutdown.clone(),
+    ));
+    Ok(Sse::new(receiver).keep_alive(KeepAlive::default()))
+}
+
+async fn pump_job(
+    db: Db,
+    user: Uuid,
+    job: Uuid,
+    mut last: i64,
+    mut live: tokio::sync::broadcast::Receiver<HubMessage>,
+    mut sender: EventSender,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if !replay(&db, user, job, &mut last, &mut sender).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            message = live.recv() => match message {
+                Ok(HubMessage::Event(event)) => {
+                    if event.user_id != user || event.id <= last {
+                        continue;
+                    }
+                    last = event.id;
+                    if sender.send(Ok(sse_event(&event))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => {
+                    if !replay(&db, user, job, &mut last, &mut sender).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Sends every stored event after `last`; `false` when the client has gone.
+async fn replay(db: &Db, user: Uuid, job: Uuid, last: &mut i64, sender: &mut EventSender) -> bool {
+    loop {
+        let page = match events::since(db, user, job, *last, REPLAY_PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, %job, "cannot replay job events");
+                return true;
+            }
+        };
+        let full = page.len() as i64 == REPLAY_PAGE;
+        for event in page {
+            *last = event.id;
+            if sender.send(Ok(sse_event(&event))).await.is_err() {
+                return false;
+            }
+        }
+        if !full {
+            return true;
+        }
+    }
+}
+
+/// `GET /api/events`: the caller's job status changes, live (the Jobs list and the badge).
+pub async fn user_events(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> impl IntoResponse {
+    let (mut sender, receiver): (EventSender, _) = mpsc::channel(64);
+    let mut live = state.hub.subscribe_user(user.id);
+    let mut shutdown = state.shutdown.clone();
+    let user = user.id;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                message = live.recv() => match message {
+                    Ok(HubMessage::Event(event)) if event.user_id == user && event.kind == "status" => {
+                        if sender.send(Ok(sse_event(&event))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    Sse::new(receiver).keep_alive(KeepAlive::default())
+}

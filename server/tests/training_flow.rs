@@ -1,0 +1,421 @@
+//! Training end to end: the embedded local executor runs the real Python worker on the demo
+//! model; progress arrives over SSE; the job ends completed with every metric step stored once;
+//! a stream resumed with Last-Event-ID replays only what it missed; cancel kills the worker.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestApp;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+fn sample(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Uploads a sample and waits until it is ready to train.
+pub async fn ready_dataset(app: &TestApp, client: &reqwest::Client, file: &str) -> String {
+    let bytes = sample(file);
+    let created: Value = app
+        .post(
+            client,
+            "/api/datasets",
+            json!({ "name": file, "file_name": file, "file_size": bytes.len() }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["data"]["dataset"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let put = reqwest::Client::new()
+        .put(created["data"]["uploadUrl"].as_str().unwrap())
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let confirmed = app
+        .post(client, &format!("/api/datasets/{id}/confirm"), json!({}))
+        .await;
+    assert_eq!(confirmed.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: Value = client
+            .get(app.url(&format!("/api/datasets/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match body["data"]["status"].as_str() {
+            Some("ready") => return id,
+            Some("invalid") => panic!("{file} is invalid: {body}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "validation did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_job(app: &TestApp, client: &reqwest::Client, dataset: &str, epochs: u32) -> String {
+    let catalog: Value = client
+        .get(app.url("/api/catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut hp = catalog["data"]["presets"]["fast"].clone();
+    hp["quantization"] = json!("none");
+    hp["epochs"] = json!(epochs);
+    hp["batch_size"] = json!(4);
+    hp["gradient_accumulation_steps"] = json!(1);
+    hp["max_seq_len"] = json!(256);
+    hp["eval_fraction"] = json!(0.1);
+    let response = app
+        .post(
+            client,
+            "/api/jobs",
+            json!({
+                "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "custom",
+                "hyperparameters": hp, "gpu_type": "local", "gpu_count": 1,
+            }),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["data"]["job"]["id"].as_str().unwrap().to_owned()
+}
+
+/// A parsed SSE event.
+#[derive(Debug, Clone)]
+struct Sse {
+    id: i64,
+    kind: String,
+    data: Value,
+}
+
+/// Reads SSE events until `stop` says so or the deadline passes.
+async fn read_events(
+    response: reqwest::Response,
+    deadline: Duration,
+    mut stop: impl FnMut(&Sse) -> bool,
+) -> Vec<Sse> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        let chunk = match tokio::time::timeout_at(until.into(), body.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            _ => break,
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = Sse {
+                id: 0,
+                kind: "message".into(),
+                data: Value::Null,
+            };
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    event.id = v.parse().unwrap_or(0);
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event.kind = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    event.data = serde_json::from_str(v).unwrap_or(Value::Null);
+                }
+            }
+            if event.data.is_null() {
+                continue; // keep-alive comment
+            }
+            let done = stop(&event);
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+    }
+    events
+}
+
+fn terminal(event: &Sse) -> bool {
+    event.kind == "status"
+        && matches!(
+            event.data["payload"]["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        )
+}
+
+#[tokio::test]
+async fn a_job_trains_on_the_local_executor_and_streams_progress_to_the_end() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("trainer@example.com").await;
+    let dataset = ready_dataset(&app, &client, "openai-chat.jsonl").await;
+    let job = start_job(&app, &client, &dataset, 2).await;
+
+    let stream = client
+        .get(app.url(&format!("/api/jobs/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = read_events(stream, Duration::from_secs(240), terminal).await;
+    let last = events.last().expect("events arrived");
+    assert_eq!(
+        last.data["payload"]["status"],
+        "completed",
+        "the job completed: {:?}",
+        events
+            .iter()
+            .map(|e| (&e.kind, &e.data["payload"]))
+            .collect::<Vec<_>>()
+    );
+
+    // Metrics arrived live, once per step, in order, ending at the last step.
+    let steps: Vec<i64> = events
+        .iter()
+        .filter(|e| e.kind == "metrics")
+        .map(|e| e.data["payload"]["step"].as_i64().unwrap())
+        .collect();
+    assert!(steps.len() >= 2, "several metric events: {steps:?}");
+    assert!(
+        steps.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: {steps:?}"
+    );
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    for kind in ["stage", "metrics", "eval", "result", "status"] {
+        assert!(kinds.contains(&kind), "a {kind} event arrived: {kinds:?}");
+    }
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "event ids increase: {ids:?}"
+    );
+
+    // The job's row agrees, and the store holds exactly one metric point per step.
+    let body: Value = client
+        .get(app.url(&format!("/api/jobs/{job}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let detail = &body["data"]["job"];
+    assert_eq!(detail["status"], "completed");
+    assert_eq!(detail["progress"], 100.0);
+    let total = detail["total_steps"].as_i64().unwrap();
+    assert_eq!(*steps.last().unwrap(), total);
+    assert_eq!(
+        detail["final_cost"], 0.0,
+        "the local executor's default price is 0"
+    );
+    let metrics: Value = client
+        .get(app.url(&format!("/api/jobs/{job}/metrics")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let points = metrics["data"]["metrics"].as_array().unwrap();
+    assert_eq!(points.len() as i64, total, "one point per step");
+    assert!(
+        points.iter().any(|p| p["validation_loss"].is_number()),
+        "eval loss stored"
+    );
+
+    // The adapter files were uploaded to the models bucket through signed URLs.
+    let models = app.data_dir.path().join("objects/lora-models");
+    let uploaded: Vec<String> = walk(&models)
+        .into_iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    assert!(
+        uploaded.contains(&"adapter_model.safetensors".to_owned()),
+        "{uploaded:?}"
+    );
+    assert!(
+        uploaded.contains(&"adapter_config.json".to_owned()),
+        "{uploaded:?}"
+    );
+
+    // A stream resumed with Last-Event-ID replays only what came after.
+    let middle = events[events.len() / 2].id;
+    let resumed = client
+        .get(app.url(&format!("/api/jobs/{job}/events")))
+        .header("Last-Event-ID", middle.to_string())
+        .send()
+        .await
+        .unwrap();
+    let replayed = read_events(resumed, Duration::from_secs(10), terminal).await;
+    assert_eq!(
+        replayed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        events
+            .iter()
+            .filter(|e| e.id > middle)
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    );
+
+    // Another user's stream and controls answer 404.
+    let (mallory, _) = app.signed_in_user("mallory-sse@example.com").await;
+    for path in [
+        format!("/api/jobs/{job}/events"),
+        format!("/api/jobs/{job}/metrics"),
+    ] {
+        let status = mallory.get(app.url(&path)).send().await.unwrap().status();
+        assert_eq!(status, 404, "{path}");
+    }
+    for path in [
+        format!("/api/jobs/{job}/cancel"),
+        format!("/api/jobs/{job}/retry"),
+    ] {
+        let status = app.post(&mallory, &path, json!({})).await.status();
+        assert_eq!(status, 404, "{path}");
+    }
+    // A finished job cannot be cancelled; a completed one cannot be retried.
+    assert_eq!(
+        app.post(&client, &format!("/api/jobs/{job}/cancel"), json!({}))
+            .await
+            .status(),
+        409
+    );
+    assert_eq!(
+        app.post(&client, &format!("/api/jobs/{job}/retry"), json!({}))
+            .await
+            .status(),
+        409
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Processes whose command line mentions `needle` (the worker runs with `--job-id <id>`).
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("harness.py") && cmdline.contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn cancel_stops_the_worker_process_and_retry_runs_it_again() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("canceller@example.com").await;
+    let dataset = ready_dataset(&app, &client, "openai-chat.jsonl").await;
+    // Many epochs: still training when we cancel.
+    let job = start_job(&app, &client, &dataset, 20).await;
+    let stream = client
+        .get(app.url(&format!("/api/jobs/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+    let seen = read_events(stream, Duration::from_secs(120), |e| e.kind == "metrics").await;
+    assert!(
+        seen.iter().any(|e| e.kind == "metrics"),
+        "training started: {seen:?}"
+    );
+    let running = processes_with("local-");
+    assert!(!running.is_empty(), "the worker process runs");
+
+    let cancelled = app
+        .post(&client, &format!("/api/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert_eq!(cancelled.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let body: Value = client
+            .get(app.url(&format!("/api/jobs/{job}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["data"]["job"]["status"] == "cancelled" {
+            break body["data"]["job"].clone();
+        }
+        assert!(Instant::now() < deadline, "cancel took effect: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        detail["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("your request")
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running
+        .iter()
+        .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the worker process {running:?} is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Retry: a new attempt starts from step 0 with its own curve.
+    let retried = app
+        .post(&client, &format!("/api/jobs/{job}/retry"), json!({}))
+        .await;
+    assert_eq!(retried.status(), 202);
+    let body: Value = retried.json().await.unwrap();
+    assert_eq!(body["data"]["job"]["status"], "queued");
+    assert_eq!(body["data"]["job"]["retry_count"], 1);
+    assert_eq!(body["data"]["job"]["current_step"], 0);
+    // Stop it again so no training outlives the test.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = app
+            .post(&client, &format!("/api/jobs/{job}/cancel"), json!({}))
+            .await;
+        if response.status() == 202 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
