@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use engine::db::Db;
 use reqwest::header::{CONTENT_TYPE, ORIGIN};
@@ -60,7 +63,13 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
-        Self::spawn_with(None).await
+        Self::spawn_with(None, test_gpu_settings()).await
+    }
+
+    /// An app whose GPU backend is configured by the test (e.g. a fake RunPod server).
+    #[allow(dead_code)]
+    pub async fn spawn_with_gpu(gpu: server::settings::GpuSettings) -> Self {
+        Self::spawn_with(None, gpu).await
     }
 
     /// An app whose object storage is the S3-compatible server that scripts/test starts.
@@ -77,11 +86,14 @@ impl TestApp {
             secret_access_key: "test".into(),
             path_style: true,
             bucket_prefix: prefix,
-        }))
+        }), test_gpu_settings())
         .await
     }
 
-    async fn spawn_with(s3: Option<engine::storage::S3Settings>) -> Self {
+    async fn spawn_with(
+        s3: Option<engine::storage::S3Settings>,
+        gpu: server::settings::GpuSettings,
+    ) -> Self {
         let options = fresh_database().await;
         let bind = "127.0.0.1:0".parse().expect("bind address");
         let data_dir = tempfile::Builder::new()
@@ -94,7 +106,7 @@ impl TestApp {
             storage_signing_key: None,
             s3,
             catalog_file: None,
-            gpu: test_gpu_settings(),
+            gpu,
             bind,
             public_url: server::settings::parse_public_url(None, bind).expect("url"),
             log_format: LogFormat::Text,
@@ -177,3 +189,151 @@ pub fn test_gpu_settings() -> server::settings::GpuSettings {
     gpu.processor.poll_interval = std::time::Duration::from_millis(200);
     gpu
 }
+
+pub fn sample(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Uploads a sample and waits until it is ready to train.
+pub async fn ready_dataset(app: &TestApp, client: &reqwest::Client, file: &str) -> String {
+    let bytes = sample(file);
+    let created: Value = app
+        .post(
+            client,
+            "/api/datasets",
+            json!({ "name": file, "file_name": file, "file_size": bytes.len() }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["data"]["dataset"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let put = reqwest::Client::new()
+        .put(created["data"]["uploadUrl"].as_str().unwrap())
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let confirmed = app
+        .post(client, &format!("/api/datasets/{id}/confirm"), json!({}))
+        .await;
+    assert_eq!(confirmed.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: Value = client
+            .get(app.url(&format!("/api/datasets/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        match body["data"]["status"].as_str() {
+            Some("ready") => return id,
+            Some("invalid") => panic!("{file} is invalid: {body}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "validation did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn start_job(app: &TestApp, client: &reqwest::Client, dataset: &str, epochs: u32) -> String {
+    let catalog: Value = client
+        .get(app.url("/api/catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut hp = catalog["data"]["presets"]["fast"].clone();
+    hp["quantization"] = json!("none");
+    hp["epochs"] = json!(epochs);
+    hp["batch_size"] = json!(4);
+    hp["gradient_accumulation_steps"] = json!(1);
+    hp["max_seq_len"] = json!(256);
+    hp["eval_fraction"] = json!(0.1);
+    let response = app
+        .post(
+            client,
+            "/api/jobs",
+            json!({
+                "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "custom",
+                "hyperparameters": hp, "gpu_type": "local", "gpu_count": 1,
+            }),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["data"]["job"]["id"].as_str().unwrap().to_owned()
+}
+
+/// A parsed SSE event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub id: i64,
+    pub kind: String,
+    pub data: Value,
+}
+
+/// Reads SSE events until `stop` says so or the deadline passes.
+pub async fn read_events(
+    response: reqwest::Response,
+    deadline: Duration,
+    mut stop: impl FnMut(&Sse) -> bool,
+) -> Vec<Sse> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        let chunk = match tokio::time::timeout_at(until.into(), body.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            _ => break,
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = Sse {
+                id: 0,
+                kind: "message".into(),
+                data: Value::Null,
+            };
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    event.id = v.parse().unwrap_or(0);
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event.kind = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    event.data = serde_json::from_str(v).unwrap_or(Value::Null);
+                }
+            }
+            if event.data.is_null() {
+                continue; // keep-alive comment
+            }
+            let done = stop(&event);
+            events.push(event);
+            if done {
+                return events;
+            }
+        }
+    }
+    events
+}
+
+pub fn terminal(event: &Sse) -> bool {
+    event.kind == "status"
+        && matches!(
+            event.data["payload"]["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        )
+}
+
