@@ -3,6 +3,8 @@
 //! into the engine; in the browser (`hydrate`) they are HTTP calls.
 
 pub mod accounts;
+#[cfg(feature = "hydrate")]
+pub mod charts;
 pub mod components;
 pub mod costs;
 pub mod datasets;
@@ -59,6 +61,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/datasets/:id") view=datasets::DatasetDetailPage ssr=SsrMode::Async/>
                     <Route path=path!("/train") view=training::TrainPage ssr=SsrMode::Async/>
                     <Route path=path!("/jobs") view=jobs::JobsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/jobs/:id") view=jobs::JobPage ssr=SsrMode::Async/>
                     <Route path=path!("/models") view=models::ModelsPage ssr=SsrMode::Async/>
                     <Route path=path!("/costs") view=costs::CostsPage ssr=SsrMode::Async/>
                     <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::Async/>

@@ -106,3 +106,20 @@ pub async fn by_id(db: &Db, id: i64) -> Result<Option<JobEvent>, sqlx::Error> {
     tx.commit().await?;
     Ok(event)
 }
+
+/// The newest `limit` events of a job other than metrics (its event log), oldest first.
+pub async fn log(db: &Db, user: Uuid, job: Uuid, limit: i64) -> Result<Vec<JobEvent>, sqlx::Error> {
+    let mut tx = db.tenant(user).await?;
+    let mut events = sqlx::query_as::<_, JobEvent>(
+        "SELECT id, job_id, user_id, kind, payload, created_at FROM job_events
+          WHERE job_id = $1 AND user_id = $2 AND kind <> 'metrics' ORDER BY id DESC LIMIT $3",
+    )
+    .bind(job)
+    .bind(user)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    events.reverse();
+    Ok(events)
+}

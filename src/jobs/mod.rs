@@ -88,3 +88,95 @@ pub struct MetricPoint {
 pub fn is_terminal(status: &str) -> bool {
     matches!(status, "completed" | "failed" | "cancelled")
 }
+
+/// What a job stage means, in words (the UI shows these, not the raw names).
+pub fn stage_label(stage: &str) -> &'static str {
+    match stage {
+        "queued" => "Queued",
+        "submitting" => "Submitting to the GPU backend",
+        "queued_on_gpu" => "Waiting for a GPU",
+        "downloading_dataset" => "Downloading the dataset",
+        "loading_model" => "Loading the base model",
+        "training" => "Training",
+        "saving" => "Saving the adapter",
+        "uploading" => "Uploading the adapter",
+        "finalizing" => "Finalizing",
+        "completed" => "Completed",
+        "failed" => "Failed",
+        "cancelling" => "Cancelling",
+        "cancelled" => "Cancelled",
+        _ => "Working",
+    }
+}
+
+/// One line of a job's event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `info`, `success` or `error`.
+    pub level: String,
+    pub text: String,
+}
+
+/// Describes a job event for the log; `None` for events the log does not show (metrics).
+pub fn describe_event(
+    id: i64,
+    at: DateTime<Utc>,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> Option<LogLine> {
+    let text = |key: &str| payload.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+    let (level, line) = match kind {
+        "stage" => (
+            "info",
+            match text("message") {
+                "" => stage_label(text("stage")).to_owned(),
+                message => format!("{}: {message}", stage_label(text("stage"))),
+            },
+        ),
+        "eval" => (
+            "info",
+            format!(
+                "Evaluation at step {}: loss {:.4}",
+                payload.get("step").and_then(|v| v.as_i64()).unwrap_or(0),
+                payload.get("eval_loss").and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
+            ),
+        ),
+        "result" => match text("status") {
+            "succeeded" => (
+                "success",
+                format!(
+                    "The worker finished: {} files uploaded",
+                    payload
+                        .get("files")
+                        .and_then(|f| f.as_array())
+                        .map_or(0, Vec::len)
+                ),
+            ),
+            _ => (
+                "error",
+                format!("The worker failed ({}): {} {}", text("error_code"), text("message"), text("hint")),
+            ),
+        },
+        "status" => {
+            let status = text("status");
+            let level = match status {
+                "completed" => "success",
+                "failed" => "error",
+                _ => "info",
+            };
+            match text("message") {
+                "" => (level, format!("Status: {status}")),
+                message => (level, format!("Status: {status} — {message}")),
+            }
+        }
+        _ => return None,
+    };
+    Some(LogLine {
+        id,
+        at,
+        level: level.to_owned(),
+        text: line.trim().to_owned(),
+    })
+}

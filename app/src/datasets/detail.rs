@@ -224,8 +224,8 @@ fn Histogram(tokens: TokenDistribution, max_seq_len: u32) -> impl IntoView {
         let buckets = tokens.histogram.clone();
         Effect::new(move || {
             let buckets = buckets.clone();
-            charts::with_echarts(move || {
-                if charts::draw_histogram("token-histogram", &buckets, max_seq_len) {
+            crate::charts::with_echarts(move || {
+                if crate::charts::draw_histogram("token-histogram", &buckets, max_seq_len) {
                     charted.set(true);
                 }
             });
@@ -250,90 +250,5 @@ fn Histogram(tokens: TokenDistribution, max_seq_len: u32) -> impl IntoView {
             <span>{format!("tokens per example (bars past {max_seq_len} are over the context length)")}</span>
             <span>{thousands(tokens.max as i64)}</span>
         </p>
-    }
-}
-
-/// Browser-only chart drawing.
-#[cfg(feature = "hydrate")]
-mod charts {
-    use charming::component::{Axis, Grid};
-    use charming::element::{AxisType, ItemStyle, Tooltip, Trigger};
-    use charming::series::Bar;
-    use charming::{Chart, WasmRenderer};
-    use engine::datasets::HistogramBucket;
-    use wasm_bindgen::JsCast;
-    use wasm_bindgen::closure::Closure;
-
-    const ECHARTS: &str = "/pkg/echarts.min.js";
-
-    /// Runs `draw` once the global `echarts` exists, loading it (once per page) if needed.
-    pub fn with_echarts(draw: impl FnOnce() + 'static) {
-        let Some(window) = web_sys::window() else {
-            return;
-        };
-        let loaded = js_sys::Reflect::has(&window, &"echarts".into()).unwrap_or(false);
-        if loaded {
-            draw();
-            return;
-        }
-        let Some(document) = window.document() else {
-            return;
-        };
-        let script = match document.query_selector(&format!("script[src='{ECHARTS}']")) {
-            Ok(Some(existing)) => existing,
-            _ => {
-                let Ok(element) = document.create_element("script") else {
-                    return;
-                };
-                let _ = element.set_attribute("src", ECHARTS);
-                if let Some(head) = document.head() {
-                    let _ = head.append_child(&element);
-                }
-                element
-            }
-        };
-        let onload = Closure::once_into_js(draw);
-        let _ = script.add_event_listener_with_callback("load", onload.unchecked_ref());
-    }
-
-    /// Draws the bars into the element `id`; `false` when it could not.
-    pub fn draw_histogram(id: &str, buckets: &[HistogramBucket], max_seq_len: u32) -> bool {
-        let Some(element) = web_sys::window()
-            .and_then(|w| w.document())
-            .and_then(|d| d.get_element_by_id(id))
-        else {
-            return false;
-        };
-        let width = element.client_width().max(280) as u32;
-        let labels: Vec<String> = buckets
-            .iter()
-            .map(|b| format!("{}–{}", b.from, b.to))
-            .collect();
-        let counts: Vec<i64> = buckets.iter().map(|b| b.count as i64).collect();
-        let over_at = buckets.iter().position(|b| b.from > u64::from(max_seq_len));
-        let chart = Chart::new()
-            .grid(Grid::new().left(48).right(16).top(32).bottom(48))
-            .tooltip(Tooltip::new().trigger(Trigger::Axis))
-            .x_axis(
-                Axis::new()
-                    .type_(AxisType::Category)
-                    .data(labels)
-                    .name("tokens per example")
-                    .name_location(charming::element::NameLocation::Center)
-                    .name_gap(30),
-            )
-            .y_axis(Axis::new().type_(AxisType::Value).name("examples"))
-            .series(
-                Bar::new()
-                    .name(match over_at {
-                        Some(_) => {
-                            format!("examples (over {max_seq_len} tokens from the orange bars)")
-                        }
-                        None => "examples".to_owned(),
-                    })
-                    .item_style(ItemStyle::new().color("#6366f1"))
-                    .data(counts),
-            );
-        WasmRenderer::new(width, 220).render(id, &chart).is_ok()
     }
 }

@@ -232,7 +232,7 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
         let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
             match create_job(job).await {
-                Ok(_) => navigate("/jobs", Default::default()),
+                Ok(id) => navigate(&format!("/jobs/{id}"), Default::default()),
                 Err(e) => {
                     server_error.set(Some(e));
                     submitting.set(false);

@@ -132,7 +132,7 @@ async fn replay(db: &Db, user: Uuid, job: Uuid, last: &mut i64, sender: &mut Eve
     }
 }
 
-/// `GET /api/events`: the caller's job status changes, live (the Jobs list and the badge).
+/// `GET /api/events`: the caller's job status changes and progress, live (the Jobs list).
 pub async fn user_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -145,7 +145,7 @@ pub async fn user_events(
         loop {
             tokio::select! {
                 message = live.recv() => match message {
-                    Ok(HubMessage::Event(event)) if event.user_id == user && event.kind == "status" => {
+                    Ok(HubMessage::Event(event)) if event.user_id == user && matches!(event.kind.as_str(), "status" | "metrics") => {
                         if sender.send(Ok(sse_event(&event))).await.is_err() {
                             return;
                         }

@@ -1,0 +1,138 @@
+//! Browser-only chart drawing with charming (ECharts). The ECharts script is loaded only on
+//! pages that draw charts, once per page.
+use charming::component::{Axis, Grid};
+use charming::element::{AxisType, ItemStyle, Tooltip, Trigger};
+use charming::series::{Bar, Line};
+use charming::{Chart, WasmRenderer};
+use engine::datasets::HistogramBucket;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+
+const ECHARTS: &str = "/pkg/echarts.min.js";
+
+/// Runs `draw` once the global `echarts` exists, loading it (once per page) if needed.
+pub fn with_echarts(draw: impl FnOnce() + 'static) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let loaded = js_sys::Reflect::has(&window, &"echarts".into()).unwrap_or(false);
+    if loaded {
+        draw();
+        return;
+    }
+    let Some(document) = window.document() else {
+        return;
+    };
+    let script = match document.query_selector(&format!("script[src='{ECHARTS}']")) {
+        Ok(Some(existing)) => existing,
+        _ => {
+            let Ok(element) = document.create_element("script") else {
+                return;
+            };
+            let _ = element.set_attribute("src", ECHARTS);
+            if let Some(head) = document.head() {
+                let _ = head.append_child(&element);
+            }
+            element
+        }
+    };
+    let onload = Closure::once_into_js(draw);
+    let _ = script.add_event_listener_with_callback("load", onload.unchecked_ref());
+}
+
+/// Draws the bars into the element `id`; `false` when it could not.
+pub fn draw_histogram(id: &str, buckets: &[HistogramBucket], max_seq_len: u32) -> bool {
+    let Some(element) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(id))
+    else {
+        return false;
+    };
+    let width = element.client_width().max(280) as u32;
+    let labels: Vec<String> = buckets
+        .iter()
+        .map(|b| format!("{}–{}", b.from, b.to))
+        .collect();
+    let counts: Vec<i64> = buckets.iter().map(|b| b.count as i64).collect();
+    let over_at = buckets.iter().position(|b| b.from > u64::from(max_seq_len));
+    let chart = Chart::new()
+        .grid(Grid::new().left(48).right(16).top(32).bottom(48))
+        .tooltip(Tooltip::new().trigger(Trigger::Axis))
+        .x_axis(
+            Axis::new()
+                .type_(AxisType::Category)
+                .data(labels)
+                .name("tokens per example")
+                .name_location(charming::element::NameLocation::Center)
+                .name_gap(30),
+        )
+        .y_axis(Axis::new().type_(AxisType::Value).name("examples"))
+        .series(
+            Bar::new()
+                .name(match over_at {
+                    Some(_) => {
+                        format!("examples (over {max_seq_len} tokens from the orange bars)")
+                    }
+                    None => "examples".to_owned(),
+                })
+                .item_style(ItemStyle::new().color("#6366f1"))
+                .data(counts),
+        );
+    WasmRenderer::new(width, 220).render(id, &chart).is_ok()
+}
+
+/// One line of a line chart: its name, colour and (x, y) points.
+pub struct LineSeries {
+    pub name: &'static str,
+    pub color: &'static str,
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
+}
+
+/// Draws lines over a numeric x axis into the element `id`; `false` when it could not.
+pub fn draw_lines(id: &str, x_name: &str, y_name: &str, series: Vec<LineSeries>, log_scale: bool) -> bool {
+    use charming::element::{LineStyle, LineStyleType, Symbol};
+    let Some(element) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(id))
+    else {
+        return false;
+    };
+    let width = element.client_width().max(280) as u32;
+    let mut chart = Chart::new()
+        .grid(Grid::new().left(56).right(16).top(36).bottom(40))
+        .tooltip(Tooltip::new().trigger(Trigger::Axis))
+        .legend(charming::component::Legend::new().top(0))
+        .x_axis(
+            Axis::new()
+                .type_(AxisType::Value)
+                .name(x_name)
+                .name_location(charming::element::NameLocation::Center)
+                .name_gap(26)
+                .min_interval(1),
+        )
+        .y_axis(
+            Axis::new()
+                .type_(if log_scale { AxisType::Log } else { AxisType::Value })
+                .name(y_name)
+                .scale(true),
+        );
+    for s in series {
+        let mut style = LineStyle::new().color(s.color).width(2);
+        if s.dashed {
+            style = style.type_(LineStyleType::Dashed);
+        }
+        chart = chart.series(
+            Line::new()
+                .name(s.name)
+                .show_symbol(s.points.len() < 40)
+                .symbol(Symbol::Circle)
+                .item_style(ItemStyle::new().color(s.color))
+                .line_style(style)
+                .data(s.points.into_iter().map(|(x, y)| vec![x, y]).collect::<Vec<_>>()),
+        );
+    }
+    // No animation: the chart is redrawn as points stream in.
+    let chart = chart.animation(false);
+    WasmRenderer::new(width, 240).render(id, &chart).is_ok()
+}

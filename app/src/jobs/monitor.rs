@@ -1,0 +1,326 @@
+//! One training job, live: status and stage, a progress bar with step/total and ETA, loss and
+//! learning-rate charts (train and eval loss), tokens/s, cost so far against the estimate and
+//! the cap, the event log, Cancel (confirmed) and Retry. The page renders the whole run so far
+//! on the server; once hydrated it follows the job's SSE stream from the last event it showed.
+
+use engine::format::{duration, money, thousands};
+use engine::jobs::{JobView, LogLine, MetricPoint, is_terminal, stage_label};
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::components::{ErrorState, PageHeader, Skeleton};
+use crate::error::AppError;
+
+/// Everything the page shows, in one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSnapshot {
+    pub job: JobView,
+    pub metrics: Vec<MetricPoint>,
+    pub log: Vec<LogLine>,
+    /// Seconds left, from the last metrics (while running).
+    pub eta_seconds: Option<f64>,
+}
+
+#[cfg(feature = "ssr")]
+fn job_error(e: engine::jobs::service::JobError) -> AppError {
+    use engine::jobs::service::JobError;
+    match e {
+        JobError::NotFound => AppError::NotFound,
+        JobError::Conflict(message) => AppError::Invalid {
+            message,
+            fields: Default::default(),
+        },
+        JobError::Invalid(fields) => AppError::invalid("Check the highlighted fields.", fields),
+        e => AppError::internal(e),
+    }
+}
+
+#[server(prefix = "/rpc", endpoint = "job_monitor")]
+pub async fn job_monitor(id: Uuid) -> Result<JobSnapshot, AppError> {
+    let user = crate::accounts::server::require_user().await?;
+    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let job = engine::jobs::service::get(&db, user.id, id).await.map_err(job_error)?;
+    let metrics = engine::jobs::service::metrics(&db, user.id, id).await.map_err(job_error)?;
+    let log = engine::jobs::events::log(&db, user.id, id, 300)
+        .await
+        .map_err(AppError::internal)?
+        .into_iter()
+        .filter_map(|e| engine::jobs::describe_event(e.id, e.created_at, &e.kind, &e.payload))
+        .collect();
+    let eta_seconds = (!is_terminal(&job.status))
+        .then(|| job.current_metrics.as_ref().and_then(|m| m.get("eta_s")).and_then(|v| v.as_f64()))
+        .flatten();
+    Ok(JobSnapshot {
+        job,
+        metrics,
+        log,
+        eta_seconds,
+    })
+}
+
+#[server(prefix = "/rpc", endpoint = "cancel_job")]
+pub async fn cancel_job(id: Uuid) -> Result<JobView, AppError> {
+    let user = crate::accounts::server::require_user().await?;
+    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    engine::jobs::service::cancel(&db, user.id, id).await.map_err(job_error)
+}
+
+#[server(prefix = "/rpc", endpoint = "retry_job")]
+pub async fn retry_job(id: Uuid) -> Result<JobView, AppError> {
+    let user = crate::accounts::server::require_user().await?;
+    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    engine::jobs::service::retry(&db, user.id, id).await.map_err(job_error)
+}
+
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|id| Uuid::parse_str(&id).ok()));
+    let monitor = Resource::new(id, |id| async move {
+        match id {
+            Some(id) => job_monitor(id).await,
+            None => Err(AppError::NotFound),
+        }
+    });
+    view! {
+        <Transition fallback=|| view! { <Skeleton rows=8/> }>
+            {move || monitor.get().map(|result| match result {
+                Err(AppError::NotFound) => view! {
+                    <PageHeader title="Job not found" description="It does not exist, or it is not yours."/>
+                    <p><a href="/jobs">"Back to your jobs"</a></p>
+                }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| monitor.refetch())/> }.into_any(),
+                Ok(data) => view! { <Monitor data=data refresh=Callback::new(move |_| monitor.refetch())/> }.into_any(),
+            })}
+        </Transition>
+    }
+}
+
+/// The status badge with its words.
+#[component]
+pub fn JobBadge(#[prop(into)] status: Signal<String>) -> impl IntoView {
+    view! { <span class=move || format!("badge badge-{}", status.get())>{move || status.get()}</span> }
+}
+
+fn fmt_number(value: Option<f64>, digits: usize) -> String {
+    value.filter(|v| v.is_finite()).map_or_else(|| "—".into(), |v| format!("{v:.digits$}"))
+}
+
+#[component]
+fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
+    let id = data.job.id;
+    let title = format!(
+        "Training on {}",
+        data.job.dataset_name.clone().unwrap_or_else(|| "a dataset".into())
+    );
+    let description = format!(
+        "{} · {} × {} · preset {} · job {}",
+        data.job.base_model,
+        data.job.gpu_count,
+        data.job.gpu_type,
+        data.job.preset,
+        &id.to_string()[..8]
+    );
+    let job = RwSignal::new(data.job);
+    let metrics = RwSignal::new(data.metrics);
+    let log = RwSignal::new(data.log);
+    let eta = RwSignal::new(data.eta_seconds);
+    let connected = RwSignal::new(false);
+
+    #[cfg(feature = "hydrate")]
+    {
+        let (status, after) = job.with_untracked(|j| (j.status.clone(), j.last_event_id));
+        if !is_terminal(&status) {
+            super::live::follow(
+                &format!("/api/jobs/{id}/events?last_event_id={after}"),
+                connected,
+                move |event| super::live::apply(&event, job, metrics, log, eta),
+            );
+        }
+        Effect::new(move || {
+            let points = metrics.get();
+            crate::charts::with_echarts(move || draw_charts(&points));
+        });
+    }
+
+    let status = Signal::derive(move || job.with(|j| j.status.clone()));
+    let running = move || !is_terminal(&status.get());
+    let cancel = Action::new(move |_: &()| cancel_job(id));
+    let retry = Action::new(move |_: &()| retry_job(id));
+    Effect::new(move || {
+        if let Some(Ok(updated)) = cancel.value().get() {
+            job.update(|j| {
+                j.status = updated.status.clone();
+                j.current_stage = updated.current_stage.clone();
+                j.cancel_requested = updated.cancel_requested;
+            });
+        }
+    });
+    Effect::new(move || {
+        if let Some(Ok(_)) = retry.value().get() {
+            refresh.run(());
+        }
+    });
+    let on_cancel = move |_| {
+        #[cfg(feature = "hydrate")]
+        let confirmed = web_sys::window()
+            .and_then(|w| w.confirm_with_message("Cancel this training job? The GPU stops now and the cost so far is kept; you can retry later.").ok())
+            .unwrap_or(false);
+        #[cfg(not(feature = "hydrate"))]
+        let confirmed = false;
+        if confirmed {
+            cancel.dispatch(());
+        }
+    };
+    let action_error = move || {
+        cancel
+            .value()
+            .get()
+            .and_then(Result::err)
+            .or_else(|| retry.value().get().and_then(Result::err))
+            .map(|e| e.to_string())
+    };
+
+    let progress = move || job.with(|j| j.progress);
+    let step_text = move || {
+        job.with(|j| match j.total_steps {
+            Some(total) => format!("step {} of {}", thousands(i64::from(j.current_step)), thousands(i64::from(total))),
+            None => "steps not known yet".into(),
+        })
+    };
+    let eta_text = move || match (running(), eta.get()) {
+        (true, Some(seconds)) if seconds >= 0.0 => format!("about {} left", duration(seconds.round() as u64)),
+        (true, _) => "time left: after the first steps".into(),
+        (false, _) => String::new(),
+    };
+    let metric = move |key: &'static str| {
+        move || job.with(|j| j.current_metrics.as_ref().and_then(|m| m.get(key)).and_then(|v| v.as_f64()))
+    };
+    let cost_text = move || {
+        job.with(|j| {
+            let spent = j.final_cost.unwrap_or(j.current_cost);
+            let estimate = j.estimated_total_cost.map(money).unwrap_or_else(|| "—".into());
+            match j.budget_cap {
+                Some(cap) => format!("{} of {} estimated · cap {}", money(spent), estimate, money(cap)),
+                None => format!("{} of {} estimated", money(spent), estimate),
+            }
+        })
+    };
+    let summary = move || {
+        metrics.with(|points| {
+            let losses: Vec<f64> = points.iter().filter_map(|p| p.training_loss).collect();
+            let eval = points.iter().rev().find_map(|p| p.validation_loss);
+            match (losses.first(), losses.last()) {
+                (Some(first), Some(last)) => format!(
+                    "Training loss {first:.4} → {last:.4} over {} logged steps{}.",
+                    losses.len(),
+                    eval.map(|e| format!("; latest eval loss {e:.4}")).unwrap_or_default()
+                ),
+                _ => "No training steps yet: the curves appear with the first metrics.".into(),
+            }
+        })
+    };
+    let lr_summary = move || {
+        metrics.with(|points| {
+            let rates: Vec<f64> = points.iter().filter_map(|p| p.learning_rate).collect();
+            match (rates.iter().cloned().reduce(f64::max), rates.last()) {
+                (Some(peak), Some(last)) => format!("Learning rate peaked at {peak:.2e}; now {last:.2e}."),
+                _ => "The learning-rate schedule appears with the first metrics.".into(),
+            }
+        })
+    };
+
+    view! {
+        <PageHeader title=title description=description>
+            <Show when=move || running() && !job.with(|j| j.cancel_requested)>
+                <button class="btn btn-danger" on:click=on_cancel disabled=move || cancel.pending().get()>
+                    {move || if cancel.pending().get() { "Cancelling…" } else { "Cancel job" }}
+                </button>
+            </Show>
+            <Show when=move || matches!(status.get().as_str(), "failed" | "cancelled")>
+                <button class="btn btn-primary" on:click=move |_| { retry.dispatch(()); } disabled=move || retry.pending().get()>
+                    {move || if retry.pending().get() { "Retrying…" } else { "Retry" }}
+                </button>
+            </Show>
+        </PageHeader>
+        {move || action_error().map(|e| view! { <p class="callout callout-danger" role="alert">{e}</p> })}
+        <section class="card job-status" aria-live="polite">
+            <div class="job-status-line">
+                <JobBadge status=status/>
+                <strong>{move || stage_label(&job.with(|j| j.current_stage.clone()))}</strong>
+                <span class="muted small live-dot" class:on=move || connected.get()>
+                    {move || if connected.get() { "live" } else if running() { "connecting…" } else { "" }}
+                </span>
+            </div>
+            <progress max="100" value=move || progress().to_string() aria-label="Training progress"></progress>
+            <p class="small">
+                <span>{move || format!("{:.0}%", progress())}</span>" · "
+                <span class="job-steps">{step_text}</span>
+                {move || { let t = eta_text(); (!t.is_empty()).then(|| view! { " · " <span>{t}</span> }) }}
+            </p>
+            {move || job.with(|j| j.error_message.clone()).filter(|_| matches!(status.get().as_str(), "failed" | "cancelled")).map(|m| view! {
+                <p class="callout callout-danger" role="alert">{m}</p>
+            })}
+        </section>
+        <div class="stats">
+            <div class="stat card"><span class="stat-label">"Training loss"</span><span class="stat-value job-loss">{move || fmt_number(metric("train_loss")(), 4)}</span></div>
+            <div class="stat card"><span class="stat-label">"Learning rate"</span><span class="stat-value">{move || metric("learning_rate")().map(|v| format!("{v:.2e}")).unwrap_or_else(|| "—".into())}</span></div>
+            <div class="stat card"><span class="stat-label">"Tokens/s"</span><span class="stat-value">{move || metric("tokens_per_sec")().map(|v| thousands(v.round() as i64)).unwrap_or_else(|| "—".into())}</span></div>
+            <div class="stat card"><span class="stat-label">"Epoch"</span><span class="stat-value">{move || fmt_number(job.with(|j| j.current_epoch), 2)}</span></div>
+            <div class="stat card"><span class="stat-label">"Cost so far"</span><span class="stat-value small-value">{cost_text}</span></div>
+        </div>
+        <div class="chart-grid">
+            <section class="card">
+                <h2>"Loss"</h2>
+                <p class="small">{summary}</p>
+                <div id="loss-chart" class="chart" aria-hidden="true"></div>
+            </section>
+            <section class="card">
+                <h2>"Learning rate"</h2>
+                <p class="small">{lr_summary}</p>
+                <div id="lr-chart" class="chart" aria-hidden="true"></div>
+            </section>
+        </div>
+        <section class="card">
+            <h2>"Event log"</h2>
+            <ol class="event-log">
+                {move || log.get().into_iter().map(|line| view! {
+                    <li class=format!("log-{}", line.level)>
+                        <time datetime=line.at.to_rfc3339() title=line.at.format("%Y-%m-%d %H:%M:%S UTC").to_string()>
+                            {line.at.format("%H:%M:%S").to_string()}
+                        </time>
+                        " "<span>{line.text}</span>
+                    </li>
+                }).collect_view()}
+            </ol>
+        </section>
+        <p class="small"><a href="/jobs">"← All jobs"</a></p>
+    }
+}
+
+#[cfg(feature = "hydrate")]
+fn draw_charts(points: &[MetricPoint]) {
+    use crate::charts::{LineSeries, draw_lines};
+    let series = |f: fn(&MetricPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        points.iter().filter_map(|p| f(p).filter(|v| v.is_finite()).map(|v| (f64::from(p.step), v))).collect()
+    };
+    draw_lines(
+        "loss-chart",
+        "step",
+        "loss",
+        vec![
+            LineSeries { name: "training loss", color: "#6366f1", points: series(|p| p.training_loss), dashed: false },
+            LineSeries { name: "eval loss", color: "#f59e0b", points: series(|p| p.validation_loss), dashed: true },
+        ],
+        false,
+    );
+    draw_lines(
+        "lr-chart",
+        "step",
+        "learning rate",
+        vec![LineSeries { name: "learning rate", color: "#10b981", points: series(|p| p.learning_rate), dashed: false }],
+        false,
+    );
+}

@@ -1,0 +1,903 @@
+//! The job processor against a fault-injecting fake RunPod Serverless endpoint: rate limits,
+//! server errors, malformed answers, forgotten jobs, every terminal status RunPod reports, a
+//! budget cap and a stalled run. Each scenario must end in the right job state with a clear
+//! message, and never with a duplicate status event or metric point.
+//!
+//! The fake is an axum app on 127.0.0.1:0 that speaks the endpoint's API
+//! (`POST /run`, `GET /status/{id}`, `GET /stream/{id}`, `POST /cancel/{id}`). Each endpoint
+//! answers from a queue of scripted replies, then from its default reply; every call is logged.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use common::{TestApp, ready_dataset, start_job};
+use serde_json::{Value, json};
+
+/// The API key the platform is configured with; the fake refuses any other.
+const API_KEY: &str = "test-key";
+/// The id the fake gives every job it accepts.
+const FAKE_ID: &str = "fake-job-1";
+/// The sample every scenario trains on.
+const SAMPLE: &str = "openai-chat.jsonl";
+/// Job statuses that end a job.
+const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
+/// How long a scenario may take from job creation to its end.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// The fake RunPod endpoint
+// ---------------------------------------------------------------------------------------------
+
+/// The four routes the processor uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ep {
+    Run,
+    Status,
+    Stream,
+    Cancel,
+}
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+enum Reply {
+    /// A status code and a JSON body.
+    Json(u16, Value),
+    /// A status code and a raw text body (e.g. not JSON at all).
+    Text(u16, String),
+}
+
+impl Reply {
+    fn render(self) -> Response {
+        match self {
+            Reply::Json(code, body) => (
+                status_code(code),
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response(),
+            Reply::Text(code, body) => (
+                status_code(code),
+                [(header::CONTENT_TYPE, "text/plain")],
+                body,
+            )
+                .into_response(),
+        }
+    }
+}
+
+fn status_code(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).expect("a valid HTTP status code")
+}
+
+/// What one endpoint answers: the queue first, then the default forever.
+#[derive(Debug)]
+struct Endpoint {
+    queue: VecDeque<Reply>,
+    default: Reply,
+}
+
+impl Endpoint {
+    fn new(default: Reply) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            default,
+        }
+    }
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+struct Call {
+    ep: Ep,
+    path: String,
+}
+
+/// The fake's whole state, shared with its handlers.
+#[derive(Debug)]
+struct Script {
+    run: Endpoint,
+    status: Endpoint,
+    stream: Endpoint,
+    cancel: Endpoint,
+    calls: Vec<Call>,
+    /// The JSON bodies of `POST /run`, in order.
+    run_bodies: Vec<Value>,
+    /// Requests without `Authorization: Bearer test-key`.
+    unauthorized: usize,
+}
+
+impl Script {
+    /// A healthy endpoint: accepts the job, and reports it in progress forever.
+    fn new() -> Self {
+        Self {
+            run: Endpoint::new(Reply::Json(
+                200,
+                json!({ "id": FAKE_ID, "status": "IN_QUEUE" }),
+            )),
+            status: Endpoint::new(status_reply("IN_PROGRESS", json!({}))),
+            stream: Endpoint::new(stream_reply("IN_PROGRESS", &[])),
+            cancel: Endpoint::new(Reply::Json(
+                200,
+                json!({ "id": FAKE_ID, "status": "CANCELLED" }),
+            )),
+            calls: Vec::new(),
+            run_bodies: Vec::new(),
+            unauthorized: 0,
+        }
+    }
+
+    fn endpoint(&mut self, ep: Ep) -> &mut Endpoint {
+        match ep {
+            Ep::Run => &mut self.run,
+            Ep::Status => &mut self.status,
+            Ep::Stream => &mut self.stream,
+            Ep::Cancel => &mut self.cancel,
+        }
+    }
+
+    /// The next scripted reply of an endpoint.
+    fn next(&mut self, ep: Ep) -> Reply {
+        let endpoint = self.endpoint(ep);
+        match endpoint.queue.pop_front() {
+            Some(reply) => reply,
+            None => endpoint.default.clone(),
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Script>>;
+
+/// A running fake endpoint.
+#[derive(Clone)]
+struct Fake {
+    script: Shared,
+    addr: SocketAddr,
+}
+
+impl Fake {
+    async fn start() -> Self {
+        let script: Shared = Arc::new(Mutex::new(Script::new()));
+        let router = Router::new()
+            .route("/v2/fake/run", post(on_run))
+            .route("/v2/fake/status/{id}", get(on_status))
+            .route("/v2/fake/stream/{id}", get(on_stream))
+            .route("/v2/fake/cancel/{id}", post(on_cancel))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake RunPod endpoint");
+        let addr = listener.local_addr().expect("the fake's address");
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .await
+                .expect("the fake RunPod endpoint runs");
+        });
+        Self { script, addr }
+    }
+
+    /// The endpoint URL the platform is configured with (the client appends `/run` etc.).
+    fn endpoint_url(&self) -> String {
+        format!("http://{}/v2/fake", self.addr)
+    }
+
+    /// Queues a reply: answered once, before the endpoint's default.
+    fn push(&self, ep: Ep, reply: Reply) {
+        self.script
+            .lock()
+            .unwrap()
+            .endpoint(ep)
+            .queue
+            .push_back(reply);
+    }
+
+    /// What the endpoint answers once its queue is empty.
+    fn set_default(&self, ep: Ep, reply: Reply) {
+        self.script.lock().unwrap().endpoint(ep).default = reply;
+    }
+
+    /// How many requests an endpoint received.
+    fn count(&self, ep: Ep) -> usize {
+        self.script
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.ep == ep)
+            .count()
+    }
+
+    /// Every request, as `ENDPOINT path`, for failure messages.
+    fn log(&self) -> Vec<String> {
+        self.script
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .map(|c| format!("{:?} {}", c.ep, c.path))
+            .collect()
+    }
+
+    fn run_bodies(&self) -> Vec<Value> {
+        self.script.lock().unwrap().run_bodies.clone()
+    }
+
+    fn unauthorized(&self) -> usize {
+        self.script.lock().unwrap().unauthorized
+    }
+}
+
+/// Logs the call, checks the API key and answers from the script.
+fn answer(fake: &Shared, ep: Ep, path: String, headers: &HeaderMap, body: Option<Value>) -> Response {
+    let expected = format!("Bearer {API_KEY}");
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(expected.as_str());
+    let reply = {
+        let mut script = fake.lock().unwrap();
+        script.calls.push(Call { ep, path });
+        if let Some(body) = body {
+            script.run_bodies.push(body);
+        }
+        if !authorized {
+            script.unauthorized += 1;
+            None
+        } else {
+            Some(script.next(ep))
+        }
+    };
+    match reply {
+        Some(reply) => reply.render(),
+        None => (StatusCode::UNAUTHORIZED, "missing or wrong API key").into_response(),
+    }
+}
+
+async fn on_run(State(fake): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    answer(&fake, Ep::Run, "/v2/fake/run".to_owned(), &headers, Some(body))
+}
+
+async fn on_status(
+    State(fake): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        &fake,
+        Ep::Status,
+        format!("/v2/fake/status/{id}"),
+        &headers,
+        None,
+    )
+}
+
+async fn on_stream(
+    State(fake): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        &fake,
+        Ep::Stream,
+        format!("/v2/fake/stream/{id}"),
+        &headers,
+        None,
+    )
+}
+
+async fn on_cancel(
+    State(fake): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    answer(
+        &fake,
+        Ep::Cancel,
+        format!("/v2/fake/cancel/{id}"),
+        &headers,
+        None,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// RunPod answers and worker events
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /status/{id}`: `{id, status, delayTime, executionTime}` plus the fields of `extra`
+/// (`output`, `error`, or a different `executionTime`).
+fn status_reply(status: &str, extra: Value) -> Reply {
+    let mut body = json!({
+        "id": FAKE_ID, "status": status, "delayTime": 1200, "executionTime": 3000,
+    });
+    if let (Some(fields), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        for (key, value) in extra {
+            fields.insert(key, value);
+        }
+    }
+    Reply::Json(200, body)
+}
+
+/// `GET /stream/{id}`: the chunks not delivered before.
+fn stream_reply(status: &str, chunks: &[Value]) -> Reply {
+    let stream: Vec<Value> = chunks.iter().map(|c| json!({ "output": c })).collect();
+    Reply::Json(200, json!({ "status": status, "stream": stream }))
+}
+
+/// A RunPod error answer (429, 5xx, 404).
+fn error_reply(code: u16, message: &str) -> Reply {
+    Reply::Json(code, json!({ "error": message }))
+}
+
+fn stage_training(total_steps: u32) -> Value {
+    json!({
+        "type": "stage", "stage": "training", "message": "go", "elapsed_s": 1.0,
+        "total_steps": total_steps, "train_examples": 9, "eval_examples": 1,
+    })
+}
+
+fn metrics(step: u32, total_steps: u32) -> Value {
+    json!({
+        "type": "metrics", "step": step, "total_steps": total_steps,
+        "epoch": f64::from(step) / f64::from(total_steps),
+        "train_loss": 2.0 - f64::from(step) * 0.1, "learning_rate": 0.0001, "grad_norm": 0.5,
+        "tokens_per_sec": 100.0, "gpu_util": 90.0, "elapsed_s": 1.0 + f64::from(step),
+    })
+}
+
+fn eval(step: u32, total_steps: u32) -> Value {
+    json!({
+        "type": "eval", "step": step, "epoch": f64::from(step) / f64::from(total_steps),
+        "eval_loss": 1.7, "elapsed_s": 2.0 + f64::from(step),
+    })
+}
+
+fn succeeded(total_steps: u32) -> Value {
+    json!({
+        "type": "result", "status": "succeeded",
+        "files": [
+            { "name": "adapter_config.json", "size": 512, "sha256": "00" },
+            { "name": "adapter_model.safetensors", "size": 4096, "sha256": "11" },
+        ],
+        "metrics": {
+            "final_train_loss": 1.5, "final_eval_loss": 1.7, "total_steps": total_steps,
+            "train_runtime_s": 5.0, "tokens_per_sec": 100.0, "train_tokens": 1000,
+        },
+        "quantization_used": "none", "device": "cuda",
+    })
+}
+
+/// The whole life of a successful run, as COMPLETED's aggregate `output` holds it.
+fn full_output(total_steps: u32) -> Vec<Value> {
+    let mut out = vec![stage_training(total_steps)];
+    out.extend((1..=total_steps).map(|s| metrics(s, total_steps)));
+    out.push(eval(total_steps, total_steps));
+    out.push(succeeded(total_steps));
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The platform under test
+// ---------------------------------------------------------------------------------------------
+
+/// An app whose GPU backend is the fake, polling every 100 ms; `tweak` adjusts the settings.
+async fn spawn_app(
+    fake: &Fake,
+    tweak: impl FnOnce(&mut server::settings::GpuSettings),
+) -> (TestApp, reqwest::Client) {
+    let mut gpu = common::test_gpu_settings();
+    gpu.runpod = Some(server::settings::RunpodSettings {
+        endpoint_url: fake.endpoint_url(),
+        api_key: API_KEY.into(),
+    });
+    gpu.processor.poll_interval = Duration::from_millis(100);
+    tweak(&mut gpu);
+    let app = TestApp::spawn_with_gpu(gpu).await;
+    let (client, _) = app.signed_in_user("faults@example.com").await;
+    (app, client)
+}
+
+/// An app on the fake with a ready dataset and one job (the demo model) submitted to it.
+/// Script the fake before calling this: the job is submitted at once.
+async fn job_on(
+    fake: &Fake,
+    tweak: impl FnOnce(&mut server::settings::GpuSettings),
+) -> (TestApp, reqwest::Client, String) {
+    let (app, client) = spawn_app(fake, tweak).await;
+    let dataset = ready_dataset(&app, &client, SAMPLE).await;
+    let job = start_job(&app, &client, &dataset, 1).await;
+    (app, client, job)
+}
+
+/// Polls `GET /api/jobs/{id}` every 100 ms until the job has one of `statuses`; returns the job.
+async fn wait_for_status(
+    app: &TestApp,
+    client: &reqwest::Client,
+    job: &str,
+    statuses: &[&str],
+    timeout: Duration,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let body: Value = client
+            .get(app.url(&format!("/api/jobs/{job}")))
+            .send()
+            .await
+            .expect("GET /api/jobs/{id}")
+            .json()
+            .await
+            .expect("a JSON job");
+        let detail = &body["data"]["job"];
+        if statuses.iter().any(|s| detail["status"] == *s) {
+            return detail.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} did not reach {statuses:?} within {timeout:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for the job to end and checks its status and error code.
+async fn expect_end(
+    app: &TestApp,
+    client: &reqwest::Client,
+    fake: &Fake,
+    job: &str,
+    status: &str,
+    error_code: Option<&str>,
+) -> Value {
+    let detail = wait_for_status(app, client, job, &TERMINAL, SCENARIO_TIMEOUT).await;
+    assert_eq!(
+        detail["status"],
+        status,
+        "job {job} ended {}: {detail}\nfake calls: {:?}",
+        detail["status"],
+        fake.log()
+    );
+    match error_code {
+        Some(code) => assert_eq!(detail["error_code"], code, "{detail}"),
+        None => assert!(detail["error_code"].is_null(), "{detail}"),
+    }
+    assert_eq!(fake.unauthorized(), 0, "every call carried the API key");
+    detail
+}
+
+/// What the database holds about a finished job.
+#[derive(Debug)]
+struct Stored {
+    /// `metrics_points` rows.
+    points: i64,
+    /// `metrics` events.
+    metric_events: i64,
+    /// The status values that have an event.
+    statuses: Vec<String>,
+}
+
+/// No duplicates: one `status` event per status value, one metric point per step and one
+/// `metrics` event per step; the queued and final statuses have their event.
+async fn assert_no_duplicates(app: &TestApp, job: &str, final_status: &str) -> Stored {
+    let id: uuid::Uuid = job.parse().expect("a job id");
+    let mut tx = app.db.system().await.expect("a system transaction");
+    let status_counts: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "SELECT payload->>'status', count(*) FROM job_events
+          WHERE job_id = $1 AND kind = 'status' GROUP BY 1 ORDER BY 1",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .expect("status events");
+    let (points, point_steps): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT step) FROM metrics_points WHERE job_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .expect("metric points");
+    let (metric_events, event_steps): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT payload->>'step') FROM job_events
+          WHERE job_id = $1 AND kind = 'metrics'",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .expect("metrics events");
+    tx.commit().await.expect("commit");
+
+    for (status, count) in &status_counts {
+        assert_eq!(
+            *count, 1,
+            "exactly one status event for {status:?}: {status_counts:?}"
+        );
+    }
+    let statuses: Vec<String> = status_counts
+        .iter()
+        .filter_map(|(s, _)| s.clone())
+        .collect();
+    for expected in ["queued", final_status] {
+        assert!(
+            statuses.iter().any(|s| s == expected),
+            "a {expected} status event: {statuses:?}"
+        );
+    }
+    assert_eq!(points, point_steps, "one metric point per step");
+    assert_eq!(metric_events, event_steps, "one metrics event per step");
+    Stored {
+        points,
+        metric_events,
+        statuses,
+    }
+}
+
+fn message(detail: &Value) -> String {
+    detail["error_message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+/// 1. `/run` is rate limited twice: the client backs off and retries, the job is submitted once
+/// and runs to the end.
+#[tokio::test]
+async fn run_rate_limited_twice_is_retried_and_the_job_proceeds() {
+    let fake = Fake::start().await;
+    fake.push(Ep::Run, error_reply(429, "rate limited"));
+    fake.push(Ep::Run, error_reply(429, "rate limited"));
+    fake.set_default(Ep::Stream, stream_reply("COMPLETED", &[]));
+    fake.set_default(
+        Ep::Status,
+        status_reply("COMPLETED", json!({ "output": full_output(2) })),
+    );
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+
+    let detail = expect_end(&app, &client, &fake, &job, "completed", None).await;
+    assert_eq!(detail["progress"], 100.0, "{detail}");
+    assert_eq!(fake.count(Ep::Run), 3, "two 429s, then accepted");
+    // The three attempts sent the same, well-formed request.
+    let bodies = fake.run_bodies();
+    assert_eq!(bodies.len(), 3);
+    for body in &bodies {
+        assert_eq!(body["input"]["job_id"], job.as_str(), "{body}");
+        assert_eq!(body["input"]["contract_version"], 1, "{body}");
+        assert!(
+            body["policy"]["executionTimeout"].as_u64().is_some(),
+            "{body}"
+        );
+    }
+    let stored = assert_no_duplicates(&app, &job, "completed").await;
+    assert_eq!(stored.points, 2, "both steps stored from the aggregate output");
+    assert_eq!(stored.metric_events, 2);
+    for status in ["initializing", "running", "completed"] {
+        assert!(stored.statuses.iter().any(|s| s == status), "{stored:?}");
+    }
+    assert_eq!(fake.count(Ep::Cancel), 0);
+}
+
+/// 2. `/stream` answers 500/503 five times (more than one call's four attempts, so the
+/// processor's own retry is exercised too), then normally: the job completes, and a chunk
+/// `/stream` delivers twice is stored once.
+#[tokio::test]
+async fn stream_server_errors_are_retried_and_metrics_are_stored_once() {
+    let fake = Fake::start().await;
+    for code in [500, 503, 500, 503, 500] {
+        fake.push(Ep::Stream, error_reply(code, "internal error"));
+    }
+    fake.push(
+        Ep::Stream,
+        stream_reply("IN_PROGRESS", &[stage_training(3), metrics(1, 3), metrics(2, 3)]),
+    );
+    // A replayed chunk (step 2) with the next one.
+    fake.push(
+        Ep::Stream,
+        stream_reply("IN_PROGRESS", &[metrics(2, 3), metrics(3, 3)]),
+    );
+    fake.set_default(Ep::Stream, stream_reply("COMPLETED", &[]));
+    // /status is asked every third poll: report progress until the stream says it is done.
+    fake.push(Ep::Status, status_reply("IN_PROGRESS", json!({})));
+    fake.push(Ep::Status, status_reply("IN_PROGRESS", json!({})));
+    fake.set_default(
+        Ep::Status,
+        status_reply("COMPLETED", json!({ "output": full_output(3) })),
+    );
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+
+    let detail = expect_end(&app, &client, &fake, &job, "completed", None).await;
+    assert_eq!(detail["current_step"], 3, "{detail}");
+    assert!(fake.count(Ep::Stream) >= 7, "{:?}", fake.log());
+    let stored = assert_no_duplicates(&app, &job, "completed").await;
+    assert_eq!(stored.points, 3, "one point per step");
+    assert_eq!(stored.metric_events, 3, "one metrics event per step");
+}
+
+/// 3. `/stream` and `/status` answer 200 with a body that is not JSON: after
+/// `max_poll_errors` polls the job fails as unreachable, saying the answers were malformed.
+#[tokio::test]
+async fn malformed_answers_fail_the_job_after_max_poll_errors() {
+    let fake = Fake::start().await;
+    fake.set_default(Ep::Stream, Reply::Text(200, "not json".into()));
+    fake.set_default(Ep::Status, Reply::Text(200, "not json".into()));
+    let (app, client, job) = job_on(&fake, |gpu| gpu.processor.max_poll_errors = 3).await;
+
+    let detail = expect_end(
+        &app,
+        &client,
+        &fake,
+        &job,
+        "failed",
+        Some("backend_unreachable"),
+    )
+    .await;
+    let text = message(&detail);
+    assert!(
+        text.contains("malformed") && text.contains("GPU backend"),
+        "{text}"
+    );
+    assert!(text.contains("after 3 attempts"), "{text}");
+    // A 2xx that does not parse is not retried inside the client: one call per poll.
+    assert_eq!(fake.count(Ep::Stream), 3, "{:?}", fake.log());
+    let stored = assert_no_duplicates(&app, &job, "failed").await;
+    assert_eq!(stored.points, 0);
+    assert_eq!(fake.count(Ep::Cancel), 0);
+}
+
+/// 4. `/stream` answers 404 (the backend forgot the job after its ttl): the job fails as lost.
+#[tokio::test]
+async fn a_job_the_backend_forgot_fails_as_lost() {
+    let fake = Fake::start().await;
+    fake.push(Ep::Stream, stream_reply("IN_PROGRESS", &[stage_training(10)]));
+    fake.set_default(Ep::Stream, error_reply(404, "request does not exist"));
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+
+    let detail = expect_end(&app, &client, &fake, &job, "failed", Some("backend_lost")).await;
+    assert!(message(&detail).contains("no longer knows"), "{detail}");
+    // A 404 is final: not retried inside the client.
+    assert_eq!(fake.count(Ep::Stream), 2, "{:?}", fake.log());
+    assert_no_duplicates(&app, &job, "failed").await;
+    assert_eq!(fake.count(Ep::Cancel), 0);
+}
+
+/// 5. COMPLETED, but the worker's result says it failed: the job fails with the worker's code,
+/// message and hint.
+#[tokio::test]
+async fn completed_with_a_failed_result_fails_with_the_workers_hint() {
+    let fake = Fake::start().await;
+    let output = json!([
+        stage_training(10),
+        metrics(1, 10),
+        {
+            "type": "result", "status": "failed", "error_code": "out_of_memory",
+            "message": "CUDA out of memory",
+            "hint": "reduce batch_size or max_seq_len, or pick a GPU with more memory",
+        },
+    ]);
+    fake.set_default(Ep::Stream, stream_reply("COMPLETED", &[]));
+    fake.set_default(Ep::Status, status_reply("COMPLETED", json!({ "output": output })));
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+
+    let detail = expect_end(&app, &client, &fake, &job, "failed", Some("out_of_memory")).await;
+    let text = message(&detail);
+    assert!(text.contains("CUDA out of memory"), "{text}");
+    assert!(
+        text.contains("reduce batch_size or max_seq_len, or pick a GPU with more memory"),
+        "{text}"
+    );
+    let stored = assert_no_duplicates(&app, &job, "failed").await;
+    assert_eq!(stored.points, 1, "the one reported step is kept");
+}
+
+/// 6. `/stream` delivered only some metrics; COMPLETED's aggregate output holds all of them
+/// (again including those already delivered): the missing ones are backfilled, none doubled.
+#[tokio::test]
+async fn completed_output_backfills_missed_metrics_without_duplicates() {
+    const STEPS: u32 = 4;
+    let fake = Fake::start().await;
+    fake.push(
+        Ep::Stream,
+        stream_reply("IN_PROGRESS", &[stage_training(STEPS), metrics(1, STEPS)]),
+    );
+    fake.push(Ep::Stream, stream_reply("IN_PROGRESS", &[metrics(2, STEPS)]));
+    // Steps 3 and 4 (and the eval) never come through /stream.
+    fake.set_default(Ep::Stream, stream_reply("COMPLETED", &[]));
+    fake.push(Ep::Status, status_reply("IN_PROGRESS", json!({})));
+    fake.set_default(
+        Ep::Status,
+        status_reply("COMPLETED", json!({ "output": full_output(STEPS) })),
+    );
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+
+    let detail = expect_end(&app, &client, &fake, &job, "completed", None).await;
+    assert_eq!(detail["current_step"], STEPS, "{detail}");
+    assert_eq!(detail["progress"], 100.0, "{detail}");
+    let stored = assert_no_duplicates(&app, &job, "completed").await;
+    assert_eq!(stored.points, i64::from(STEPS), "one point per distinct step");
+    assert_eq!(stored.metric_events, i64::from(STEPS), "one metrics event per step");
+    // The curve, as the API shows it: every step, with the eval loss on the last.
+    let body: Value = client
+        .get(app.url(&format!("/api/jobs/{job}/metrics")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let points = body["data"]["metrics"].as_array().expect("metric points");
+    let steps: Vec<i64> = points.iter().filter_map(|p| p["step"].as_i64()).collect();
+    assert_eq!(steps, vec![1, 2, 3, 4], "{body}");
+    assert!(
+        points.iter().any(|p| p["validation_loss"].is_number()),
+        "{body}"
+    );
+}
+
+/// 7. The backend reports CANCELLED (someone cancelled it on RunPod): the job is cancelled.
+#[tokio::test]
+async fn cancelled_on_the_backend_cancels_the_job() {
+    let fake = Fake::start().await;
+    fake.set_default(Ep::Stream, stream_reply("CANCELLED", &[]));
+    fake.set_default(Ep::Status, status_reply("CANCELLED", json!({})));
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+
+    let detail = expect_end(
+        &app,
+        &client,
+        &fake,
+        &job,
+        "cancelled",
+        Some("cancelled_on_backend"),
+    )
+    .await;
+    assert!(message(&detail).contains("cancelled on the GPU backend"), "{detail}");
+    assert_no_duplicates(&app, &job, "cancelled").await;
+    assert_eq!(fake.count(Ep::Cancel), 0, "nothing to cancel: it already is");
+}
+
+/// 8. TIMED_OUT: the job fails as timed out.
+#[tokio::test]
+async fn timed_out_on_the_backend_fails_the_job() {
+    let fake = Fake::start().await;
+    fake.push(Ep::Stream, stream_reply("IN_PROGRESS", &[stage_training(10), metrics(1, 10)]));
+    fake.set_default(Ep::Stream, stream_reply("TIMED_OUT", &[]));
+    fake.set_default(Ep::Status, status_reply("TIMED_OUT", json!({})));
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+
+    let detail = expect_end(&app, &client, &fake, &job, "failed", Some("timed_out")).await;
+    assert!(message(&detail).contains("execution timeout"), "{detail}");
+    let stored = assert_no_duplicates(&app, &job, "failed").await;
+    assert!(stored.points <= 1, "{stored:?}");
+}
+
+/// 9. FAILED with RunPod's JSON error string: the job fails with "type: message".
+#[tokio::test]
+async fn failed_on_the_backend_reports_the_workers_error() {
+    let fake = Fake::start().await;
+    let error = json!({
+        "error_type": "RuntimeError", "error_message": "boom",
+        "error_traceback": "Traceback (most recent call last):\n  ...\nRuntimeError: boom",
+    })
+    .to_string();
+    fake.set_default(Ep::Stream, stream_reply("FAILED", &[]));
+    fake.set_default(Ep::Status, status_reply("FAILED", json!({ "error": error })));
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+
+    let detail = expect_end(&app, &client, &fake, &job, "failed", Some("worker_failed")).await;
+    assert!(message(&detail).contains("RuntimeError: boom"), "{detail}");
+    assert_no_duplicates(&app, &job, "failed").await;
+}
+
+/// 10. The cost (execution time × the A100's price) passes the budget cap: the platform
+/// cancels the run on the backend and the job is cancelled with the reason.
+#[tokio::test]
+async fn reaching_the_budget_cap_cancels_the_run_on_the_backend() {
+    let fake = Fake::start().await;
+    // First 5 s of execution (under the $0.01 cap at $0.00076/s), then 1,000 s (about $0.76).
+    fake.push(
+        Ep::Status,
+        status_reply("IN_PROGRESS", json!({ "executionTime": 5_000 })),
+    );
+    fake.set_default(
+        Ep::Status,
+        status_reply("IN_PROGRESS", json!({ "executionTime": 1_000_000 })),
+    );
+    let (app, client) = spawn_app(&fake, |_| {}).await;
+    let dataset = ready_dataset(&app, &client, SAMPLE).await;
+    let catalog: Value = client
+        .get(app.url("/api/catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hyperparameters = catalog["data"]["presets"]["balanced"].clone();
+    assert!(hyperparameters.is_object(), "{catalog}");
+    let response = app
+        .post(
+            &client,
+            "/api/jobs",
+            json!({
+                "dataset_id": dataset, "base_model": "llama-3.1-8b-instruct", "preset": "balanced",
+                "hyperparameters": hyperparameters, "gpu_type": "A100", "gpu_count": 1,
+                "budget_cap": 0.01, "confirm_low_budget": true,
+            }),
+        )
+        .await;
+    let code = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(code, 201, "{body}");
+    let job = body["data"]["job"]["id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+
+    let detail = expect_end(
+        &app,
+        &client,
+        &fake,
+        &job,
+        "cancelled",
+        Some("budget_cap_reached"),
+    )
+    .await;
+    assert!(message(&detail).contains("budget cap"), "{detail}");
+    let final_cost = detail["final_cost"].as_f64().expect("a final cost");
+    assert!(final_cost >= 0.01, "the cost passed the cap: {detail}");
+    assert!(fake.count(Ep::Status) >= 2, "{:?}", fake.log());
+    assert_eq!(
+        fake.count(Ep::Cancel),
+        1,
+        "the run was cancelled on the backend: {:?}",
+        fake.log()
+    );
+    assert!(
+        fake.log()
+            .contains(&format!("Cancel /v2/fake/cancel/{FAKE_ID}")),
+        "{:?}",
+        fake.log()
+    );
+    assert_no_duplicates(&app, &job, "cancelled").await;
+}
+
+/// 11. The run reports one stage, then nothing: after `stall_after` the platform cancels it on
+/// the backend and fails the job as stalled.
+#[tokio::test]
+async fn a_run_without_progress_is_stopped_as_stalled() {
+    let fake = Fake::start().await;
+    // One chunk starts the stall clock (the job turns running); IN_PROGRESS, silent, forever.
+    fake.push(Ep::Stream, stream_reply("IN_PROGRESS", &[stage_training(10)]));
+    let (app, client, job) = job_on(&fake, |gpu| {
+        gpu.processor.stall_after = Duration::from_secs(2);
+    })
+    .await;
+
+    let running = wait_for_status(&app, &client, &job, &["running"], SCENARIO_TIMEOUT).await;
+    assert!(running["started_at"].is_string(), "{running}");
+    let started = Instant::now();
+    let detail = expect_end(&app, &client, &fake, &job, "failed", Some("stalled")).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "not before stall_after"
+    );
+    assert!(message(&detail).contains("no progress"), "{detail}");
+    assert_eq!(
+        fake.count(Ep::Cancel),
+        1,
+        "the stalled run was cancelled on the backend: {:?}",
+        fake.log()
+    );
+    let stored = assert_no_duplicates(&app, &job, "failed").await;
+    assert!(stored.statuses.iter().any(|s| s == "running"), "{stored:?}");
+}
