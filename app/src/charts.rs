@@ -90,7 +90,13 @@ pub struct LineSeries {
 }
 
 /// Draws lines over a numeric x axis into the element `id`; `false` when it could not.
-pub fn draw_lines(id: &str, x_name: &str, y_name: &str, series: Vec<LineSeries>, log_scale: bool) -> bool {
+pub fn draw_lines(
+    id: &str,
+    x_name: &str,
+    y_name: &str,
+    series: Vec<LineSeries>,
+    log_scale: bool,
+) -> bool {
     use charming::element::{LineStyle, LineStyleType, Symbol};
     let Some(element) = web_sys::window()
         .and_then(|w| w.document())
@@ -113,7 +119,11 @@ pub fn draw_lines(id: &str, x_name: &str, y_name: &str, series: Vec<LineSeries>,
         )
         .y_axis(
             Axis::new()
-                .type_(if log_scale { AxisType::Log } else { AxisType::Value })
+                .type_(if log_scale {
+                    AxisType::Log
+                } else {
+                    AxisType::Value
+                })
                 .name(y_name)
                 .scale(true),
         );
@@ -129,7 +139,12 @@ pub fn draw_lines(id: &str, x_name: &str, y_name: &str, series: Vec<LineSeries>,
                 .symbol(Symbol::Circle)
                 .item_style(ItemStyle::new().color(s.color))
                 .line_style(style)
-                .data(s.points.into_iter().map(|(x, y)| vec![x, y]).collect::<Vec<_>>()),
+                .data(
+                    s.points
+                        .into_iter()
+                        .map(|(x, y)| vec![x, y])
+                        .collect::<Vec<_>>(),
+                ),
         );
     }
     // No animation: the chart is redrawn as points stream in.

@@ -5,7 +5,18 @@ import { register, uniqueEmail } from "./helpers";
 
 const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
 
-test("the estimate updates in the browser with no request; Start lands on the new job", async ({ page }) => {
+test("the estimate updates in the browser with no request; Start lands on the new job, which trains live to the end", async ({ page }) => {
+  test.setTimeout(240_000);
+  // Record every value the job page's progress bar takes, from the first paint on.
+  await page.addInitScript(() => {
+    const seen: string[] = [];
+    (window as any).__progress = seen;
+    new MutationObserver(() => {
+      const bar = document.querySelector(".job-status progress");
+      const value = bar?.getAttribute("value");
+      if (value != null && seen[seen.length - 1] !== value) seen.push(value);
+    }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ["value"] });
+  });
   await register(page, uniqueEmail("train"));
   // A ready dataset, uploaded through the API with this session.
   const bytes = fs.readFileSync(path.join(SAMPLES, "openai-chat.jsonl"));
@@ -47,7 +58,23 @@ test("the estimate updates in the browser with no request; Start lands on the ne
   await page.locator("#epochs").fill("1");
 
   await page.getByRole("button", { name: "Start training" }).click();
-  await expect(page).toHaveURL(/\/jobs$/);
-  await expect(page.getByRole("cell", { name: "coach" })).toBeVisible();
-  await expect(page.getByRole("cell", { name: "tiny-random-llama" })).toBeVisible();
+  await expect(page).toHaveURL(/\/jobs\/[0-9a-f-]{36}$/);
+  await expect(page.getByRole("heading", { level: 1, name: "Training on coach" })).toBeVisible();
+
+  // The job trains on the demo model in the local executor; the page follows it live.
+  const badge = page.locator(".job-status .badge");
+  await expect(badge).toHaveText("completed", { timeout: 180_000 });
+  await expect(page.locator(".job-status progress")).toHaveAttribute("value", "100");
+  const progress: string[] = await page.evaluate(() => (window as any).__progress);
+  expect(progress.map(Number).some((v) => v > 0 && v < 100), `the bar moved through ${progress}`).toBe(true);
+  expect(progress[progress.length - 1]).toBe("100");
+  await expect(page.locator("#loss-chart canvas")).toHaveCount(1);
+  await expect(page.locator(".job-loss")).not.toHaveText("—");
+  await expect(page.locator(".job-steps")).toContainText(/step (\d+) of \1/);
+  await expect(page.getByText("Status: completed")).toBeVisible();
+
+  // The Jobs list links to it, completed.
+  await page.goto("/jobs");
+  await expect(page.getByRole("link", { name: "coach" })).toBeVisible();
+  await expect(page.locator(".jobs-table .badge").first()).toHaveText("completed");
 });

@@ -126,7 +126,12 @@ pub fn describe_event(
     kind: &str,
     payload: &serde_json::Value,
 ) -> Option<LogLine> {
-    let text = |key: &str| payload.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+    let text = |key: &str| {
+        payload
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+    };
     let (level, line) = match kind {
         "stage" => (
             "info",
@@ -140,7 +145,10 @@ pub fn describe_event(
             format!(
                 "Evaluation at step {}: loss {:.4}",
                 payload.get("step").and_then(|v| v.as_i64()).unwrap_or(0),
-                payload.get("eval_loss").and_then(|v| v.as_f64()).unwrap_or(f64::NAN)
+                payload
+                    .get("eval_loss")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(f64::NAN)
             ),
         ),
         "result" => match text("status") {
@@ -156,7 +164,12 @@ pub fn describe_event(
             ),
             _ => (
                 "error",
-                format!("The worker failed ({}): {} {}", text("error_code"), text("message"), text("hint")),
+                format!(
+                    "The worker failed ({}): {} {}",
+                    text("error_code"),
+                    text("message"),
+                    text("hint")
+                ),
             ),
         },
         "status" => {

@@ -21,22 +21,27 @@ const KINDS: [&str; 5] = ["status", "stage", "metrics", "eval", "result"];
 
 /// Opens `url` and calls `on_event` for each event; the source closes when the owner is
 /// cleaned up, or when `on_event` returns `false`. `connected` follows the connection.
-pub fn follow(url: &str, connected: RwSignal<bool>, mut on_event: impl FnMut(WireEvent) -> bool + 'static) {
+pub fn follow(
+    url: &str,
+    connected: RwSignal<bool>,
+    mut on_event: impl FnMut(WireEvent) -> bool + 'static,
+) {
     let Ok(source) = web_sys::EventSource::new(url) else {
         return;
     };
     let closer = source.clone();
-    let handler = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |message: web_sys::MessageEvent| {
-        let Some(text) = message.data().as_string() else {
-            return;
-        };
-        if let Ok(event) = serde_json::from_str::<WireEvent>(&text)
-            && !on_event(event)
-        {
-            closer.close();
-            connected.set(false);
-        }
-    });
+    let handler =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |message: web_sys::MessageEvent| {
+            let Some(text) = message.data().as_string() else {
+                return;
+            };
+            if let Ok(event) = serde_json::from_str::<WireEvent>(&text)
+                && !on_event(event)
+            {
+                closer.close();
+                connected.set(false);
+            }
+        });
     for kind in KINDS {
         let _ = source.add_event_listener_with_callback(kind, handler.as_ref().unchecked_ref());
     }
@@ -90,7 +95,11 @@ pub fn apply(
                 j.progress = number(p, "progress").unwrap_or(j.progress).max(j.progress);
                 j.current_cost = number(p, "current_cost").unwrap_or(j.current_cost);
                 j.current_metrics = Some(p.clone());
-                j.status = if j.status == "initializing" { "running".into() } else { j.status.clone() };
+                j.status = if j.status == "initializing" {
+                    "running".into()
+                } else {
+                    j.status.clone()
+                };
             });
         }
         "eval" => {

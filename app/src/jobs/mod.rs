@@ -50,8 +50,17 @@ pub async fn list_jobs(status: Option<String>, page: u32) -> Result<JobPageData,
 pub fn JobsPage() -> impl IntoView {
     let query = use_query_map();
     let status = move || query.with(|q| q.get("status").filter(|s| !s.is_empty()));
-    let page = move || query.with(|q| q.get("page").and_then(|p| p.parse::<u32>().ok()).unwrap_or(1));
-    let jobs = Resource::new(move || (status(), page()), |(status, page)| list_jobs(status, page));
+    let page = move || {
+        query.with(|q| {
+            q.get("page")
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(1)
+        })
+    };
+    let jobs = Resource::new(
+        move || (status(), page()),
+        |(status, page)| list_jobs(status, page),
+    );
     view! {
         <PageHeader title="Jobs" description="Your training runs: status, progress and cost so far, live.">
             <a class="btn btn-primary" href="/train">"New training job"</a>

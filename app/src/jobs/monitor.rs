@@ -41,8 +41,12 @@ fn job_error(e: engine::jobs::service::JobError) -> AppError {
 pub async fn job_monitor(id: Uuid) -> Result<JobSnapshot, AppError> {
     let user = crate::accounts::server::require_user().await?;
     let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
-    let job = engine::jobs::service::get(&db, user.id, id).await.map_err(job_error)?;
-    let metrics = engine::jobs::service::metrics(&db, user.id, id).await.map_err(job_error)?;
+    let job = engine::jobs::service::get(&db, user.id, id)
+        .await
+        .map_err(job_error)?;
+    let metrics = engine::jobs::service::metrics(&db, user.id, id)
+        .await
+        .map_err(job_error)?;
     let log = engine::jobs::events::log(&db, user.id, id, 300)
         .await
         .map_err(AppError::internal)?
@@ -50,7 +54,12 @@ pub async fn job_monitor(id: Uuid) -> Result<JobSnapshot, AppError> {
         .filter_map(|e| engine::jobs::describe_event(e.id, e.created_at, &e.kind, &e.payload))
         .collect();
     let eta_seconds = (!is_terminal(&job.status))
-        .then(|| job.current_metrics.as_ref().and_then(|m| m.get("eta_s")).and_then(|v| v.as_f64()))
+        .then(|| {
+            job.current_metrics
+                .as_ref()
+                .and_then(|m| m.get("eta_s"))
+                .and_then(|v| v.as_f64())
+        })
         .flatten();
     Ok(JobSnapshot {
         job,
@@ -64,14 +73,18 @@ pub async fn job_monitor(id: Uuid) -> Result<JobSnapshot, AppError> {
 pub async fn cancel_job(id: Uuid) -> Result<JobView, AppError> {
     let user = crate::accounts::server::require_user().await?;
     let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
-    engine::jobs::service::cancel(&db, user.id, id).await.map_err(job_error)
+    engine::jobs::service::cancel(&db, user.id, id)
+        .await
+        .map_err(job_error)
 }
 
 #[server(prefix = "/rpc", endpoint = "retry_job")]
 pub async fn retry_job(id: Uuid) -> Result<JobView, AppError> {
     let user = crate::accounts::server::require_user().await?;
     let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
-    engine::jobs::service::retry(&db, user.id, id).await.map_err(job_error)
+    engine::jobs::service::retry(&db, user.id, id)
+        .await
+        .map_err(job_error)
 }
 
 #[component]
@@ -105,7 +118,9 @@ pub fn JobBadge(#[prop(into)] status: Signal<String>) -> impl IntoView {
 }
 
 fn fmt_number(value: Option<f64>, digits: usize) -> String {
-    value.filter(|v| v.is_finite()).map_or_else(|| "—".into(), |v| format!("{v:.digits$}"))
+    value
+        .filter(|v| v.is_finite())
+        .map_or_else(|| "—".into(), |v| format!("{v:.digits$}"))
 }
 
 #[component]
@@ -113,7 +128,10 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
     let id = data.job.id;
     let title = format!(
         "Training on {}",
-        data.job.dataset_name.clone().unwrap_or_else(|| "a dataset".into())
+        data.job
+            .dataset_name
+            .clone()
+            .unwrap_or_else(|| "a dataset".into())
     );
     let description = format!(
         "{} · {} × {} · preset {} · job {}",
@@ -186,24 +204,45 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
     let progress = move || job.with(|j| j.progress);
     let step_text = move || {
         job.with(|j| match j.total_steps {
-            Some(total) => format!("step {} of {}", thousands(i64::from(j.current_step)), thousands(i64::from(total))),
+            Some(total) => format!(
+                "step {} of {}",
+                thousands(i64::from(j.current_step)),
+                thousands(i64::from(total))
+            ),
             None => "steps not known yet".into(),
         })
     };
     let eta_text = move || match (running(), eta.get()) {
-        (true, Some(seconds)) if seconds >= 0.0 => format!("about {} left", duration(seconds.round() as u64)),
+        (true, Some(seconds)) if seconds >= 0.0 => {
+            format!("about {} left", duration(seconds.round() as u64))
+        }
         (true, _) => "time left: after the first steps".into(),
         (false, _) => String::new(),
     };
     let metric = move |key: &'static str| {
-        move || job.with(|j| j.current_metrics.as_ref().and_then(|m| m.get(key)).and_then(|v| v.as_f64()))
+        move || {
+            job.with(|j| {
+                j.current_metrics
+                    .as_ref()
+                    .and_then(|m| m.get(key))
+                    .and_then(|v| v.as_f64())
+            })
+        }
     };
     let cost_text = move || {
         job.with(|j| {
             let spent = j.final_cost.unwrap_or(j.current_cost);
-            let estimate = j.estimated_total_cost.map(money).unwrap_or_else(|| "—".into());
+            let estimate = j
+                .estimated_total_cost
+                .map(money)
+                .unwrap_or_else(|| "—".into());
             match j.budget_cap {
-                Some(cap) => format!("{} of {} estimated · cap {}", money(spent), estimate, money(cap)),
+                Some(cap) => format!(
+                    "{} of {} estimated · cap {}",
+                    money(spent),
+                    estimate,
+                    money(cap)
+                ),
                 None => format!("{} of {} estimated", money(spent), estimate),
             }
         })
@@ -216,7 +255,8 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
                 (Some(first), Some(last)) => format!(
                     "Training loss {first:.4} → {last:.4} over {} logged steps{}.",
                     losses.len(),
-                    eval.map(|e| format!("; latest eval loss {e:.4}")).unwrap_or_default()
+                    eval.map(|e| format!("; latest eval loss {e:.4}"))
+                        .unwrap_or_default()
                 ),
                 _ => "No training steps yet: the curves appear with the first metrics.".into(),
             }
@@ -226,7 +266,9 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
         metrics.with(|points| {
             let rates: Vec<f64> = points.iter().filter_map(|p| p.learning_rate).collect();
             match (rates.iter().cloned().reduce(f64::max), rates.last()) {
-                (Some(peak), Some(last)) => format!("Learning rate peaked at {peak:.2e}; now {last:.2e}."),
+                (Some(peak), Some(last)) => {
+                    format!("Learning rate peaked at {peak:.2e}; now {last:.2e}.")
+                }
                 _ => "The learning-rate schedule appears with the first metrics.".into(),
             }
         })
@@ -304,15 +346,31 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
 fn draw_charts(points: &[MetricPoint]) {
     use crate::charts::{LineSeries, draw_lines};
     let series = |f: fn(&MetricPoint) -> Option<f64>| -> Vec<(f64, f64)> {
-        points.iter().filter_map(|p| f(p).filter(|v| v.is_finite()).map(|v| (f64::from(p.step), v))).collect()
+        points
+            .iter()
+            .filter_map(|p| {
+                f(p).filter(|v| v.is_finite())
+                    .map(|v| (f64::from(p.step), v))
+            })
+            .collect()
     };
     draw_lines(
         "loss-chart",
         "step",
         "loss",
         vec![
-            LineSeries { name: "training loss", color: "#6366f1", points: series(|p| p.training_loss), dashed: false },
-            LineSeries { name: "eval loss", color: "#f59e0b", points: series(|p| p.validation_loss), dashed: true },
+            LineSeries {
+                name: "training loss",
+                color: "#6366f1",
+                points: series(|p| p.training_loss),
+                dashed: false,
+            },
+            LineSeries {
+                name: "eval loss",
+                color: "#f59e0b",
+                points: series(|p| p.validation_loss),
+                dashed: true,
+            },
         ],
         false,
     );
@@ -320,7 +378,12 @@ fn draw_charts(points: &[MetricPoint]) {
         "lr-chart",
         "step",
         "learning rate",
-        vec![LineSeries { name: "learning rate", color: "#10b981", points: series(|p| p.learning_rate), dashed: false }],
+        vec![LineSeries {
+            name: "learning rate",
+            color: "#10b981",
+            points: series(|p| p.learning_rate),
+            dashed: false,
+        }],
         false,
     );
 }

@@ -79,14 +79,17 @@ impl TestApp {
              S3-compatible server (moto), or export its URL",
         );
         let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        Self::spawn_with(Some(engine::storage::S3Settings {
-            endpoint,
-            region: "us-east-1".into(),
-            access_key_id: "test".into(),
-            secret_access_key: "test".into(),
-            path_style: true,
-            bucket_prefix: prefix,
-        }), test_gpu_settings())
+        Self::spawn_with(
+            Some(engine::storage::S3Settings {
+                endpoint,
+                region: "us-east-1".into(),
+                access_key_id: "test".into(),
+                secret_access_key: "test".into(),
+                path_style: true,
+                bucket_prefix: prefix,
+            }),
+            test_gpu_settings(),
+        )
         .await
     }
 
@@ -245,7 +248,12 @@ pub async fn ready_dataset(app: &TestApp, client: &reqwest::Client, file: &str) 
     }
 }
 
-pub async fn start_job(app: &TestApp, client: &reqwest::Client, dataset: &str, epochs: u32) -> String {
+pub async fn start_job(
+    app: &TestApp,
+    client: &reqwest::Client,
+    dataset: &str,
+    epochs: u32,
+) -> String {
     let catalog: Value = client
         .get(app.url("/api/catalog"))
         .send()
@@ -336,4 +344,3 @@ pub fn terminal(event: &Sse) -> bool {
             Some("completed" | "failed" | "cancelled")
         )
 }
-

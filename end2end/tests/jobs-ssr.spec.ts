@@ -1,0 +1,52 @@
+import { expect, test } from "@playwright/test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { register, uniqueEmail } from "./helpers";
+
+// JavaScript off: a job's page and the Jobs list are complete server-rendered HTML.
+
+const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
+
+test("the job page and the Jobs list render without JavaScript", async ({ page }) => {
+  await register(page, uniqueEmail("jobs-ssr"));
+  const origin = new URL(page.url()).origin;
+  const bytes = fs.readFileSync(path.join(SAMPLES, "openai-chat.jsonl"));
+  const created = await (
+    await page.request.post("/api/datasets", {
+      headers: { Origin: origin },
+      data: { name: "support", file_name: "support.jsonl", file_size: bytes.length },
+    })
+  ).json();
+  expect((await page.request.put(created.data.uploadUrl, { data: bytes })).status()).toBe(200);
+  const dataset = created.data.dataset.id;
+  await page.request.post(`/api/datasets/${dataset}/confirm`, { headers: { Origin: origin } });
+  await expect
+    .poll(async () => (await (await page.request.get(`/api/datasets/${dataset}`)).json()).data.status)
+    .toBe("ready");
+  const catalog = await (await page.request.get("/api/catalog")).json();
+  const hyperparameters = { ...catalog.data.presets.fast, quantization: "none" };
+  const job = await page.request.post("/api/jobs", {
+    headers: { Origin: origin },
+    data: {
+      dataset_id: dataset, base_model: "tiny-random-llama", preset: "fast",
+      hyperparameters, gpu_type: "local", gpu_count: 1,
+    },
+  });
+  expect(job.status()).toBe(201);
+  const id = (await job.json()).data.job.id;
+
+  await page.goto(`/jobs/${id}`);
+  await expect(page.getByRole("heading", { level: 1, name: "Training on support" })).toBeVisible();
+  await expect(page.locator(".job-status progress")).toHaveCount(1);
+  await expect(page.getByRole("heading", { name: "Event log" })).toBeVisible();
+  await expect(page.getByText(/Status: queued/)).toBeVisible();
+
+  await page.goto("/jobs");
+  await expect(page.getByRole("link", { name: "support" })).toHaveAttribute("href", `/jobs/${id}`);
+  await page.goto("/jobs?status=failed");
+  await expect(page.getByText("No jobs with this status")).toBeVisible();
+
+  // Someone else's job is not found.
+  await page.goto(`/jobs/00000000-0000-0000-0000-000000000000`);
+  await expect(page.getByRole("heading", { level: 1, name: "Job not found" })).toBeVisible();
+});
