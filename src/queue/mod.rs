@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::db::{Db, Tx};
 
 /// How long a lease lasts without a heartbeat.
-pub const LEASE: Duration = Duration::from_secs(60);
+pub const LEASE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Task {
