@@ -37,6 +37,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once at start; the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the web application (and, without DATABASE_URL, its database).

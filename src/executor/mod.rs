@@ -303,10 +303,11 @@ impl Executor {
                     if state.running >= self.inner.config.slots.max(1) {
                         None
                     } else {
-                        state.queue.pop_front().map(|id| {
+                        let next = state.queue.pop_front();
+                        if next.is_some() {
                             state.running += 1;
-                            id
-                        })
+                        }
+                        next
                     }
                 };
                 let Some(id) = next else { break };

@@ -373,7 +373,7 @@ impl Processor {
             .await?;
         let ask_status = stream.status.is_terminal()
             || stream.status == RunpodStatus::InQueue
-            || task.polls % self.config.status_every.max(1) == 0;
+            || task.polls.is_multiple_of(self.config.status_every.max(1));
         if ask_status {
             let status = match self.client.status(&external).await {
                 Ok(s) => s,
@@ -978,7 +978,9 @@ pub async fn status_event(
     stage: &str,
     message: Option<&str>,
 ) -> TaskResult {
-    let summary: Option<(f64, i32, Option<i32>, f64, Option<f64>)> = sqlx::query_as(
+    /// progress, current step, total steps, cost so far, final cost.
+    type Summary = (f64, i32, Option<i32>, f64, Option<f64>);
+    let summary: Option<Summary> = sqlx::query_as(
         "SELECT progress, current_step, total_steps, current_cost::float8, final_cost::float8 FROM training_jobs WHERE id = $1",
     )
     .bind(job)
