@@ -131,8 +131,13 @@ impl Application {
             }
             None => engine::training::Catalog::builtin(),
         };
-        let catalog = Arc::new(catalog);
+        let catalog = engine::training::calibration::CatalogHandle::new(catalog);
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        tokio::spawn(catalog.clone().keep_fresh(
+            db.clone(),
+            std::time::Duration::from_secs(600),
+            stopping.clone(),
+        ));
         // The GPU backend: RunPod (or a standalone executor) when configured, else our own
         // executor, embedded and reached over loopback through the same API and client.
         let (backend_url, backend_key, executor) = match &settings.gpu.runpod {
@@ -165,7 +170,7 @@ impl Application {
         let processor = engine::jobs::processor::Processor::new(
             db.clone(),
             storage.clone(),
-            catalog.clone(),
+            catalog.base(),
             client,
             settings.gpu.processor.clone(),
         );
@@ -285,7 +290,7 @@ fn router(state: AppState) -> Router {
         move || {
             provide_context(db.clone());
             provide_context(storage.clone());
-            provide_context(catalog.clone());
+            provide_context(catalog.current());
             provide_context(cookie);
         }
     };
@@ -331,7 +336,7 @@ async fn assets_or_not_found(State(state): State<AppState>, request: Request) ->
         move || {
             provide_context(db.clone());
             provide_context(storage.clone());
-            provide_context(catalog.clone());
+            provide_context(catalog.current());
             provide_context(cookie);
         },
         move || shell(options.clone()),

@@ -14,8 +14,9 @@ use crate::settings::Settings;
 pub struct AppState {
     pub db: Db,
     pub storage: Storage,
-    /// GPU types and base models on offer (built-in, or the operator's CATALOG_FILE).
-    pub catalog: Arc<engine::training::Catalog>,
+    /// GPU types and base models on offer (built-in, or the operator's CATALOG_FILE), with
+    /// throughput calibrated from finished jobs.
+    pub catalog: engine::training::calibration::CatalogHandle,
     pub settings: Arc<Settings>,
     pub leptos_options: LeptosOptions,
     pub cookie: SessionCookie,

@@ -109,6 +109,18 @@ async fn a_job_trains_on_the_local_executor_and_streams_progress_to_the_end() {
         "{uploaded:?}"
     );
 
+    // Its measured throughput feeds the catalog's calibration.
+    let measured = engine::training::calibration::measurements(&app.db)
+        .await
+        .unwrap();
+    assert!(
+        measured.iter().any(|m| m.gpu_type == "local"
+            && m.base_model == "tiny-random-llama"
+            && m.jobs == 1
+            && m.tokens_per_sec > 0.0),
+        "{measured:?}"
+    );
+
     // A stream resumed with Last-Event-ID replays only what came after.
     let middle = events[events.len() / 2].id;
     let resumed = client

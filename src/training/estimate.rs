@@ -52,6 +52,9 @@ pub struct Estimate {
     pub total_steps: u64,
     pub tokens_processed: u64,
     pub tokens_per_second: f64,
+    /// Finished jobs that measured `tokens_per_second` (0: the catalog's public figure).
+    #[serde(default)]
+    pub throughput_measured_jobs: u32,
     pub price_per_hour: f64,
     pub billed_seconds: u64,
 }
@@ -152,6 +155,15 @@ pub fn estimate(
         total_steps,
         tokens_processed: (train_tokens + eval_tokens).round() as u64,
         tokens_per_second: throughput,
+        throughput_measured_jobs: gpu
+            .measured
+            .get(&format!(
+                "{}_{}",
+                SizeClass::of(model.parameters_b).as_str(),
+                hp.quantization.as_str()
+            ))
+            .copied()
+            .unwrap_or(0),
         price_per_hour: gpu.price_per_hour(gpus),
         billed_seconds: billed(total_s) as u64,
     })
@@ -172,6 +184,7 @@ mod tests {
             memory_gb: 80,
             price_per_second: 0.00076,
             throughput: BTreeMap::from([("medium_nf4".to_owned(), 2500.0)]),
+            measured: BTreeMap::new(),
         }
     }
 

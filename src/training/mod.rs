@@ -2,6 +2,8 @@
 //! rules, and the cost/duration estimator. All pure: the same code runs in the browser (live
 //! estimate on every keystroke, field errors as you type) and on the server (authoritative).
 
+#[cfg(feature = "ssr")]
+pub mod calibration;
 pub mod estimate;
 
 use std::collections::BTreeMap;
@@ -92,6 +94,9 @@ pub struct GpuType {
     /// Training tokens/s on one GPU, keyed `{size}_{quantization}` (e.g. `medium_nf4`); a
     /// missing key means the combination is not offered on this GPU.
     pub throughput: BTreeMap<String, f64>,
+    /// Cells of `throughput` measured from finished jobs: key → how many jobs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub measured: BTreeMap<String, u32>,
 }
 
 impl GpuType {
@@ -131,6 +136,20 @@ pub struct Catalog {
     pub models: Vec<BaseModel>,
 }
 
+/// Finished jobs a throughput cell needs before measurements replace the catalog's figure.
+pub const MIN_CALIBRATION_JOBS: u32 = 3;
+
+/// Throughput measured by finished jobs of one GPU type, base model and quantization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub gpu_type: String,
+    pub base_model: String,
+    pub quantization: Quantization,
+    /// Median training tokens/s per GPU.
+    pub tokens_per_sec: f64,
+    pub jobs: u32,
+}
+
 /// The built-in catalog, as TOML (an operator's file has the same shape).
 pub const BUILTIN_CATALOG: &str = include_str!("catalog.toml");
 
@@ -145,6 +164,42 @@ impl Catalog {
     #[cfg(feature = "ssr")]
     pub fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// This catalog with throughput replaced by what finished jobs measured: a cell takes the
+    /// jobs-weighted median tokens/s per GPU of its GPU type, model size class and quantization
+    /// once at least [`MIN_CALIBRATION_JOBS`] jobs measured it.
+    pub fn calibrated(&self, measurements: &[Measurement]) -> Self {
+        let mut catalog = self.clone();
+        // (gpu, cell) → (Σ jobs × tokens/s, Σ jobs)
+        let mut cells: BTreeMap<(String, String), (f64, u32)> = BTreeMap::new();
+        for m in measurements {
+            let Some(model) = self.model(&m.base_model) else {
+                continue;
+            };
+            if !(m.tokens_per_sec.is_finite() && m.tokens_per_sec > 0.0) {
+                continue;
+            }
+            let key = format!(
+                "{}_{}",
+                SizeClass::of(model.parameters_b).as_str(),
+                m.quantization.as_str()
+            );
+            let cell = cells.entry((m.gpu_type.clone(), key)).or_default();
+            cell.0 += m.tokens_per_sec * f64::from(m.jobs);
+            cell.1 += m.jobs;
+        }
+        for ((gpu, key), (weighted, jobs)) in cells {
+            if jobs < MIN_CALIBRATION_JOBS {
+                continue;
+            }
+            if let Some(gpu) = catalog.gpus.iter_mut().find(|g| g.id == gpu) {
+                gpu.throughput
+                    .insert(key.clone(), weighted / f64::from(jobs));
+                gpu.measured.insert(key, jobs);
+            }
+        }
+        catalog
     }
 
     pub fn gpu(&self, id: &str) -> Option<&GpuType> {
@@ -482,6 +537,37 @@ mod tests {
                 .get("max_seq_len")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn calibration_replaces_throughput_once_enough_jobs_measured_it() {
+        let catalog = catalog();
+        let measured = |model: &str, tps: f64, jobs: u32| Measurement {
+            gpu_type: "A100".into(),
+            base_model: model.into(),
+            quantization: Quantization::Nf4,
+            tokens_per_sec: tps,
+            jobs,
+        };
+        // Two 7–8B models share the `medium_nf4` cell: 2 × 2000 + 2 × 3000 over 4 jobs.
+        let calibrated = catalog.calibrated(&[
+            measured("llama-3.1-8b-instruct", 2000.0, 2),
+            measured("mistral-7b-instruct-v0.3", 3000.0, 2),
+            // Too few jobs: the catalog's figure stays.
+            measured("qwen2.5-3b-instruct", 9999.0, 2),
+            // Unknown models and nonsense are ignored.
+            measured("gone", 1.0, 50),
+            measured("llama-3.2-1b-instruct", f64::NAN, 50),
+        ]);
+        let a100 = calibrated.gpu("A100").unwrap();
+        assert_eq!(a100.throughput["medium_nf4"], 2500.0);
+        assert_eq!(a100.measured["medium_nf4"], 4);
+        assert_eq!(
+            a100.throughput["small_nf4"],
+            catalog.gpu("A100").unwrap().throughput["small_nf4"]
+        );
+        assert!(!a100.measured.contains_key("small_nf4"));
+        assert_eq!(catalog.calibrated(&[]), catalog);
     }
 
     #[test]

@@ -383,7 +383,11 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
                             <dt>"Steps per epoch"</dt><dd id="estimate-steps">{engine::format::thousands(e.steps_per_epoch as i64)}</dd>
                             <dt>"Total steps"</dt><dd>{engine::format::thousands(e.total_steps as i64)}</dd>
                             <dt>"Tokens processed"</dt><dd>{engine::format::thousands(e.tokens_processed as i64)}</dd>
-                            <dt>"Throughput"</dt><dd>{format!("{} tokens/s", engine::format::thousands(e.tokens_per_second as i64))}</dd>
+                            <dt>"Throughput"</dt><dd title="Catalog figures are replaced by the median measured in finished jobs once 3 have run">{format!(
+                                "{} tokens/s ({})",
+                                engine::format::thousands(e.tokens_per_second as i64),
+                                match e.throughput_measured_jobs { 0 => "catalog figure".to_owned(), n => format!("measured in {n} jobs") }
+                            )}</dd>
                             <dt>"Price"</dt><dd>{format!("{}/h", engine::format::money(e.price_per_hour))}</dd>
                         </dl>
                     }.into_any(),

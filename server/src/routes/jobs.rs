@@ -39,7 +39,7 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     ApiJson(new): ApiJson<NewJob>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = service::create(&state.db, &state.catalog, user.id, &new).await?;
+    let job = service::create(&state.db, &state.catalog.current(), user.id, &new).await?;
     Ok((StatusCode::CREATED, ok(json!({ "job": job }))))
 }
 

@@ -19,21 +19,21 @@ pub async fn catalog(
     State(state): State<AppState>,
     CurrentUser(_): CurrentUser,
 ) -> impl IntoResponse {
-    let gpus: Vec<_> = state
-        .catalog
+    let catalog = state.catalog.current();
+    let gpus: Vec<_> = catalog
         .gpus
         .iter()
         .map(|g| {
             json!({
                 "id": g.id, "name": g.name, "backend": g.backend, "memory_gb": g.memory_gb,
                 "price_per_second": g.price_per_second, "price_per_hour": g.price_per_hour(1),
-                "throughput": g.throughput,
+                "throughput": g.throughput, "measured_jobs": g.measured,
             })
         })
         .collect();
     ok(json!({
         "gpus": gpus,
-        "models": state.catalog.models,
+        "models": catalog.models,
         "presets": {
             "fast": PresetName::Fast.hyperparameters(),
             "balanced": PresetName::Balanced.hyperparameters(),
@@ -54,19 +54,18 @@ pub async fn estimate_job(
     CurrentUser(user): CurrentUser,
     ApiJson(request): ApiJson<EstimateRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_config(&request.config, &state.catalog).map_err(ApiError::Validation)?;
+    let catalog = state.catalog.current();
+    check_config(&request.config, &catalog).map_err(ApiError::Validation)?;
     let dataset = service::get(&state.db, user.id, request.dataset_id).await?;
     let (Some(examples), Some(tokens)) = (dataset.total_training_pairs, dataset.total_tokens)
     else {
         return Err(ApiError::conflict("the dataset has not been validated yet"));
     };
     // check_config guarantees both exist.
-    let model = state
-        .catalog
+    let model = catalog
         .model(&request.config.base_model)
         .ok_or(ApiError::NotFound)?;
-    let gpu = state
-        .catalog
+    let gpu = catalog
         .gpu(&request.config.gpu_type)
         .ok_or(ApiError::NotFound)?;
     let size = DatasetSize {
