@@ -27,6 +27,7 @@ pub fn bench_estimate(n: u32) -> f64 {
             memory_gb: 80,
             price_per_second: 0.00076,
             throughput: [("medium_nf4".to_owned(), 2550.0)].into_iter().collect(),
+            available: true,
             measured: Default::default(),
         }],
         models: vec![BaseModel {

@@ -47,9 +47,9 @@ pub struct Settings {
 /// Where training runs.
 #[derive(Debug, Clone)]
 pub struct GpuSettings {
-    /// RunPod (or a standalone `lora-pipeline executor`) when configured; otherwise the
-    /// executor embedded in `serve`.
+    /// RunPod (or a standalone `lora-pipeline executor`), when configured.
     pub runpod: Option<RunpodSettings>,
+    /// The executor embedded in `serve` (`slots` = 0: none).
     pub executor: WorkerSettings,
     pub processor: engine::jobs::processor::ProcessorConfig,
     /// Background tasks run at once by this replica.
@@ -117,7 +117,7 @@ pub struct GpuOptions {
     /// The worker's source directory; unset: the copy embedded in this binary.
     #[arg(long = "worker-dir", env = "WORKER_DIR")]
     pub worker_dir: Option<PathBuf>,
-    /// Jobs the local executor runs at once (one per GPU).
+    /// Jobs the embedded local executor runs at once (one per GPU); 0 runs none.
     #[arg(long = "executor-slots", env = "EXECUTOR_SLOTS", default_value_t = 1)]
     pub executor_slots: usize,
     /// Milliseconds between two polls of a running job.
@@ -174,8 +174,10 @@ pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
             ));
         }
     };
-    if options.executor_slots == 0 || options.executor_slots > 64 {
-        return Err(SettingsError("EXECUTOR_SLOTS must be from 1 to 64".into()));
+    if options.executor_slots > 64 {
+        return Err(SettingsError(
+            "EXECUTOR_SLOTS must be from 0 (no local executor) to 64".into(),
+        ));
     }
     if !(100..=60_000).contains(&options.poll_interval_ms) {
         return Err(SettingsError(

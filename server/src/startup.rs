@@ -131,47 +131,64 @@ impl Application {
             }
             None => engine::training::Catalog::builtin(),
         };
-        let catalog = engine::training::calibration::CatalogHandle::new(catalog);
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        // The GPU backends: RunPod (or a standalone executor standing in for it) when
+        // configured, and our own executor, embedded and reached over loopback through the same
+        // API and client, unless EXECUTOR_SLOTS is 0. A job goes to its GPU type's backend.
+        let runpod = match &settings.gpu.runpod {
+            Some(runpod) => {
+                tracing::info!(endpoint = %runpod.endpoint_url, "GPU backend: RunPod");
+                Some(engine::runpod::RunpodClient::new(
+                    &runpod.endpoint_url,
+                    &runpod.api_key,
+                    engine::runpod::RetryPolicy::default(),
+                )?)
+            }
+            None => None,
+        };
+        let executor = if settings.gpu.executor.slots > 0 {
+            let executor = crate::executor::start(
+                &settings.gpu.executor,
+                &settings.data_dir,
+                stopping.clone(),
+            )?;
+            let key = uuid::Uuid::new_v4().simple().to_string();
+            let loopback = if local.ip().is_unspecified() {
+                std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+            } else {
+                local
+            };
+            let client = engine::runpod::RunpodClient::new(
+                &format!("http://{loopback}/executor/v2/local"),
+                &key,
+                engine::runpod::RetryPolicy::default(),
+            )?;
+            Some((executor, key, client))
+        } else {
+            None
+        };
+        // GPU types of an unconfigured backend stay in the catalog (for estimates), marked.
+        let mut catalog = catalog;
+        for gpu in &mut catalog.gpus {
+            gpu.available = match gpu.backend {
+                engine::training::Backend::Runpod => runpod.is_some(),
+                engine::training::Backend::Local => executor.is_some(),
+            };
+        }
+        let catalog = engine::training::calibration::CatalogHandle::new(catalog);
         tokio::spawn(catalog.clone().keep_fresh(
             db.clone(),
             std::time::Duration::from_secs(600),
             stopping.clone(),
         ));
-        // The GPU backend: RunPod (or a standalone executor) when configured, else our own
-        // executor, embedded and reached over loopback through the same API and client.
-        let (backend_url, backend_key, executor) = match &settings.gpu.runpod {
-            Some(runpod) => (runpod.endpoint_url.clone(), runpod.api_key.clone(), None),
-            None => {
-                let executor = crate::executor::start(
-                    &settings.gpu.executor,
-                    &settings.data_dir,
-                    stopping.clone(),
-                )?;
-                let key = uuid::Uuid::new_v4().simple().to_string();
-                let loopback = if local.ip().is_unspecified() {
-                    std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
-                } else {
-                    local
-                };
-                (
-                    format!("http://{loopback}/executor/v2/local"),
-                    key.clone(),
-                    Some((executor, key)),
-                )
-            }
-        };
-        tracing::info!(backend = %backend_url, "GPU backend");
-        let client = engine::runpod::RunpodClient::new(
-            &backend_url,
-            &backend_key,
-            engine::runpod::RetryPolicy::default(),
-        )?;
         let processor = engine::jobs::processor::Processor::new(
             db.clone(),
             storage.clone(),
             catalog.base(),
-            client,
+            engine::jobs::processor::Backends {
+                runpod,
+                local: executor.as_ref().map(|(_, _, client)| client.clone()),
+            },
             settings.gpu.processor.clone(),
         );
         let tasks = engine::tasks::Context {
@@ -196,7 +213,7 @@ impl Application {
             allowed_origins: Arc::new(allowed),
         };
         let mut router = router(state);
-        if let Some((executor, key)) = executor {
+        if let Some((executor, key, _)) = executor {
             // Outside the session/origin middleware: the executor has its own bearer key.
             router = router.nest("/executor", crate::executor::router(executor, &key));
         }

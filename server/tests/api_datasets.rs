@@ -506,9 +506,59 @@ async fn upload_confirm_ready_on_s3() {
     assert_eq!(dataset["validation_errors"][0]["line"], 4);
 }
 
+/// An app configured for RunPod as well as its local executor, so every GPU type is available
+/// (nothing listens at the RunPod URL: jobs on RunPod GPU types are never submitted here).
+async fn with_runpod() -> TestApp {
+    let mut gpu = common::test_gpu_settings();
+    gpu.runpod = Some(server::settings::RunpodSettings {
+        endpoint_url: "http://127.0.0.1:9/v2/unused".into(),
+        api_key: "unused".into(),
+    });
+    TestApp::spawn_with_gpu(gpu).await
+}
+
+#[tokio::test]
+async fn runpod_gpu_types_are_refused_where_runpod_is_not_configured() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("local-only@example.com").await;
+    let catalog: Value = client
+        .get(app.url("/api/catalog"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let gpus = catalog["data"]["gpus"].as_array().unwrap();
+    let a100 = gpus.iter().find(|g| g["id"] == "A100").unwrap();
+    assert_eq!(a100["available"], false, "estimable, but not runnable here");
+    let local = gpus.iter().find(|g| g["id"] == "local").unwrap();
+    assert_eq!(local["available"], true);
+    let dataset = full_flow(&app, &client, "alpaca.json").await;
+    let refused = app
+        .post(
+            &client,
+            "/api/jobs",
+            json!({
+                "dataset_id": dataset["id"], "base_model": "llama-3.1-8b-instruct", "preset": "balanced",
+                "hyperparameters": catalog["data"]["presets"]["balanced"], "gpu_type": "A100", "gpu_count": 1,
+            }),
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["details"]["fields"]["gpu_type"]
+            .as_str()
+            .unwrap()
+            .contains("RUNPOD_API_KEY"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn catalog_and_authoritative_estimate() {
-    let app = TestApp::spawn().await;
+    let app = with_runpod().await;
     let (client, _) = app.signed_in_user("estimate@example.com").await;
     let catalog: Value = client
         .get(app.url("/api/catalog"))
@@ -568,7 +618,7 @@ async fn catalog_and_authoritative_estimate() {
 
 #[tokio::test]
 async fn jobs_are_created_from_ready_datasets_only_and_listed() {
-    let app = TestApp::spawn().await;
+    let app = with_runpod().await;
     let (client, _) = app.signed_in_user("jobs@example.com").await;
     let catalog: Value = client
         .get(app.url("/api/catalog"))

@@ -204,7 +204,8 @@ async fn a_killed_server_takes_its_job_over_after_restart_without_duplicates() {
         "/api/jobs",
         json!({
             "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "custom",
-            "hyperparameters": hp, "gpu_type": "local", "gpu_count": 1,
+            // A RunPod GPU type: the standalone executor stands in for RunPod.
+            "hyperparameters": hp, "gpu_type": "A4000", "gpu_count": 1,
         }),
     )
     .await

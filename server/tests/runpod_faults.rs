@@ -20,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use common::{TestApp, ready_dataset, start_job};
+use common::{TestApp, ready_dataset, start_job_on};
 use serde_json::{Value, json};
 
 /// The API key the platform is configured with; the fake refuses any other.
@@ -397,6 +397,9 @@ fn full_output(total_steps: u32) -> Vec<Value> {
     out
 }
 
+/// The jobs of these tests run on a RunPod GPU type, so they go to the (fake) RunPod backend.
+const RUNPOD_GPU: &str = "A4000";
+
 // ---------------------------------------------------------------------------------------------
 // The platform under test
 // ---------------------------------------------------------------------------------------------
@@ -426,7 +429,7 @@ async fn job_on(
 ) -> (TestApp, reqwest::Client, String) {
     let (app, client) = spawn_app(fake, tweak).await;
     let dataset = ready_dataset(&app, &client, SAMPLE).await;
-    let job = start_job(&app, &client, &dataset, 1).await;
+    let job = start_job_on(&app, &client, &dataset, 1, RUNPOD_GPU).await;
     (app, client, job)
 }
 
@@ -961,4 +964,60 @@ async fn a_run_without_progress_is_stopped_as_stalled() {
     );
     let stored = assert_no_duplicates(&app, &job, "failed").await;
     assert!(stored.statuses.iter().any(|s| s == "running"), "{stored:?}");
+}
+
+#[tokio::test]
+async fn two_replicas_follow_a_job_once() {
+    const STEPS: u32 = 6;
+    let fake = Fake::start().await;
+    // The stream hands out one step per poll, so polls by both replicas interleave.
+    fake.push(
+        Ep::Stream,
+        stream_reply("IN_PROGRESS", &[stage_training(STEPS)]),
+    );
+    for step in 1..=STEPS {
+        fake.push(
+            Ep::Stream,
+            stream_reply("IN_PROGRESS", &[metrics(step, STEPS)]),
+        );
+    }
+    fake.set_default(Ep::Stream, stream_reply("COMPLETED", &[]));
+    fake.set_default(
+        Ep::Status,
+        status_reply("IN_PROGRESS", json!({ "executionTime": 1000 })),
+    );
+    let (app, client) = spawn_app(&fake, |_| {}).await;
+    let dataset = ready_dataset(&app, &client, SAMPLE).await;
+    // A second replica on the same database, its worker leasing from the same queue.
+    let mut gpu = common::test_gpu_settings();
+    gpu.runpod = Some(server::settings::RunpodSettings {
+        endpoint_url: fake.endpoint_url(),
+        api_key: API_KEY.into(),
+    });
+    gpu.processor.poll_interval = Duration::from_millis(100);
+    let _replica = app.replica(gpu).await;
+    let job = start_job_on(&app, &client, &dataset, 1, RUNPOD_GPU).await;
+
+    // Once every step was delivered, the backend reports completion.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.count(Ep::Stream) <= STEPS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the replicas polled: {:?}",
+            fake.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fake.set_default(
+        Ep::Status,
+        status_reply(
+            "COMPLETED",
+            json!({ "output": full_output(STEPS), "executionTime": 2000 }),
+        ),
+    );
+    expect_end(&app, &client, &fake, &job, "completed", None).await;
+    assert_eq!(fake.count(Ep::Run), 1, "submitted once");
+    let stored = assert_no_duplicates(&app, &job, "completed").await;
+    assert_eq!(stored.points, i64::from(STEPS));
+    assert_eq!(stored.metric_events, i64::from(STEPS));
 }

@@ -63,12 +63,21 @@ impl Default for ProcessorConfig {
     }
 }
 
+/// The GPU backends this server is configured for; a job goes to the one its GPU type names.
+#[derive(Clone, Default)]
+pub struct Backends {
+    /// RunPod Serverless (or a standalone executor standing in for it).
+    pub runpod: Option<RunpodClient>,
+    /// The local executor embedded in this server.
+    pub local: Option<RunpodClient>,
+}
+
 #[derive(Clone)]
 pub struct Processor {
     db: Db,
     storage: Storage,
     catalog: Arc<Catalog>,
-    client: RunpodClient,
+    backends: Backends,
     config: ProcessorConfig,
 }
 
@@ -93,6 +102,7 @@ struct JobRow {
     current_cost: f64,
     gpu_type: String,
     gpu_count: i32,
+    backend: String,
     base_model: String,
     hyperparameters: Value,
     estimate: Option<Value>,
@@ -104,7 +114,7 @@ struct JobRow {
 
 const JOB_QUERY: &str = "SELECT j.id, j.user_id, j.status, j.external_job_id, j.retry_count,
         j.cancel_requested_at, j.budget_cap::float8 AS budget_cap, j.current_cost::float8 AS current_cost,
-        j.gpu_type, j.gpu_count, j.base_model, j.hyperparameters, j.estimate,
+        j.gpu_type, j.gpu_count, j.backend, j.base_model, j.hyperparameters, j.estimate,
         j.last_progress_at, j.started_at, d.normalized_key, d.name AS dataset_name
    FROM training_jobs j JOIN datasets d ON d.id = j.dataset_id WHERE j.id = $1";
 
@@ -138,20 +148,34 @@ impl Processor {
         db: Db,
         storage: Storage,
         catalog: Arc<Catalog>,
-        client: RunpodClient,
+        backends: Backends,
         config: ProcessorConfig,
     ) -> Self {
         Self {
             db,
             storage,
             catalog,
-            client,
+            backends,
             config,
         }
     }
 
-    pub fn client(&self) -> &RunpodClient {
-        &self.client
+    /// The client of the job's backend, or the ending to record when it is not configured.
+    fn client_for(&self, job: &JobRow) -> Result<&RunpodClient, Ending<'static>> {
+        let client = match job.backend.as_str() {
+            "runpod" => self.backends.runpod.as_ref(),
+            "local" => self.backends.local.as_ref(),
+            _ => None,
+        };
+        client.ok_or_else(|| Ending {
+            status: "failed",
+            stage: "failed",
+            error_code: Some("backend_unavailable"),
+            message: Some(format!(
+                "This server is not configured for the {} backend this job needs. Configure it, or retry on another GPU type.",
+                job.backend
+            )),
+        })
     }
 
     async fn load(&self, id: Uuid) -> Result<Option<JobRow>, String> {
@@ -183,6 +207,10 @@ impl Processor {
             // Cancelled before it was sent, or already sent by an earlier attempt.
             return Ok(());
         }
+        let client = match self.client_for(&job) {
+            Ok(client) => client,
+            Err(ending) => return self.end(&job, ending).await,
+        };
         let input = match self.worker_input(&job).await {
             Ok(input) => input,
             Err(message) => {
@@ -225,7 +253,7 @@ impl Processor {
             }),
             webhook: None,
         };
-        let accepted = match self.client.run(&request).await {
+        let accepted = match client.run(&request).await {
             Ok(r) => r,
             Err(e) if e.is_transient() => return Err(e.to_string()),
             Err(e) => {
@@ -256,7 +284,7 @@ impl Processor {
         if changed != 1 {
             // Cancelled while we were submitting: stop what we just started.
             tx.rollback().await.map_err(db_error)?;
-            let _ = self.client.cancel(&accepted.id).await;
+            let _ = client.cancel(&accepted.id).await;
             return Ok(());
         }
         self.status_event(&mut tx, &job, "initializing", "queued_on_gpu", None)
@@ -346,8 +374,12 @@ impl Processor {
         let Some(external) = job.external_job_id.clone() else {
             return Ok(());
         };
+        let client = match self.client_for(&job) {
+            Ok(client) => client,
+            Err(ending) => return self.end(&job, ending).await,
+        };
         if job.cancel_requested_at.is_some() {
-            match self.client.cancel(&external).await {
+            match client.cancel(&external).await {
                 Ok(_) | Err(RunpodError::NotFound) => {}
                 Err(e) if e.is_transient() => return self.retry_later(&job, &task, &e).await,
                 Err(e) => tracing::warn!(job = %job.id, error = %e, "cancel was rejected"),
@@ -364,7 +396,7 @@ impl Processor {
                 )
                 .await;
         }
-        let stream = match self.client.stream(&external).await {
+        let stream = match client.stream(&external).await {
             Ok(s) => s,
             Err(e) => return self.poll_error(&job, &task, e).await,
         };
@@ -375,7 +407,7 @@ impl Processor {
             || stream.status == RunpodStatus::InQueue
             || task.polls.is_multiple_of(self.config.status_every.max(1));
         if ask_status {
-            let status = match self.client.status(&external).await {
+            let status = match client.status(&external).await {
                 Ok(s) => s,
                 Err(e) => return self.poll_error(&job, &task, e).await,
             };
@@ -393,7 +425,7 @@ impl Processor {
         if let Some(cap) = job.budget_cap
             && job.current_cost >= cap
         {
-            let _ = self.client.cancel(&external).await;
+            let _ = client.cancel(&external).await;
             return self
                 .end(&job, Ending {
                     status: "cancelled",
@@ -412,7 +444,7 @@ impl Processor {
             if let Some(last) = last
                 && (Utc::now() - last).to_std().unwrap_or_default() > self.config.stall_after
             {
-                let _ = self.client.cancel(&external).await;
+                let _ = client.cancel(&external).await;
                 return self
                     .end(&job, Ending {
                         status: "failed",

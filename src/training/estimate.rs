@@ -184,6 +184,7 @@ mod tests {
             memory_gb: 80,
             price_per_second: 0.00076,
             throughput: BTreeMap::from([("medium_nf4".to_owned(), 2500.0)]),
+            available: true,
             measured: BTreeMap::new(),
         }
     }

@@ -94,9 +94,17 @@ pub struct GpuType {
     /// Training tokens/s on one GPU, keyed `{size}_{quantization}` (e.g. `medium_nf4`); a
     /// missing key means the combination is not offered on this GPU.
     pub throughput: BTreeMap<String, f64>,
+    /// Whether this server can run jobs on it (its backend is configured); an unavailable
+    /// type can still be estimated.
+    #[serde(default = "available_by_default")]
+    pub available: bool,
     /// Cells of `throughput` measured from finished jobs: key → how many jobs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub measured: BTreeMap<String, u32>,
+}
+
+fn available_by_default() -> bool {
+    true
 }
 
 impl GpuType {
@@ -381,6 +389,18 @@ pub fn check_config(config: &TrainingConfig, catalog: &Catalog) -> Result<(), Fi
     if gpu.is_none() {
         errors.add("gpu_type", "Choose a GPU type from the list.");
     }
+    if let Some(gpu) = gpu.filter(|g| !g.available) {
+        errors.add(
+            "gpu_type",
+            match gpu.backend {
+                Backend::Runpod => format!(
+                    "{} runs on RunPod, which this server is not configured for (RUNPOD_API_KEY, RUNPOD_ENDPOINT_ID). Choose the local executor.",
+                    gpu.name
+                ),
+                Backend::Local => "This server runs no local executor; choose a RunPod GPU type.".to_owned(),
+            },
+        );
+    }
     if let (Some(model), Some(gpu)) = (model, gpu) {
         if hp.max_seq_len > model.context_length {
             errors.add(
@@ -501,6 +521,115 @@ mod tests {
                 .get("learning_rate")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn unavailable_gpu_types_are_refused_with_what_to_do() {
+        let mut catalog = catalog();
+        for gpu in &mut catalog.gpus {
+            gpu.available = gpu.backend == Backend::Local;
+        }
+        let errors = check_config(
+            &config("llama-3.1-8b-instruct", "A100", PresetName::Fast),
+            &catalog,
+        )
+        .unwrap_err();
+        assert!(errors.get("gpu_type").unwrap().contains("RUNPOD_API_KEY"));
+        let mut local = config("tiny-random-llama", "local", PresetName::Fast);
+        local.hyperparameters.quantization = Quantization::None;
+        assert!(check_config(&local, &catalog).is_ok());
+    }
+
+    /// Each bound on both sides: the limit itself passes, one step past it is refused.
+    #[test]
+    fn each_bound_holds_on_both_sides() {
+        type Set = fn(&mut TrainingConfig, f64);
+        let cases: [(&str, (f64, f64), f64, Set); 11] = [
+            ("learning_rate", bounds::LEARNING_RATE, 1e-7, |c, v| {
+                c.hyperparameters.learning_rate = v
+            }),
+            (
+                "batch_size",
+                (bounds::BATCH_SIZE.0.into(), bounds::BATCH_SIZE.1.into()),
+                1.0,
+                |c, v| c.hyperparameters.batch_size = v as u32,
+            ),
+            (
+                "gradient_accumulation_steps",
+                (
+                    bounds::GRADIENT_ACCUMULATION.0.into(),
+                    bounds::GRADIENT_ACCUMULATION.1.into(),
+                ),
+                1.0,
+                |c, v| c.hyperparameters.gradient_accumulation_steps = v as u32,
+            ),
+            (
+                "epochs",
+                (bounds::EPOCHS.0.into(), bounds::EPOCHS.1.into()),
+                1.0,
+                |c, v| c.hyperparameters.epochs = v as u32,
+            ),
+            (
+                "rank",
+                (bounds::RANK.0.into(), bounds::RANK.1.into()),
+                1.0,
+                |c, v| c.hyperparameters.rank = v as u32,
+            ),
+            (
+                "alpha",
+                (bounds::ALPHA.0.into(), bounds::ALPHA.1.into()),
+                1.0,
+                |c, v| c.hyperparameters.alpha = v as u32,
+            ),
+            ("dropout", bounds::DROPOUT, 0.01, |c, v| {
+                c.hyperparameters.dropout = v
+            }),
+            (
+                "max_seq_len",
+                (bounds::MAX_SEQ_LEN.0.into(), bounds::MAX_SEQ_LEN.1.into()),
+                1.0,
+                |c, v| c.hyperparameters.max_seq_len = v as u32,
+            ),
+            ("warmup_ratio", bounds::WARMUP_RATIO, 0.01, |c, v| {
+                c.hyperparameters.warmup_ratio = v
+            }),
+            ("eval_fraction", bounds::EVAL_FRACTION, 0.01, |c, v| {
+                c.hyperparameters.eval_fraction = v
+            }),
+            (
+                "gpu_count",
+                (bounds::GPU_COUNT.0.into(), bounds::GPU_COUNT.1.into()),
+                1.0,
+                |c, v| c.gpu_count = v as u32,
+            ),
+        ];
+        // A small model on a big GPU: every in-range value fits in memory.
+        let base = config("llama-3.2-1b-instruct", "H200", PresetName::Custom);
+        let refused = |field: &str, value: f64, set: Set| {
+            let mut c = base.clone();
+            set(&mut c, value);
+            check_config(&c, &catalog())
+                .err()
+                .is_some_and(|e| e.get(field).is_some())
+        };
+        for (field, (lo, hi), step, set) in cases {
+            assert!(
+                !refused(field, lo, set),
+                "{field} = {lo} (the lower bound) passes"
+            );
+            assert!(
+                !refused(field, hi, set),
+                "{field} = {hi} (the upper bound) passes"
+            );
+            assert!(
+                refused(field, lo - step, set),
+                "{field} below {lo} is refused"
+            );
+            assert!(
+                refused(field, hi + step, set),
+                "{field} above {hi} is refused"
+            );
+        }
     }
 
     #[test]

@@ -111,7 +111,8 @@ fn default_gpu(catalog: &Catalog) -> String {
     catalog
         .gpus
         .iter()
-        .find(|g| g.id == "local")
+        .find(|g| g.id == "local" && g.available)
+        .or(catalog.gpus.iter().find(|g| g.available))
         .or(catalog.gpus.first())
         .map(|g| g.id.clone())
         .unwrap_or_default()
@@ -296,7 +297,12 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
                         let id = g.id.clone();
                         view! {
                             <option value=g.id.clone() selected=move || gpu.get() == id>
-                                {format!("{} — {}/h", g.name, engine::format::money(g.price_per_hour(1)))}
+                                {format!(
+                                    "{} — {}/h{}",
+                                    g.name,
+                                    engine::format::money(g.price_per_hour(1)),
+                                    if g.available { "" } else { " (not configured on this server)" }
+                                )}
                             </option>
                         }
                     }).collect_view()}

@@ -58,7 +58,7 @@ pub async fn job_events(
         .or(resume.last_event_id)
         .unwrap_or(0)
         .max(0);
-    let (sender, receiver) = mpsc::channel(64);
+    let (sender, receiver) = mpsc::channel(16);
     // Subscribe before replaying, so nothing falls between the two.
     let live = state.hub.subscribe_job(job);
     tokio::spawn(pump_job(
@@ -82,7 +82,9 @@ async fn pump_job(
     mut sender: EventSender,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    if !replay(&db, user, job, &mut last, &mut sender).await {
+    // Boxed: the replay's database futures are large, and a stream spends nearly all its life
+    // waiting for live events; boxing keeps them out of every idle stream's task (≈ 10k streams).
+    if !Box::pin(replay(&db, user, job, &mut last, &mut sender)).await {
         return;
     }
     loop {
@@ -98,7 +100,7 @@ async fn pump_job(
                     }
                 }
                 Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => {
-                    if !replay(&db, user, job, &mut last, &mut sender).await {
+                    if !Box::pin(replay(&db, user, job, &mut last, &mut sender)).await {
                         return;
                     }
                 }
@@ -137,7 +139,7 @@ pub async fn user_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
 ) -> impl IntoResponse {
-    let (mut sender, receiver): (EventSender, _) = mpsc::channel(64);
+    let (mut sender, receiver): (EventSender, _) = mpsc::channel(16);
     let mut live = state.hub.subscribe_user(user.id);
     let mut shutdown = state.shutdown.clone();
     let user = user.id;

@@ -59,6 +59,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// DATA_DIR of this app (objects, scratch files); removed when the test ends.
     pub data_dir: tempfile::TempDir,
+    /// How the app connects to its database (a replica connects the same way).
+    pub options: PgConnectOptions,
 }
 
 impl TestApp {
@@ -97,7 +99,19 @@ impl TestApp {
         s3: Option<engine::storage::S3Settings>,
         gpu: server::settings::GpuSettings,
     ) -> Self {
-        let options = fresh_database().await;
+        Self::spawn_on(fresh_database().await, s3, gpu).await
+    }
+
+    /// A second server replica on this app's database, with its own GPU settings.
+    pub async fn replica(&self, gpu: server::settings::GpuSettings) -> Self {
+        Self::spawn_on(self.options.clone(), None, gpu).await
+    }
+
+    async fn spawn_on(
+        options: PgConnectOptions,
+        s3: Option<engine::storage::S3Settings>,
+        gpu: server::settings::GpuSettings,
+    ) -> Self {
         let bind = "127.0.0.1:0".parse().expect("bind address");
         let data_dir = tempfile::Builder::new()
             .prefix("lp-test-")
@@ -117,12 +131,13 @@ impl TestApp {
         let app = Application::build(settings).await.expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
-        let db = Db::connect(options, 4).await.expect("test pool");
+        let db = Db::connect(options.clone(), 4).await.expect("test pool");
         Self {
             address,
             db,
             client: Self::browser(),
             data_dir,
+            options,
         }
     }
 
@@ -254,6 +269,17 @@ pub async fn start_job(
     dataset: &str,
     epochs: u32,
 ) -> String {
+    start_job_on(app, client, dataset, epochs, "local").await
+}
+
+/// A job on the demo model on `gpu` (a RunPod GPU type goes to the configured RunPod backend).
+pub async fn start_job_on(
+    app: &TestApp,
+    client: &reqwest::Client,
+    dataset: &str,
+    epochs: u32,
+    gpu: &str,
+) -> String {
     let catalog: Value = client
         .get(app.url("/api/catalog"))
         .send()
@@ -275,7 +301,7 @@ pub async fn start_job(
             "/api/jobs",
             json!({
                 "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "custom",
-                "hyperparameters": hp, "gpu_type": "local", "gpu_count": 1,
+                "hyperparameters": hp, "gpu_type": gpu, "gpu_count": 1,
             }),
         )
         .await;
