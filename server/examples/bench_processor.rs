@@ -3,7 +3,9 @@
 //! call after a fixed latency. N jobs are created through the API; once all were submitted
 //! (`/run`), the benchmark watches the calls the server makes for a while and reports:
 //!
-//! - the achieved refresh interval of each job (the gaps between its `/stream` calls);
+//! - the achieved refresh interval of each job (the gaps between its `/stream` or `/status`
+//!   calls: either brings its current status) and how often its metrics are collected
+//!   (`/stream`);
 //! - the most `/status` and `/stream` calls in any 10 s window, and the calls per second;
 //! - with `--rate-limit`, the 429s the simulated endpoint answered when the server went over
 //!   RunPod's per-endpoint limits (the server must back off and stay under them);
@@ -157,8 +159,11 @@ struct CallLog {
     recent: [VecDeque<Instant>; 4],
     /// When each job was accepted by `/run`, by its id.
     started: HashMap<String, Instant>,
-    /// Admitted `/stream` calls of each job: its refreshes.
+    /// Admitted `/stream` and `/status` calls of each job: its refreshes (either brings the
+    /// job's current status).
     refreshes: HashMap<String, Vec<Instant>>,
+    /// Admitted `/stream` calls of each job: when its metric chunks are collected.
+    streams: HashMap<String, Vec<Instant>>,
 }
 
 struct Endpoint {
@@ -198,10 +203,13 @@ impl Endpoint {
             }
             recent.push_back(now);
         }
-        if route == Route::Stream
-            && let Some(job) = job
+        if let Some(job) = job
+            && matches!(route, Route::Stream | Route::Status)
         {
             log.refreshes.entry(job.to_owned()).or_default().push(now);
+            if route == Route::Stream {
+                log.streams.entry(job.to_owned()).or_default().push(now);
+            }
         }
         true
     }
@@ -306,6 +314,8 @@ struct Report {
     max_gap_s: f64,
     /// Jobs refreshed fewer than twice in the window (counted at the window's length).
     starved: usize,
+    /// The mean over jobs of the mean time between two `/stream` calls (metric delivery).
+    stream_interval_s: f64,
     /// Per route: the most calls in any 10 s window of the whole run.
     max_per_window: [usize; 4],
     /// Per route: calls inside the measured window.
@@ -348,6 +358,25 @@ impl Endpoint {
         intervals.sort_by(f64::total_cmp);
         let mut max_per_window = [0; 4];
         let mut in_window = [0; 4];
+        let stream_means: Vec<f64> = log
+            .streams
+            .values()
+            .filter_map(|times| {
+                let inside: Vec<&Instant> =
+                    times.iter().filter(|t| (from..=to).contains(*t)).collect();
+                (inside.len() >= 2).then(|| {
+                    inside[inside.len() - 1]
+                        .duration_since(*inside[0])
+                        .as_secs_f64()
+                        / (inside.len() - 1) as f64
+                })
+            })
+            .collect();
+        let stream_interval_s = if stream_means.is_empty() {
+            window_s
+        } else {
+            stream_means.iter().sum::<f64>() / stream_means.len() as f64
+        };
         for route in ROUTES {
             let times = &log.arrivals[route as usize];
             max_per_window[route as usize] = max_in_window(times);
@@ -357,6 +386,7 @@ impl Endpoint {
             intervals,
             max_gap_s,
             starved,
+            stream_interval_s,
             max_per_window,
             in_window,
             rejected: log.rejected,
@@ -391,6 +421,8 @@ async fn main() {
         ("RUNPOD_API_KEY", "bench".to_owned()),
         ("RUNPOD_ENDPOINT_ID", "bench".to_owned()),
         ("RUNPOD_API_URL", format!("http://{endpoint_addr}/v2")),
+        // No embedded executor: every job here goes to the simulated RunPod.
+        ("EXECUTOR_SLOTS", "0".to_owned()),
         // Nothing reports progress here: keep the stall watchdog from failing the jobs.
         ("JOB_STALL_TIMEOUT_S", "100000".to_owned()),
     ];
@@ -482,7 +514,11 @@ async fn main() {
         "  submission     {created} jobs created in {create_s:.1} s, all submitted after {submit_s:.1} s"
     );
     println!(
-        "  refresh        per job (mean between /stream calls): mean {mean:.2} s  p50 {p50:.2} s  p95 {p95:.2} s  max {max:.2} s"
+        "  refresh        per job (mean between /stream or /status calls): mean {mean:.2} s  p50 {p50:.2} s  p95 {p95:.2} s  max {max:.2} s"
+    );
+    println!(
+        "  metrics        collected through /stream every {:.2} s per job (mean)",
+        report.stream_interval_s
     );
     println!(
         "                 longest gap {:.2} s; {} jobs refreshed fewer than twice in {wall_s:.0} s",
@@ -535,6 +571,7 @@ async fn main() {
                 "mean": round(mean, 3), "p50": round(p50, 3), "p95": round(p95, 3), "max": round(max, 3),
                 "longest_gap": round(report.max_gap_s, 3),
             },
+            "stream_interval_s": round(report.stream_interval_s, 3),
             "starved_jobs": report.starved,
             "max_per_10s": max_per_10s,
             "calls_per_s": calls_per_s,
@@ -904,8 +941,8 @@ async fn ready_dataset(client: &reqwest::Client, base: &str) -> String {
     }
 }
 
-/// The body of `POST /api/jobs`: the demo model on the local GPU type, the "fast" preset
-/// without quantization.
+/// The body of `POST /api/jobs`: the demo model on a RunPod GPU type (so the job goes to the
+/// configured RunPod endpoint), the "fast" preset without quantization.
 async fn job_body(client: &reqwest::Client, base: &str, dataset: &str) -> Value {
     let catalog = get_json(client, base, "/api/catalog").await;
     let mut hyperparameters = catalog["data"]["presets"]["fast"].clone();
@@ -916,7 +953,7 @@ async fn job_body(client: &reqwest::Client, base: &str, dataset: &str) -> Value 
     hyperparameters["quantization"] = json!("none");
     json!({
         "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "fast",
-        "hyperparameters": hyperparameters, "gpu_type": "local", "gpu_count": 1,
+        "hyperparameters": hyperparameters, "gpu_type": "A4000", "gpu_count": 1,
     })
 }
 

@@ -118,6 +118,7 @@ async fn main() {
             ("RUNPOD_API_KEY", "bench".to_owned()),
             ("RUNPOD_ENDPOINT_ID", "bench".to_owned()),
             ("RUNPOD_API_URL", "http://127.0.0.1:9/v2".to_owned()),
+            ("EXECUTOR_SLOTS", "0".to_owned()),
         ],
     )
     .await;
@@ -724,8 +725,8 @@ async fn ready_dataset(client: &reqwest::Client, base: &str) -> String {
     }
 }
 
-/// The body of `POST /api/jobs`: the demo model on the local GPU type, the "fast" preset
-/// without quantization.
+/// The body of `POST /api/jobs`: the demo model on a RunPod GPU type (so the job goes to the
+/// configured RunPod endpoint), the "fast" preset without quantization.
 async fn job_body(client: &reqwest::Client, base: &str, dataset: &str) -> Value {
     let catalog = get_json(client, base, "/api/catalog").await;
     let mut hyperparameters = catalog["data"]["presets"]["fast"].clone();
@@ -736,7 +737,7 @@ async fn job_body(client: &reqwest::Client, base: &str, dataset: &str) -> Value 
     hyperparameters["quantization"] = json!("none");
     json!({
         "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "fast",
-        "hyperparameters": hyperparameters, "gpu_type": "local", "gpu_count": 1,
+        "hyperparameters": hyperparameters, "gpu_type": "A4000", "gpu_count": 1,
     })
 }
 

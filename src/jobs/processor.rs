@@ -396,16 +396,29 @@ impl Processor {
                 )
                 .await;
         }
-        let stream = match client.stream(&external).await {
-            Ok(s) => s,
-            Err(e) => return self.poll_error(&job, &task, e).await,
+        // When /stream is at its rate limit, every other poll refreshes through /status
+        // instead: the job's state stays fresh, and the chunks wait for the next /stream.
+        let skip_stream = task.polls % 2 == 1 && client.stream_saturated().await;
+        let stream_status = if skip_stream {
+            None
+        } else {
+            let stream = match client.stream(&external).await {
+                Ok(s) => s,
+                Err(e) => return self.poll_error(&job, &task, e).await,
+            };
+            // Persist what arrived before anything else: /stream delivers each chunk once.
+            self.apply_outputs(&job, stream.stream.iter().map(|c| &c.output))
+                .await?;
+            Some(stream.status)
         };
-        // Persist what arrived before anything else: /stream delivers each chunk once.
-        self.apply_outputs(&job, stream.stream.iter().map(|c| &c.output))
-            .await?;
-        let ask_status = stream.status.is_terminal()
-            || stream.status == RunpodStatus::InQueue
-            || task.polls.is_multiple_of(self.config.status_every.max(1));
+        let ask_status = match stream_status {
+            None => true,
+            Some(status) => {
+                status.is_terminal()
+                    || status == RunpodStatus::InQueue
+                    || task.polls.is_multiple_of(self.config.status_every.max(1))
+            }
+        };
         if ask_status {
             let status = match client.status(&external).await {
                 Ok(s) => s,

@@ -76,6 +76,12 @@ impl Bucket {
         }
     }
 
+    /// Whether a call now would have to wait.
+    fn exhausted(&self) -> bool {
+        let refilled = self.tokens + self.last.elapsed().as_secs_f64() * self.rate;
+        refilled.min(self.burst) < 1.0
+    }
+
     /// How long to wait before a call may go out (and takes the token).
     fn take(&mut self) -> Duration {
         let now = Instant::now();
@@ -146,6 +152,11 @@ impl RunpodClient {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// Whether `/stream` calls are at the client's rate limit right now (a call would wait).
+    pub async fn stream_saturated(&self) -> bool {
+        self.limits.stream.lock().await.exhausted()
     }
 
     pub async fn run(&self, request: &RunRequest) -> Result<JobRef, RunpodError> {
@@ -326,6 +337,16 @@ mod tests {
         }
         let wait = bucket.take();
         assert!(wait > Duration::from_millis(50) && wait <= Duration::from_millis(110));
+    }
+
+    #[test]
+    fn an_exhausted_bucket_says_so_without_taking() {
+        let mut bucket = Bucket::new(20.0); // 2/s, burst 2
+        assert!(!bucket.exhausted());
+        bucket.take();
+        bucket.take();
+        assert!(bucket.exhausted());
+        assert!(bucket.exhausted(), "asking takes nothing");
     }
 
     #[test]
