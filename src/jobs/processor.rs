@@ -396,9 +396,11 @@ impl Processor {
                 )
                 .await;
         }
-        // When /stream is at its rate limit, every other poll refreshes through /status
-        // instead: the job's state stays fresh, and the chunks wait for the next /stream.
-        let skip_stream = task.polls % 2 == 1 && client.stream_saturated().await;
+        // When /stream is at its rate limit (hundreds of active jobs), each poll makes one call,
+        // alternating /stream and /status: both endpoints' limits then refresh the job, and the
+        // chunks wait in the stream for the next /stream poll.
+        let saturated = client.stream_saturated().await;
+        let skip_stream = saturated && task.polls % 2 == 1;
         let stream_status = if skip_stream {
             None
         } else {
@@ -416,7 +418,7 @@ impl Processor {
             Some(status) => {
                 status.is_terminal()
                     || status == RunpodStatus::InQueue
-                    || task.polls.is_multiple_of(self.config.status_every.max(1))
+                    || (!saturated && task.polls.is_multiple_of(self.config.status_every.max(1)))
             }
         };
         if ask_status {
