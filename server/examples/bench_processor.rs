@@ -280,7 +280,7 @@ async fn on_stream(State(endpoint): State<Shared>, Path(id): Path<String>) -> Re
 
 /// `GET /status/{id}`: running since its `/run`.
 async fn on_status(State(endpoint): State<Shared>, Path(id): Path<String>) -> Response {
-    let admitted = endpoint.admit(Route::Status, None);
+    let admitted = endpoint.admit(Route::Status, Some(id.as_str()));
     tokio::time::sleep(endpoint.latency).await;
     if !admitted {
         return too_many_requests();
