@@ -53,14 +53,7 @@ async fn confirm(app: &TestApp, client: &reqwest::Client, id: &str) -> reqwest::
 async fn verdict(app: &TestApp, client: &reqwest::Client, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let body: Value = client
-            .get(app.url(&format!("/api/datasets/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = app.get_json(client, &format!("/api/datasets/{id}")).await;
         let status = body["data"]["status"]
             .as_str()
             .unwrap_or_default()
@@ -332,14 +325,7 @@ async fn another_users_dataset_is_404_everywhere() {
         .await
         .unwrap();
     assert_eq!(delete.status(), 404);
-    let list: Value = mallory
-        .get(app.url("/api/datasets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json(&mallory, "/api/datasets").await;
     assert_eq!(list["data"]["pagination"]["total"], 0);
     let not_uuid = mallory
         .get(app.url("/api/datasets/not-a-uuid"))
@@ -521,14 +507,7 @@ async fn with_runpod() -> TestApp {
 async fn runpod_gpu_types_are_refused_where_runpod_is_not_configured() {
     let app = TestApp::spawn().await;
     let (client, _) = app.signed_in_user("local-only@example.com").await;
-    let catalog: Value = client
-        .get(app.url("/api/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = app.get_json(&client, "/api/catalog").await;
     let gpus = catalog["data"]["gpus"].as_array().unwrap();
     let a100 = gpus.iter().find(|g| g["id"] == "A100").unwrap();
     assert_eq!(a100["available"], false, "estimable, but not runnable here");
@@ -560,14 +539,7 @@ async fn runpod_gpu_types_are_refused_where_runpod_is_not_configured() {
 async fn catalog_and_authoritative_estimate() {
     let app = with_runpod().await;
     let (client, _) = app.signed_in_user("estimate@example.com").await;
-    let catalog: Value = client
-        .get(app.url("/api/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = app.get_json(&client, "/api/catalog").await;
     let models = catalog["data"]["models"].as_array().unwrap();
     assert!(
         models
@@ -620,14 +592,7 @@ async fn catalog_and_authoritative_estimate() {
 async fn jobs_are_created_from_ready_datasets_only_and_listed() {
     let app = with_runpod().await;
     let (client, _) = app.signed_in_user("jobs@example.com").await;
-    let catalog: Value = client
-        .get(app.url("/api/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = app.get_json(&client, "/api/catalog").await;
     let mut hp = catalog["data"]["presets"]["fast"].clone();
     hp["quantization"] = json!("none");
     let ready = full_flow(&app, &client, "alpaca.json").await;
@@ -683,23 +648,9 @@ async fn jobs_are_created_from_ready_datasets_only_and_listed() {
 
     // Listed, filterable, with a queued notification; another user sees none of it.
     // (The job is being submitted meanwhile, so its status is not asserted here.)
-    let done: Value = client
-        .get(app.url("/api/jobs?status=completed"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done: Value = app.get_json(&client, "/api/jobs?status=completed").await;
     assert_eq!(done["data"]["pagination"]["total"], 0);
-    let list: Value = client
-        .get(app.url("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json(&client, "/api/jobs").await;
     assert_eq!(list["data"]["pagination"]["total"], 1);
     let id = list["data"]["jobs"][0]["id"].as_str().unwrap().to_owned();
     let (mallory, _) = app.signed_in_user("mallory3@example.com").await;
@@ -712,14 +663,7 @@ async fn jobs_are_created_from_ready_datasets_only_and_listed() {
             .status(),
         404
     );
-    let theirs: Value = mallory
-        .get(app.url("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = app.get_json(&mallory, "/api/jobs").await;
     assert_eq!(theirs["data"]["pagination"]["total"], 0);
     let stolen = app
         .post(&mallory, "/api/jobs", job(&ready, json!({})))

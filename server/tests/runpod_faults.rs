@@ -443,14 +443,7 @@ async fn wait_for_status(
 ) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let body: Value = client
-            .get(app.url(&format!("/api/jobs/{job}")))
-            .send()
-            .await
-            .expect("GET /api/jobs/{id}")
-            .json()
-            .await
-            .expect("a JSON job");
+        let body: Value = app.get_json(client, &format!("/api/jobs/{job}")).await;
         let detail = &body["data"]["job"];
         if statuses.iter().any(|s| detail["status"] == *s) {
             return detail.clone();
@@ -764,14 +757,9 @@ async fn completed_output_backfills_missed_metrics_without_duplicates() {
         "one metrics event per step"
     );
     // The curve, as the API shows it: every step, with the eval loss on the last.
-    let body: Value = client
-        .get(app.url(&format!("/api/jobs/{job}/metrics")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app
+        .get_json(&client, &format!("/api/jobs/{job}/metrics"))
+        .await;
     let points = body["data"]["metrics"].as_array().expect("metric points");
     let steps: Vec<i64> = points.iter().filter_map(|p| p["step"].as_i64()).collect();
     assert_eq!(steps, vec![1, 2, 3, 4], "{body}");
@@ -868,14 +856,7 @@ async fn reaching_the_budget_cap_cancels_the_run_on_the_backend() {
     );
     let (app, client) = spawn_app(&fake, |_| {}).await;
     let dataset = ready_dataset(&app, &client, SAMPLE).await;
-    let catalog: Value = client
-        .get(app.url("/api/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = app.get_json(&client, "/api/catalog").await;
     let hyperparameters = catalog["data"]["presets"]["balanced"].clone();
     assert!(hyperparameters.is_object(), "{catalog}");
     let response = app

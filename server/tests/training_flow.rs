@@ -62,14 +62,7 @@ async fn a_job_trains_on_the_local_executor_and_streams_progress_to_the_end() {
     );
 
     // The job's row agrees, and the store holds exactly one metric point per step.
-    let body: Value = client
-        .get(app.url(&format!("/api/jobs/{job}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.get_json(&client, &format!("/api/jobs/{job}")).await;
     let detail = &body["data"]["job"];
     assert_eq!(detail["status"], "completed");
     assert_eq!(detail["progress"], 100.0);
@@ -79,14 +72,9 @@ async fn a_job_trains_on_the_local_executor_and_streams_progress_to_the_end() {
         detail["final_cost"], 0.0,
         "the local executor's default price is 0"
     );
-    let metrics: Value = client
-        .get(app.url(&format!("/api/jobs/{job}/metrics")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metrics: Value = app
+        .get_json(&client, &format!("/api/jobs/{job}/metrics"))
+        .await;
     let points = metrics["data"]["metrics"].as_array().unwrap();
     assert_eq!(points.len() as i64, total, "one point per step");
     assert!(
@@ -229,14 +217,7 @@ async fn cancel_stops_the_worker_process_and_retry_runs_it_again() {
     assert_eq!(cancelled.status(), 202);
     let deadline = Instant::now() + Duration::from_secs(30);
     let detail = loop {
-        let body: Value = client
-            .get(app.url(&format!("/api/jobs/{job}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = app.get_json(&client, &format!("/api/jobs/{job}")).await;
         if body["data"]["job"]["status"] == "cancelled" {
             break body["data"]["job"].clone();
         }

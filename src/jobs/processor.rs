@@ -592,17 +592,8 @@ impl Processor {
                 ..
             }) => {
                 let key = format!("{attempt}:stage:{}", stage.as_str());
-                let recorded = events::record(
-                    tx,
-                    job.user_id,
-                    job.id,
-                    "stage",
-                    &key,
-                    serde_json::to_value(event).unwrap_or_default(),
-                )
-                .await
-                .map_err(db_error)?;
-                if recorded.is_some() {
+                let recorded = record_event(tx, job, "stage", &key, event).await?;
+                if recorded {
                     sqlx::query(
                         "UPDATE training_jobs SET current_stage = $2, total_steps = COALESCE($3, total_steps),
                                 status = CASE WHEN status = 'initializing' THEN 'running' ELSE status END,
@@ -627,17 +618,8 @@ impl Processor {
                 step, eval_loss, ..
             }) => {
                 let key = format!("{attempt}:eval:{step}");
-                let recorded = events::record(
-                    tx,
-                    job.user_id,
-                    job.id,
-                    "eval",
-                    &key,
-                    serde_json::to_value(event).unwrap_or_default(),
-                )
-                .await
-                .map_err(db_error)?;
-                if recorded.is_some() {
+                let recorded = record_event(tx, job, "eval", &key, event).await?;
+                if recorded {
                     sqlx::query(
                         "INSERT INTO metrics_points (user_id, job_id, step, validation_loss) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (job_id, step) DO UPDATE SET validation_loss = EXCLUDED.validation_loss",
@@ -653,17 +635,8 @@ impl Processor {
             }
             WorkerEvent::Result(result) => {
                 let key = format!("{attempt}:result");
-                let recorded = events::record(
-                    tx,
-                    job.user_id,
-                    job.id,
-                    "result",
-                    &key,
-                    serde_json::to_value(event).unwrap_or_default(),
-                )
-                .await
-                .map_err(db_error)?;
-                if recorded.is_some() {
+                let recorded = record_event(tx, job, "result", &key, event).await?;
+                if recorded {
                     let tokens_per_sec = match result {
                         WorkerResult::Succeeded { metrics, .. } => Some(metrics.tokens_per_sec),
                         WorkerResult::Failed { .. } => None,
@@ -1013,6 +986,27 @@ impl Processor {
         .map_err(db_error)?;
         Ok(())
     }
+}
+
+/// Records a worker event in the job's log; `false` when it was seen before.
+async fn record_event(
+    tx: &mut Tx,
+    job: &JobRow,
+    kind: &str,
+    key: &str,
+    event: &WorkerEvent,
+) -> Result<bool, String> {
+    events::record(
+        tx,
+        job.user_id,
+        job.id,
+        kind,
+        key,
+        serde_json::to_value(event).unwrap_or_default(),
+    )
+    .await
+    .map(|recorded| recorded.is_some())
+    .map_err(db_error)
 }
 
 /// Records a status change event (shared with the cancel and retry actions).

@@ -154,6 +154,18 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// `GET path` as `client`, read as JSON.
+    pub async fn get_json(&self, client: &reqwest::Client, path: &str) -> Value {
+        client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// A same-origin JSON POST, as our own pages make it.
     pub async fn post(
         &self,
@@ -245,14 +257,7 @@ pub async fn ready_dataset(app: &TestApp, client: &reqwest::Client, file: &str) 
     assert_eq!(confirmed.status(), 202);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let body: Value = client
-            .get(app.url(&format!("/api/datasets/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = app.get_json(client, &format!("/api/datasets/{id}")).await;
         match body["data"]["status"].as_str() {
             Some("ready") => return id,
             Some("invalid") => panic!("{file} is invalid: {body}"),
@@ -280,14 +285,7 @@ pub async fn start_job_on(
     epochs: u32,
     gpu: &str,
 ) -> String {
-    let catalog: Value = client
-        .get(app.url("/api/catalog"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog: Value = app.get_json(client, "/api/catalog").await;
     let mut hp = catalog["data"]["presets"]["fast"].clone();
     hp["quantization"] = json!("none");
     hp["epochs"] = json!(epochs);
