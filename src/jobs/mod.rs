@@ -136,7 +136,13 @@ pub fn describe_event(
         "stage" => (
             "info",
             match text("message") {
-                "" => stage_label(text("stage")).to_owned(),
+                // Workers often repeat the stage as its message.
+                message
+                    if message.is_empty()
+                        || message.eq_ignore_ascii_case(stage_label(text("stage"))) =>
+                {
+                    stage_label(text("stage")).to_owned()
+                }
                 message => format!("{}: {message}", stage_label(text("stage"))),
             },
         ),
@@ -192,4 +198,48 @@ pub fn describe_event(
         level: level.to_owned(),
         text: line.trim().to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_read_as_sentences_for_the_log() {
+        let at = DateTime::<Utc>::default();
+        let line = |kind: &str, payload: serde_json::Value| describe_event(1, at, kind, &payload);
+        assert_eq!(
+            line(
+                "stage",
+                json!({"stage": "downloading_dataset", "message": "downloading the dataset"})
+            )
+            .unwrap()
+            .text,
+            "Downloading the dataset"
+        );
+        assert_eq!(
+            line("stage", json!({"stage": "training", "message": "80 steps"}))
+                .unwrap()
+                .text,
+            "Training: 80 steps"
+        );
+        let failed = line(
+            "result",
+            json!({"status": "failed", "error_code": "out_of_memory", "message": "CUDA OOM", "hint": "reduce batch_size"}),
+        )
+        .unwrap();
+        assert_eq!(failed.level, "error");
+        assert!(failed.text.contains("out_of_memory") && failed.text.contains("reduce batch_size"));
+        assert_eq!(
+            line("status", json!({"status": "completed"}))
+                .unwrap()
+                .level,
+            "success"
+        );
+        assert!(
+            line("metrics", json!({"step": 1})).is_none(),
+            "metrics are charted, not logged"
+        );
+    }
 }

@@ -140,7 +140,10 @@ fn JobsTable(data: JobPageData, status: Option<String>) -> impl IntoView {
                         <tr>
                             <td>
                                 <span class=format!("badge badge-{}", j.status)>{j.status.clone()}</span>
-                                " "<span class="muted small">{stage_label(&j.current_stage)}</span>
+                                // The stage says more than the badge only while the job runs.
+                                {(!engine::jobs::is_terminal(&j.status)).then(|| view! {
+                                    " "<span class="muted small">{stage_label(&j.current_stage)}</span>
+                                })}
                             </td>
                             <td><a href=format!("/jobs/{}", j.id)>{j.dataset_name.clone().unwrap_or_else(|| "dataset".into())}</a></td>
                             <td>{j.base_model.clone()}</td>

@@ -311,7 +311,7 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
             <div class="stat card"><span class="stat-label">"Learning rate"</span><span class="stat-value">{move || metric("learning_rate")().map(|v| format!("{v:.2e}")).unwrap_or_else(|| "—".into())}</span></div>
             <div class="stat card"><span class="stat-label">"Tokens/s"</span><span class="stat-value">{move || metric("tokens_per_sec")().map(|v| thousands(v.round() as i64)).unwrap_or_else(|| "—".into())}</span></div>
             <div class="stat card"><span class="stat-label">"Epoch"</span><span class="stat-value">{move || fmt_number(job.with(|j| j.current_epoch), 2)}</span></div>
-            <div class="stat card"><span class="stat-label">"Cost so far"</span><span class="stat-value small-value">{cost_text}</span></div>
+            <div class="stat card"><span class="stat-label">{move || if running() { "Cost so far" } else { "Cost" }}</span><span class="stat-value small-value">{cost_text}</span></div>
         </div>
         <div class="chart-grid">
             <section class="card">
@@ -325,10 +325,11 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
                 <div id="lr-chart" class="chart" aria-hidden="true"></div>
             </section>
         </div>
-        <section class="card">
+        <section class="card log-card">
             <h2>"Event log"</h2>
-            <ol class="event-log">
-                {move || log.get().into_iter().map(|line| view! {
+            <p class="muted small">"Newest first."</p>
+            <ol class="event-log" reversed>
+                {move || log.get().into_iter().rev().map(|line| view! {
                     <li class=format!("log-{}", line.level)>
                         <time datetime=line.at.to_rfc3339() title=line.at.format("%Y-%m-%d %H:%M:%S UTC").to_string()>
                             {line.at.format("%H:%M:%S").to_string()}
