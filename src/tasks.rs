@@ -48,8 +48,7 @@ pub async fn run_worker(context: Context, mut shutdown: watch::Receiver<bool>) {
             Ok(tasks) if !tasks.is_empty() => {
                 for task in tasks {
                     let context = context.clone();
-                    let worker = worker.clone();
-                    running.spawn(async move { run_one(&context, &worker, task).await });
+                    running.spawn(async move { run_one(&context, task).await });
                 }
             }
             Ok(_) => {
@@ -69,24 +68,24 @@ pub async fn run_worker(context: Context, mut shutdown: watch::Receiver<bool>) {
     tracing::info!("background worker stopped");
 }
 
-async fn run_one(context: &Context, worker: &str, task: Task) {
+async fn run_one(context: &Context, task: Task) {
     let span =
         tracing::info_span!("task", id = task.id, kind = %task.kind, attempt = task.attempts);
-    run_traced(context, worker, task).instrument(span).await;
+    run_traced(context, task).instrument(span).await;
 }
 
-async fn run_traced(context: &Context, worker: &str, task: Task) {
+async fn run_traced(context: &Context, task: Task) {
     let result =
-        queue::with_heartbeat(&context.db, task.id, worker, dispatch(context, &task)).await;
+        queue::with_heartbeat(&context.db, task.id, &task.lease, dispatch(context, &task)).await;
     match result {
         Ok(()) => {
-            if let Err(e) = queue::complete(&context.db, task.id, worker).await {
+            if let Err(e) = queue::complete(&context.db, task.id, &task.lease).await {
                 tracing::warn!(error = %e, "could not mark the task done; it may run again");
             }
         }
         Err(error) => {
             tracing::warn!(%error, "task failed");
-            match queue::fail(&context.db, &task, worker, &error).await {
+            match queue::fail(&context.db, &task, &error).await {
                 Ok(true) => {}
                 Ok(false) => give_up(context, &task, &error).await,
                 Err(e) => tracing::warn!(error = %e, "could not record the failure"),

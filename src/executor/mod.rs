@@ -384,6 +384,12 @@ impl Executor {
                     ),
                 ),
             };
+            // A cancel reported to the client stays the answer, however the process ended.
+            let (status, error) = if job.status == RunpodStatus::Cancelled {
+                (RunpodStatus::Cancelled, None)
+            } else {
+                (status, error)
+            };
             job.status = status;
             job.error = error;
             match status {

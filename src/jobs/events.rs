@@ -36,6 +36,12 @@ pub async fn record(
     dedupe_key: &str,
     payload: serde_json::Value,
 ) -> Result<Option<JobEvent>, sqlx::Error> {
+    // The job's row lock orders its events: ids are handed out at INSERT but seen at COMMIT, so
+    // without it a later id could commit first and a reader past it would skip the earlier one.
+    sqlx::query("SELECT 1 FROM training_jobs WHERE id = $1 FOR UPDATE")
+        .bind(job)
+        .execute(&mut **tx)
+        .await?;
     let event = sqlx::query_as::<_, JobEvent>(
         "INSERT INTO job_events (user_id, job_id, kind, payload, dedupe_key)
          VALUES ($1, $2, $3, $4, $5)

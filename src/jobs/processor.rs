@@ -84,6 +84,9 @@ pub struct Processor {
 #[derive(Debug, Serialize, Deserialize)]
 struct TaskPayload {
     job_id: Uuid,
+    /// The attempt (`retry_count`) the task belongs to; a task of an older attempt stops.
+    #[serde(default)]
+    attempt: Option<i32>,
     #[serde(default)]
     polls: u32,
     #[serde(default)]
@@ -189,6 +192,25 @@ impl Processor {
         Ok(row)
     }
 
+    /// A transaction holding the job's row lock, if the job is still on `job`'s attempt; `None`
+    /// when a retry started a newer attempt (this task's view is stale: it must change nothing).
+    /// The lock also orders the job's writes, so its event ids commit in order.
+    async fn attempt_tx(&self, job: &JobRow) -> Result<Option<Tx>, String> {
+        let mut tx = self.db.system().await.map_err(db_error)?;
+        let current: Option<i32> =
+            sqlx::query_scalar("SELECT retry_count FROM training_jobs WHERE id = $1 FOR UPDATE")
+                .bind(job.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        if current == Some(job.retry_count) {
+            Ok(Some(tx))
+        } else {
+            tx.rollback().await.map_err(db_error)?;
+            Ok(None)
+        }
+    }
+
     fn rate_per_second(&self, job: &JobRow) -> f64 {
         self.catalog
             .gpu(&job.gpu_type)
@@ -203,6 +225,9 @@ impl Processor {
         let Some(job) = self.load(task.job_id).await? else {
             return Ok(());
         };
+        if task.attempt.is_some_and(|a| a != job.retry_count) {
+            return Ok(()); // a task of an attempt that was retried since
+        }
         if job.status != "queued" || job.external_job_id.is_some() {
             // Cancelled before it was sent, or already sent by an earlier attempt.
             return Ok(());
@@ -229,7 +254,9 @@ impl Processor {
         };
         let timeout = execution_timeout(job.estimate.as_ref());
         {
-            let mut tx = self.db.system().await.map_err(db_error)?;
+            let Some(mut tx) = self.attempt_tx(&job).await? else {
+                return Ok(());
+            };
             self.set_stage(
                 &mut tx,
                 &job,
@@ -255,6 +282,22 @@ impl Processor {
         };
         let accepted = match client.run(&request).await {
             Ok(r) => r,
+            // The backend may have started the run: submitting again could pay for two.
+            Err(e @ RunpodError::Uncertain(_)) => {
+                return self
+                    .end(
+                        &job,
+                        Ending {
+                            status: "failed",
+                            stage: "failed",
+                            error_code: Some("submit_uncertain"),
+                            message: Some(format!(
+                                "{e}. It may have started the run: check the GPU backend's console, then retry the job."
+                            )),
+                        },
+                    )
+                    .await;
+            }
             Err(e) if e.is_transient() => return Err(e.to_string()),
             Err(e) => {
                 return self
@@ -270,30 +313,49 @@ impl Processor {
                     .await;
             }
         };
-        let mut tx = self.db.system().await.map_err(db_error)?;
+        match self.record_submission(&job, &accepted.id).await {
+            Ok(true) => {
+                tracing::info!(job = %job.id, external = %accepted.id, "job submitted");
+                Ok(())
+            }
+            Ok(false) => {
+                // Cancelled or retried while we were submitting: stop what we just started.
+                let _ = client.cancel(&accepted.id).await;
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing remembers this run: stop it rather than pay for it untracked.
+                let _ = client.cancel(&accepted.id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores the backend's id and starts polling; `false` when the job moved on meanwhile.
+    async fn record_submission(&self, job: &JobRow, external: &str) -> Result<bool, String> {
+        let Some(mut tx) = self.attempt_tx(job).await? else {
+            return Ok(false);
+        };
         let changed = sqlx::query(
             "UPDATE training_jobs SET external_job_id = $2, status = 'initializing', current_stage = 'queued_on_gpu'
               WHERE id = $1 AND status = 'queued' AND external_job_id IS NULL",
         )
         .bind(job.id)
-        .bind(&accepted.id)
+        .bind(external)
         .execute(&mut *tx)
         .await
         .map_err(db_error)?
         .rows_affected();
         if changed != 1 {
-            // Cancelled while we were submitting: stop what we just started.
             tx.rollback().await.map_err(db_error)?;
-            let _ = client.cancel(&accepted.id).await;
-            return Ok(());
+            return Ok(false);
         }
-        self.status_event(&mut tx, &job, "initializing", "queued_on_gpu", None)
+        self.status_event(&mut tx, job, "initializing", "queued_on_gpu", None)
             .await?;
-        self.schedule_poll(&mut tx, &job, 0, 0, self.config.poll_interval)
+        self.schedule_poll(&mut tx, job, 0, 0, self.config.poll_interval)
             .await?;
         tx.commit().await.map_err(db_error)?;
-        tracing::info!(job = %job.id, external = %accepted.id, "job submitted");
-        Ok(())
+        Ok(true)
     }
 
     async fn worker_input(&self, job: &JobRow) -> Result<WorkerInput, String> {
@@ -368,7 +430,7 @@ impl Processor {
         let Some(job) = self.load(task.job_id).await? else {
             return Ok(());
         };
-        if job.terminal() {
+        if job.terminal() || task.attempt.is_some_and(|a| a != job.retry_count) {
             return Ok(());
         }
         let Some(external) = job.external_job_id.clone() else {
@@ -440,7 +502,10 @@ impl Processor {
         if let Some(cap) = job.budget_cap
             && job.current_cost >= cap
         {
-            let _ = client.cancel(&external).await;
+            // Ended only once the backend stopped it: otherwise the run would bill on unseen.
+            if let Err(e) = stop_remote(client, &external).await {
+                return self.retry_later(&job, &task, &e).await;
+            }
             return self
                 .end(&job, Ending {
                     status: "cancelled",
@@ -459,7 +524,10 @@ impl Processor {
             if let Some(last) = last
                 && (Utc::now() - last).to_std().unwrap_or_default() > self.config.stall_after
             {
-                let _ = client.cancel(&external).await;
+                // Ended only once the backend stopped it: otherwise the run would bill on unseen.
+                if let Err(e) = stop_remote(client, &external).await {
+                    return self.retry_later(&job, &task, &e).await;
+                }
                 return self
                     .end(&job, Ending {
                         status: "failed",
@@ -473,7 +541,9 @@ impl Processor {
                     .await;
             }
         }
-        let mut tx = self.db.system().await.map_err(db_error)?;
+        let Some(mut tx) = self.attempt_tx(&job).await? else {
+            return Ok(());
+        };
         self.schedule_poll(&mut tx, &job, task.polls + 1, 0, self.config.poll_interval)
             .await?;
         tx.commit().await.map_err(db_error)
@@ -527,7 +597,9 @@ impl Processor {
             .poll_interval
             .saturating_mul(1 << errors.min(6))
             .min(Duration::from_secs(60));
-        let mut tx = self.db.system().await.map_err(db_error)?;
+        let Some(mut tx) = self.attempt_tx(job).await? else {
+            return Ok(());
+        };
         self.schedule_poll(&mut tx, job, task.polls + 1, errors, backoff)
             .await?;
         tx.commit().await.map_err(db_error)
@@ -544,7 +616,7 @@ impl Processor {
         queue::enqueue_after(
             tx,
             POLL_TASK,
-            json!({ "job_id": job.id, "polls": polls, "errors": errors }),
+            json!({ "job_id": job.id, "attempt": job.retry_count, "polls": polls, "errors": errors }),
             Some(job.user_id),
             &task_key(job.id),
             after,
@@ -570,7 +642,10 @@ impl Processor {
                 }
             };
             if tx.is_none() {
-                tx = Some(self.db.system().await.map_err(db_error)?);
+                match self.attempt_tx(job).await? {
+                    Some(t) => tx = Some(t),
+                    None => return Ok(()),
+                }
             }
             if let Some(tx) = tx.as_mut() {
                 self.apply_event(tx, job, &event).await?;
@@ -733,7 +808,9 @@ impl Processor {
         let rate = self.rate_per_second(job);
         let cost = status.execution_time.map(|ms| ms as f64 / 1000.0 * rate);
         {
-            let mut tx = self.db.system().await.map_err(db_error)?;
+            let Some(mut tx) = self.attempt_tx(job).await? else {
+                return Ok(true);
+            };
             sqlx::query(
                 "UPDATE training_jobs SET execution_ms = COALESCE($2, execution_ms), delay_ms = COALESCE($3, delay_ms),
                         current_cost = GREATEST(current_cost, COALESCE($4::numeric, current_cost))
@@ -846,7 +923,9 @@ impl Processor {
     /// The worker succeeded. Artifact registration will hang off this point; for now the job
     /// is finalised with its measured cost.
     async fn complete(&self, job: &JobRow, cost: Option<f64>) -> TaskResult {
-        let mut tx = self.db.system().await.map_err(db_error)?;
+        let Some(mut tx) = self.attempt_tx(job).await? else {
+            return Ok(());
+        };
         self.set_stage(&mut tx, job, "finalizing", "Recording the result.")
             .await?;
         let changed = sqlx::query(
@@ -872,7 +951,9 @@ impl Processor {
 
     /// Ends a job (failed or cancelled) if it has not ended already.
     async fn end(&self, job: &JobRow, ending: Ending<'_>) -> TaskResult {
-        let mut tx = self.db.system().await.map_err(db_error)?;
+        let Some(mut tx) = self.attempt_tx(job).await? else {
+            return Ok(());
+        };
         let changed = sqlx::query(
             "UPDATE training_jobs
                 SET status = $2, current_stage = $3, error_code = $4, error_message = $5, completed_at = now(),
@@ -985,6 +1066,14 @@ impl Processor {
         .await
         .map_err(db_error)?;
         Ok(())
+    }
+}
+
+/// Cancels a run on the backend; a run it no longer knows is stopped too.
+async fn stop_remote(client: &RunpodClient, external: &str) -> Result<(), RunpodError> {
+    match client.cancel(external).await {
+        Ok(_) | Err(RunpodError::NotFound) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -226,7 +226,7 @@ pub async fn create(
     crate::queue::enqueue(
         &mut tx,
         processor::SUBMIT_TASK,
-        serde_json::json!({ "job_id": id }),
+        serde_json::json!({ "job_id": id, "attempt": 0 }),
         Some(user),
         &processor::task_key(id),
     )
@@ -355,7 +355,7 @@ pub async fn retry(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
     crate::queue::enqueue(
         &mut tx,
         processor::SUBMIT_TASK,
-        serde_json::json!({ "job_id": id }),
+        serde_json::json!({ "job_id": id, "attempt": attempt }),
         Some(user),
         &processor::task_key(id),
     )

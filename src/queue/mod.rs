@@ -23,6 +23,10 @@ pub struct Task {
     pub attempts: i32,
     pub max_attempts: i32,
     pub created_at: DateTime<Utc>,
+    /// This lease's own token (`<worker>:<uuid>`): renewing, completing and failing match it,
+    /// so a run never touches the successor it queued, even on the same replica.
+    #[sqlx(rename = "leased_by")]
+    pub lease: String,
 }
 
 /// Queues a task inside the caller's transaction (so it exists exactly when the state change
@@ -69,7 +73,8 @@ pub async fn enqueue_after(
 pub async fn lease(db: &Db, worker: &str, limit: usize) -> Result<Vec<Task>, sqlx::Error> {
     let mut tx = db.system().await?;
     let tasks = sqlx::query_as::<_, Task>(
-        "UPDATE work_queue SET status = 'running', attempts = attempts + 1, leased_by = $1,
+        "UPDATE work_queue SET status = 'running', attempts = attempts + 1,
+                leased_by = $1 || ':' || gen_random_uuid(),
                 leased_until = now() + make_interval(secs => $2)
           WHERE id IN (
                 SELECT id FROM work_queue
@@ -78,7 +83,7 @@ pub async fn lease(db: &Db, worker: &str, limit: usize) -> Result<Vec<Task>, sql
                  ORDER BY run_at
                  LIMIT $3
                    FOR UPDATE SKIP LOCKED)
-      RETURNING id, kind, payload, user_id, attempts, max_attempts, created_at",
+      RETURNING id, kind, payload, user_id, attempts, max_attempts, created_at, leased_by",
     )
     .bind(worker)
     .bind(LEASE.as_secs_f64())
@@ -120,12 +125,12 @@ pub async fn complete(db: &Db, task: i64, worker: &str) -> Result<(), sqlx::Erro
 }
 
 /// Records a failure: the task runs again after a backoff, or is marked failed for good after
-/// `max_attempts`. Returns whether it will be retried.
-pub async fn fail(db: &Db, task: &Task, worker: &str, error: &str) -> Result<bool, sqlx::Error> {
+/// `max_attempts`. Returns whether it will run again (or is no longer this lease's to judge).
+pub async fn fail(db: &Db, task: &Task, error: &str) -> Result<bool, sqlx::Error> {
     let retry = task.attempts < task.max_attempts;
     let backoff = 2f64.powi(task.attempts.clamp(1, 10)).min(300.0);
     let mut tx = db.system().await?;
-    sqlx::query(
+    let changed = sqlx::query(
         "UPDATE work_queue
             SET status = CASE WHEN $3 THEN 'pending' ELSE 'failed' END,
                 run_at = now() + make_interval(secs => $4), last_error = $5,
@@ -133,14 +138,17 @@ pub async fn fail(db: &Db, task: &Task, worker: &str, error: &str) -> Result<boo
           WHERE id = $1 AND leased_by = $2",
     )
     .bind(task.id)
-    .bind(worker)
+    .bind(&task.lease)
     .bind(retry)
     .bind(backoff)
     .bind(error.chars().take(2000).collect::<String>())
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
     tx.commit().await?;
-    Ok(retry)
+    // A lost lease (the task was taken over, or re-queued as its successor) is not ours to
+    // give up on.
+    Ok(retry || changed == 0)
 }
 
 /// Runs `work` while renewing the lease every third of its length.

@@ -24,6 +24,10 @@ pub enum RunpodError {
     /// 429/5xx/timeouts that outlasted the retries.
     #[error("the GPU backend is unavailable: {0}")]
     Unavailable(String),
+    /// `/run` got no answer in time: the backend may or may not have accepted the job, so
+    /// sending it again could start (and bill) a second run.
+    #[error("the GPU backend did not answer the submission in time")]
+    Uncertain(String),
     /// A 2xx whose body is not what the API documents.
     #[error("the GPU backend sent a malformed response: {0}")]
     Malformed(String),
@@ -246,6 +250,11 @@ impl RunpodClient {
             }
             let response = match request.send().await {
                 Ok(r) => r,
+                // A submission that may have arrived is never sent twice; one that could not
+                // connect certainly did not arrive.
+                Err(e) if matches!(route, Route::Run) && !e.is_connect() => {
+                    return Err(RunpodError::Uncertain(describe_transport(&e)));
+                }
                 Err(e) => {
                     last_error = describe_transport(&e);
                     continue;
@@ -271,6 +280,9 @@ impl RunpodClient {
             }
             let bytes = match response.bytes().await {
                 Ok(b) => b,
+                Err(e) if matches!(route, Route::Run) && status.is_success() => {
+                    return Err(RunpodError::Uncertain(describe_transport(&e)));
+                }
                 Err(e) => {
                     last_error = describe_transport(&e);
                     continue;
@@ -283,7 +295,13 @@ impl RunpodClient {
                 });
             }
             return serde_json::from_slice(&bytes).map_err(|e| {
-                RunpodError::Malformed(format!(
+                // An accepted submission we cannot read is still an accepted submission.
+                let wrap = if matches!(route, Route::Run) {
+                    RunpodError::Uncertain
+                } else {
+                    RunpodError::Malformed
+                };
+                wrap(format!(
                     "{path}: {e} (body starts {:?})",
                     String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
                 ))

@@ -25,6 +25,8 @@ use crate::state::AppState;
 
 /// Events read from the table per replay query.
 const REPLAY_PAGE: i64 = 500;
+/// How often an idle stream checks that its client is still there.
+const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 type EventSender = mpsc::Sender<Result<Event, Infallible>>;
 
@@ -87,8 +89,13 @@ async fn pump_job(
     if !Box::pin(replay(&db, user, job, &mut last, &mut sender)).await {
         return;
     }
+    let mut check = tokio::time::interval(CLIENT_CHECK);
     loop {
         tokio::select! {
+            // A finished job sends nothing more: notice a client that left anyway.
+            _ = check.tick() => if sender.is_closed() {
+                return;
+            },
             message = live.recv() => match message {
                 Ok(HubMessage::Event(event)) => {
                     if event.user_id != user || event.id <= last {
@@ -117,8 +124,10 @@ async fn replay(db: &Db, user: Uuid, job: Uuid, last: &mut i64, sender: &mut Eve
         let page = match events::since(db, user, job, *last, REPLAY_PAGE).await {
             Ok(page) => page,
             Err(e) => {
+                // End the stream: the browser reconnects with Last-Event-ID and nothing is
+                // skipped, where following live from here would jump over the gap.
                 tracing::warn!(error = %e, %job, "cannot replay job events");
-                return true;
+                return false;
             }
         };
         let full = page.len() as i64 == REPLAY_PAGE;
@@ -144,8 +153,12 @@ pub async fn user_events(
     let mut shutdown = state.shutdown.clone();
     let user = user.id;
     tokio::spawn(async move {
+        let mut check = tokio::time::interval(CLIENT_CHECK);
         loop {
             tokio::select! {
+                _ = check.tick() => if sender.is_closed() {
+                    return;
+                },
                 message = live.recv() => match message {
                     Ok(HubMessage::Event(event)) if event.user_id == user && matches!(event.kind.as_str(), "status" | "metrics") => {
                         if sender.send(Ok(sse_event(&event))).await.is_err() {
