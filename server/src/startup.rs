@@ -191,11 +191,17 @@ impl Application {
             },
             settings.gpu.processor.clone(),
         );
+        let processor = Arc::new(processor);
+        tokio::spawn(
+            processor
+                .clone()
+                .keep_reconciling(std::time::Duration::from_secs(60), stopping.clone()),
+        );
         let tasks = engine::tasks::Context {
             db: db.clone(),
             storage: storage.clone(),
             scratch: engine::datasets::service::scratch_dir(&settings.data_dir),
-            processor: Arc::new(processor),
+            processor,
             concurrency: settings.gpu.task_concurrency,
         };
         let hub = engine::jobs::hub::Hub::start(db.clone(), stopping.clone());

@@ -88,3 +88,64 @@ async fn a_run_never_touches_the_successor_it_queued() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_job_left_without_a_task_is_requeued() {
+    let app = common::TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("orphan@example.com").await;
+    let dataset = common::ready_dataset(&app, &client, "openai-chat.jsonl").await;
+    let job = common::start_job(&app, &client, &dataset, 1).await;
+    let job: uuid::Uuid = job.parse().expect("uuid");
+    // An operator deletes the job's task: nothing would ever move it again. (A new attempt
+    // number also makes any task of this app still in flight for the job stand down.)
+    let mut tx = app.db.system().await.expect("tx");
+    sqlx::query("DELETE FROM work_queue WHERE dedupe_key = $1")
+        .bind(format!("job:{job}"))
+        .execute(&mut *tx)
+        .await
+        .expect("delete");
+    sqlx::query("UPDATE training_jobs SET status = 'queued', external_job_id = NULL, retry_count = retry_count + 1 WHERE id = $1")
+        .bind(job)
+        .execute(&mut *tx)
+        .await
+        .expect("reset");
+    tx.commit().await.expect("commit");
+
+    let catalog = std::sync::Arc::new(engine::training::Catalog::builtin());
+    let storage = engine::storage::Storage::local(
+        app.data_dir.path().join("objects"),
+        vec![7; 32],
+        app.address.clone(),
+    );
+    let client = engine::runpod::RunpodClient::new(
+        "http://127.0.0.1:9/v2/x",
+        "x",
+        engine::runpod::RetryPolicy::default(),
+    )
+    .expect("client");
+    let processor = engine::jobs::processor::Processor::new(
+        app.db.clone(),
+        storage,
+        catalog,
+        engine::jobs::processor::Backends {
+            runpod: None,
+            local: Some(client),
+        },
+        Default::default(),
+    );
+    assert_eq!(processor.reconcile().await.expect("reconcile"), 1);
+    let mut tx = app.db.system().await.expect("tx");
+    let kind: String = sqlx::query_scalar("SELECT kind FROM work_queue WHERE dedupe_key = $1")
+        .bind(format!("job:{job}"))
+        .fetch_one(&mut *tx)
+        .await
+        .expect("a task again");
+    tx.commit().await.expect("commit");
+    // The app's own worker may already have taken the new submission and turned it into a poll.
+    assert!(kind == "job_submit" || kind == "job_poll", "{kind}");
+    assert_eq!(
+        processor.reconcile().await.expect("reconcile"),
+        0,
+        "nothing else orphaned"
+    );
+}

@@ -1069,6 +1069,65 @@ impl Processor {
     }
 }
 
+impl Processor {
+    /// Re-queues the task of any unfinished job that has none (a task given up on while its job
+    /// could not be updated, a row lost to an operator's hands): no job waits forever.
+    /// Returns how many were re-queued.
+    pub async fn reconcile(&self) -> Result<usize, String> {
+        let mut tx = self.db.system().await.map_err(db_error)?;
+        let orphans: Vec<(Uuid, Uuid, String, Option<String>, i32)> = sqlx::query_as(
+            "SELECT j.id, j.user_id, j.status, j.external_job_id, j.retry_count
+               FROM training_jobs j
+              WHERE j.status IN ('queued', 'initializing', 'running')
+                AND NOT EXISTS (SELECT 1 FROM work_queue q
+                                 WHERE q.dedupe_key = 'job:' || j.id::text
+                                   AND q.status IN ('pending', 'running'))
+              ORDER BY j.created_at
+              LIMIT 1000
+                FOR UPDATE OF j SKIP LOCKED",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        for (id, user, status, external, attempt) in &orphans {
+            let kind = if status == "queued" && external.is_none() {
+                SUBMIT_TASK
+            } else {
+                POLL_TASK
+            };
+            tracing::warn!(job = %id, kind, "re-queueing a job that had no task");
+            queue::enqueue(
+                &mut tx,
+                kind,
+                json!({ "job_id": id, "attempt": attempt }),
+                Some(*user),
+                &task_key(*id),
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(orphans.len())
+    }
+
+    /// Runs [`Self::reconcile`] every `every` until `shutdown`.
+    pub async fn keep_reconciling(
+        self: Arc<Self>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "cannot reconcile jobs and tasks");
+            }
+        }
+    }
+}
+
 /// Cancels a run on the backend; a run it no longer knows is stopped too.
 async fn stop_remote(client: &RunpodClient, external: &str) -> Result<(), RunpodError> {
     match client.cancel(external).await {
