@@ -51,6 +51,8 @@ enum Stop {
     Cancel,
     /// The execution timeout, or the ttl when that comes first.
     Timeout,
+    /// The executor is shutting down.
+    Shutdown,
 }
 
 #[derive(Debug)]
@@ -370,6 +372,13 @@ impl Executor {
                 process::Outcome::Exited { success: true, .. } => (RunpodStatus::Completed, None),
                 process::Outcome::Exited { error, .. } => (RunpodStatus::Failed, Some(error)),
                 process::Outcome::Stopped(Stop::Cancel) => (RunpodStatus::Cancelled, None),
+                process::Outcome::Stopped(Stop::Shutdown) => (
+                    RunpodStatus::Failed,
+                    Some(
+                        r#"{"error_type":"ExecutorShutdown","error_message":"the executor shut down while the job ran; retry it"}"#
+                            .to_owned(),
+                    ),
+                ),
                 process::Outcome::Stopped(Stop::Timeout) if limit_is_timeout => {
                     (RunpodStatus::TimedOut, None)
                 }

@@ -29,6 +29,8 @@ pub(super) enum Outcome {
 
 /// Lines of stderr kept to explain a crash.
 const STDERR_TAIL: usize = 40;
+/// How long output is still read after the worker exited.
+const DRAIN: Duration = Duration::from_secs(2);
 /// Time a worker gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
@@ -113,17 +115,33 @@ pub(super) async fn run_job(
     let stopped = loop {
         tokio::select! {
             line = stdout.next_line(), if stdout_open => match line {
-                Ok(Some(line)) => match serde_json::from_str::<Value>(&line) {
-                    Ok(value) => match value.get("__error__") {
-                        Some(error) => harness_error = Some(error.clone()),
-                        None => sink(ProcessEvent::Yielded(value)),
-                    },
-                    Err(_) => tracing::warn!(job = id, "worker printed a non-JSON line; ignored"),
-                },
+                Ok(Some(line)) => on_line(id, &line, &mut harness_error, &mut sink),
                 _ => stdout_open = false,
             },
-            status = child.wait(), if !stdout_open => {
-                let tail = stderr_task.await.unwrap_or_default();
+            status = child.wait() => {
+                // Read what the worker printed before it exited, within bounds: a process it
+                // started may still hold the pipes open.
+                let drain_until = tokio::time::Instant::now() + DRAIN;
+                while stdout_open {
+                    match tokio::time::timeout_at(drain_until, stdout.next_line()).await {
+                        Ok(Ok(Some(line))) => on_line(id, &line, &mut harness_error, &mut sink),
+                        _ => stdout_open = false,
+                    }
+                }
+                let tail = tokio::time::timeout(DRAIN, stderr_task)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                // Anything the worker left behind goes with it.
+                if let Ok(group) = i32::try_from(pid)
+                    && group > 0
+                {
+                    // SAFETY: a plain syscall on the process group we created.
+                    unsafe {
+                        libc::killpg(group, libc::SIGKILL);
+                    }
+                }
                 return match status {
                     Ok(s) if s.success() => Outcome::Exited { success: true, error: String::new() },
                     Ok(s) => Outcome::Exited {
@@ -146,7 +164,7 @@ pub(super) async fn run_job(
             }
             () = &mut deadline => break Stop::Timeout,
             reason = &mut stop => break reason.unwrap_or(Stop::Cancel),
-            _ = shutdown.changed() => break Stop::Cancel,
+            _ = shutdown.changed() => break Stop::Shutdown,
         }
     };
     kill_group(pid, &mut child).await;
@@ -180,5 +198,21 @@ async fn kill_group(pid: u32, child: &mut tokio::process::Child) {
         unsafe {
             libc::killpg(group, libc::SIGKILL);
         }
+    }
+}
+
+/// One line of the worker's stdout: a yielded value, or the harness's error report.
+fn on_line(
+    id: &str,
+    line: &str,
+    harness_error: &mut Option<Value>,
+    sink: &mut impl FnMut(ProcessEvent),
+) {
+    match serde_json::from_str::<Value>(line) {
+        Ok(value) => match value.get("__error__") {
+            Some(error) => *harness_error = Some(error.clone()),
+            None => sink(ProcessEvent::Yielded(value)),
+        },
+        Err(_) => tracing::warn!(job = id, "worker printed a non-JSON line; ignored"),
     }
 }

@@ -4,7 +4,7 @@
 use super::*;
 
 const HARNESS: &str = r#"
-import json, sys, time
+import json, subprocess, sys, time
 job = json.loads(sys.stdin.read())
 mode = job["input"].get("mode", "ok")
 for i in range(job["input"].get("chunks", 3)):
@@ -14,6 +14,9 @@ if mode == "sleep":
 if mode == "raise":
     print(json.dumps({"__error__": {"error_type": "ValueError", "error_message": "bad input", "error_traceback": "tb"}}), flush=True)
     sys.exit(1)
+if mode == "orphan":
+    # A process the worker started inherits its stdout and outlives it.
+    subprocess.Popen(["sleep", "60"])
 if mode == "crash":
     print("segfault-ish", file=sys.stderr, flush=True)
     sys.exit(3)
@@ -168,4 +171,20 @@ async fn purge_queue_cancels_waiting_jobs() {
         RunpodStatus::Cancelled
     );
     executor.cancel(&first).unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_that_exits_while_a_child_holds_its_output_still_completes() {
+    let (executor, _stop, _dir) = executor(1);
+    let id = submit(&executor, serde_json::json!({"mode": "orphan"}), None);
+    let status = wait_for(&executor, &id, RunpodStatus::Completed).await;
+    assert_eq!(
+        status.output.unwrap().as_array().unwrap().len(),
+        3,
+        "its output was read"
+    );
+    assert!(
+        status.execution_time.unwrap() < 5_000,
+        "not held until a timeout"
+    );
 }

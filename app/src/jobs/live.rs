@@ -17,7 +17,7 @@ pub struct WireEvent {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-const KINDS: [&str; 5] = ["status", "stage", "metrics", "eval", "result"];
+const KINDS: [&str; 6] = ["status", "stage", "metrics", "eval", "result", "resync"];
 
 /// Opens `url` and calls `on_event` for each event; the source closes when the owner is
 /// cleaned up, or when `on_event` returns `false`. `connected` follows the connection.

@@ -88,21 +88,28 @@ pub fn JobsPage() -> impl IntoView {
                         <p><a href="/train">"Configure a training job"</a></p>
                     </EmptyState>
                 }.into_any(),
-                Ok(data) => view! { <JobsTable data=data status=status()/> }.into_any(),
+                Ok(data) => view! { <JobsTable data=data status=status() refresh=Callback::new(move |_| jobs.refetch())/> }.into_any(),
             })}
         </Transition>
     }
 }
 
 #[component]
-fn JobsTable(data: JobPageData, status: Option<String>) -> impl IntoView {
+fn JobsTable(data: JobPageData, status: Option<String>, refresh: Callback<()>) -> impl IntoView {
     let pages = ((data.total.max(0) as u32).div_ceil(PAGE_SIZE)).max(1);
     let page = data.page;
     let rows = RwSignal::new(data.jobs);
     let live = RwSignal::new(false);
+    // Only the browser follows the stream.
+    #[cfg(not(feature = "hydrate"))]
+    let _ = refresh;
     // Status changes and progress of the listed jobs, live.
     #[cfg(feature = "hydrate")]
     live::follow("/api/events", live, move |event| {
+        if event.kind == "resync" {
+            refresh.run(());
+            return true;
+        }
         rows.update(|list| {
             if let Some(job) = list.iter_mut().find(|j| j.id == event.job_id) {
                 let p = &event.payload;

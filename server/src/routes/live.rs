@@ -165,7 +165,20 @@ pub async fn user_events(
                             return;
                         }
                     }
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    // Missed events: tell the page to reload its list.
+                    Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => {
+                        let resync = Event::default().event("resync").data(
+                            serde_json::json!({
+                                "id": 0, "job_id": Uuid::nil(), "user_id": user, "kind": "resync",
+                                "payload": {}, "created_at": chrono::Utc::now(),
+                            })
+                            .to_string(),
+                        );
+                        if sender.send(Ok(resync)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
                     Err(RecvError::Closed) => return,
                 },
                 _ = shutdown.changed() => return,
