@@ -178,3 +178,25 @@ stop_test_postgres() {
     rm -rf "$PG_SCRATCH"
   fi
 }
+
+# For scripts/bench/*.sh: builds the release server and the benchmark example NAME, starts a
+# throwaway PostgreSQL (stopped on exit) and raises the open-file limit. Sets BENCH and exports
+# LORA_PIPELINE_BIN.
+prepare_bench() {
+  local name="$1"
+  install_apt postgresql
+  if [ ! -f "$SITE/pkg/lora-pipeline.js" ]; then
+    # The binary embeds the site; build it once, as scripts/run does.
+    install_rust_tools
+    install_npm_tools
+    build_site
+  fi
+  log "building lora-pipeline and $name (release)"
+  cargo build --locked --release -p server --bin lora-pipeline --example "$name"
+  export LORA_PIPELINE_BIN="$CARGO_TARGET_DIR/release/lora-pipeline"
+  BENCH="$CARGO_TARGET_DIR/release/examples/$name"
+  start_test_postgres
+  trap stop_test_postgres EXIT
+  # Every subscriber or job connection is a socket here and in the server (which inherits it).
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+}

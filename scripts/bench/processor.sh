@@ -11,21 +11,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$ROOT"
 
-install_apt postgresql
-if [ ! -f "$SITE/pkg/lora-pipeline.js" ]; then
-  # The binary embeds the site; build it once, as scripts/run does.
-  install_rust_tools
-  install_npm_tools
-  build_site
-fi
-log "building lora-pipeline and bench_processor (release)"
-cargo build --locked --release -p server --bin lora-pipeline --example bench_processor
-export LORA_PIPELINE_BIN="$CARGO_TARGET_DIR/release/lora-pipeline"
-BENCH="$CARGO_TARGET_DIR/release/examples/bench_processor"
-
-start_test_postgres
-trap stop_test_postgres EXIT
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+prepare_bench bench_processor
 
 echo
 echo "$(nproc) cores"

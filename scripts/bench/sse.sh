@@ -9,22 +9,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$ROOT"
 
-install_apt postgresql
-if [ ! -f "$SITE/pkg/lora-pipeline.js" ]; then
-  # The binary embeds the site; build it once, as scripts/run does.
-  install_rust_tools
-  install_npm_tools
-  build_site
-fi
-log "building lora-pipeline and bench_sse (release)"
-cargo build --locked --release -p server --bin lora-pipeline --example bench_sse
-export LORA_PIPELINE_BIN="$CARGO_TARGET_DIR/release/lora-pipeline"
-BENCH="$CARGO_TARGET_DIR/release/examples/bench_sse"
-
-start_test_postgres
-trap stop_test_postgres EXIT
-# Every subscriber is a socket in the benchmark and one in the server (which inherits the limit).
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+prepare_bench bench_sse
 
 echo
 echo "$(nproc) cores, open-file limit $(ulimit -n)"

@@ -140,6 +140,26 @@ struct Ending<'a> {
     message: Option<String>,
 }
 
+impl<'a> Ending<'a> {
+    fn failed(code: &'a str, message: impl Into<String>) -> Self {
+        Self {
+            status: "failed",
+            stage: "failed",
+            error_code: Some(code),
+            message: Some(message.into()),
+        }
+    }
+
+    fn cancelled(code: &'a str, message: impl Into<String>) -> Self {
+        Self {
+            status: "cancelled",
+            stage: "cancelled",
+            error_code: Some(code),
+            message: Some(message.into()),
+        }
+    }
+}
+
 type TaskResult = Result<(), String>;
 
 fn db_error(e: sqlx::Error) -> String {
@@ -170,15 +190,10 @@ impl Processor {
             "local" => self.backends.local.as_ref(),
             _ => None,
         };
-        client.ok_or_else(|| Ending {
-            status: "failed",
-            stage: "failed",
-            error_code: Some("backend_unavailable"),
-            message: Some(format!(
+        client.ok_or_else(|| Ending::failed("backend_unavailable", format!(
                 "This server is not configured for the {} backend this job needs. Configure it, or retry on another GPU type.",
                 job.backend
-            )),
-        })
+            )))
     }
 
     async fn load(&self, id: Uuid) -> Result<Option<JobRow>, String> {
@@ -240,15 +255,7 @@ impl Processor {
             Ok(input) => input,
             Err(message) => {
                 return self
-                    .end(
-                        &job,
-                        Ending {
-                            status: "failed",
-                            stage: "failed",
-                            error_code: Some("submit_failed"),
-                            message: Some(message),
-                        },
-                    )
+                    .end(&job, Ending::failed("submit_failed", message))
                     .await;
             }
         };
@@ -287,29 +294,16 @@ impl Processor {
                 return self
                     .end(
                         &job,
-                        Ending {
-                            status: "failed",
-                            stage: "failed",
-                            error_code: Some("submit_uncertain"),
-                            message: Some(format!(
+                        Ending::failed("submit_uncertain", format!(
                                 "{e}. It may have started the run: check the GPU backend's console, then retry the job."
                             )),
-                        },
                     )
                     .await;
             }
             Err(e) if e.is_transient() => return Err(e.to_string()),
             Err(e) => {
                 return self
-                    .end(
-                        &job,
-                        Ending {
-                            status: "failed",
-                            stage: "failed",
-                            error_code: Some("submit_rejected"),
-                            message: Some(e.to_string()),
-                        },
-                    )
+                    .end(&job, Ending::failed("submit_rejected", e.to_string()))
                     .await;
             }
         };
@@ -411,14 +405,10 @@ impl Processor {
         };
         self.end(
             &job,
-            Ending {
-                status: "failed",
-                stage: "failed",
-                error_code: Some("processing_failed"),
-                message: Some(format!(
-                    "The platform could not follow this job: {error}. Retry it."
-                )),
-            },
+            Ending::failed(
+                "processing_failed",
+                format!("The platform could not follow this job: {error}. Retry it."),
+            ),
         )
         .await
     }
@@ -449,12 +439,7 @@ impl Processor {
             return self
                 .end(
                     &job,
-                    Ending {
-                        status: "cancelled",
-                        stage: "cancelled",
-                        error_code: Some("cancelled"),
-                        message: Some("Cancelled at your request.".into()),
-                    },
+                    Ending::cancelled("cancelled", "Cancelled at your request."),
                 )
                 .await;
         }
@@ -507,16 +492,11 @@ impl Processor {
                 return self.retry_later(&job, &task, &e).await;
             }
             return self
-                .end(&job, Ending {
-                    status: "cancelled",
-                    stage: "cancelled",
-                    error_code: Some("budget_cap_reached"),
-                    message: Some(format!(
+                .end(&job, Ending::cancelled("budget_cap_reached", format!(
                         "Stopped: the cost reached the budget cap of {} (spent {}). Raise the cap and retry to continue.",
                         crate::format::money(cap),
                         crate::format::money(job.current_cost)
-                    )),
-                })
+                    )))
                 .await;
         }
         if job.status == "running" {
@@ -529,15 +509,10 @@ impl Processor {
                     return self.retry_later(&job, &task, &e).await;
                 }
                 return self
-                    .end(&job, Ending {
-                        status: "failed",
-                        stage: "failed",
-                        error_code: Some("stalled"),
-                        message: Some(format!(
+                    .end(&job, Ending::failed("stalled", format!(
                             "Stalled: no progress for {}; the run was stopped. Retry it, or check the GPU backend's logs.",
                             crate::format::duration(self.config.stall_after.as_secs())
-                        )),
-                    })
+                        )))
                     .await;
             }
         }
@@ -552,20 +527,13 @@ impl Processor {
     async fn poll_error(&self, job: &JobRow, task: &TaskPayload, error: RunpodError) -> TaskResult {
         match error {
             RunpodError::NotFound => {
-                self.end(job, Ending {
-                    status: "failed",
-                    stage: "failed",
-                    error_code: Some("backend_lost"),
-                    message: Some(
-                        "The GPU backend no longer knows this job (its results expired, or the backend restarted). Retry the job."
-                            .into(),
-                    ),
-                })
+                self.end(job, Ending::failed("backend_lost", "The GPU backend no longer knows this job (its results expired, or the backend restarted). Retry the job."
+                            .into()))
                 .await
             }
             e if e.is_transient() => self.retry_later(job, task, &e).await,
             e => {
-                self.end(job, Ending { status: "failed", stage: "failed", error_code: Some("backend_rejected"), message: Some(e.to_string()) })
+                self.end(job, Ending::failed("backend_rejected", e.to_string()))
                     .await
             }
         }
@@ -582,14 +550,9 @@ impl Processor {
         tracing::warn!(job = %job.id, errors, %error, "poll failed");
         if errors >= self.config.max_poll_errors {
             return self
-                .end(job, Ending {
-                    status: "failed",
-                    stage: "failed",
-                    error_code: Some("backend_unreachable"),
-                    message: Some(format!(
+                .end(job, Ending::failed("backend_unreachable", format!(
                         "Lost contact with the GPU backend after {errors} attempts: {error}. Retry the job when it is reachable."
-                    )),
-                })
+                    )))
                 .await;
         }
         let backoff = self
@@ -853,26 +816,19 @@ impl Processor {
                     }) => {
                         self.end(
                             job,
-                            Ending {
-                                status: "failed",
-                                stage: "failed",
-                                error_code: Some(&error_code),
-                                message: Some(if hint.is_empty() {
+                            Ending::failed(
+                                &error_code,
+                                if hint.is_empty() {
                                     message
                                 } else {
                                     format!("{message} — {hint}")
-                                }),
-                            },
+                                },
+                            ),
                         )
                         .await?;
                     }
                     None => {
-                        self.end(job, Ending {
-                            status: "failed",
-                            stage: "failed",
-                            error_code: Some("no_result"),
-                            message: Some("The worker finished without reporting a result; the adapter cannot be trusted. Retry the job.".into()),
-                        })
+                        self.end(job, Ending::failed("no_result", "The worker finished without reporting a result; the adapter cannot be trusted. Retry the job."))
                         .await?;
                     }
                 }
@@ -881,15 +837,13 @@ impl Processor {
             RunpodStatus::Failed => {
                 self.end(
                     job,
-                    Ending {
-                        status: "failed",
-                        stage: "failed",
-                        error_code: Some("worker_failed"),
-                        message: Some(format!(
+                    Ending::failed(
+                        "worker_failed",
+                        format!(
                             "The worker failed: {}",
                             FailureDetail::message_of(status.error.as_deref())
-                        )),
-                    },
+                        ),
+                    ),
                 )
                 .await?;
                 Ok(true)
@@ -897,23 +851,16 @@ impl Processor {
             RunpodStatus::Cancelled => {
                 self.end(
                     job,
-                    Ending {
-                        status: "cancelled",
-                        stage: "cancelled",
-                        error_code: Some("cancelled_on_backend"),
-                        message: Some("The job was cancelled on the GPU backend.".into()),
-                    },
+                    Ending::cancelled(
+                        "cancelled_on_backend",
+                        "The job was cancelled on the GPU backend.".into(),
+                    ),
                 )
                 .await?;
                 Ok(true)
             }
             RunpodStatus::TimedOut => {
-                self.end(job, Ending {
-                    status: "failed",
-                    stage: "failed",
-                    error_code: Some("timed_out"),
-                    message: Some("The run exceeded its execution timeout and was stopped. Retry with fewer epochs, or a faster GPU.".into()),
-                })
+                self.end(job, Ending::failed("timed_out", "The run exceeded its execution timeout and was stopped. Retry with fewer epochs, or a faster GPU."))
                 .await?;
                 Ok(true)
             }
