@@ -527,8 +527,7 @@ impl Processor {
     async fn poll_error(&self, job: &JobRow, task: &TaskPayload, error: RunpodError) -> TaskResult {
         match error {
             RunpodError::NotFound => {
-                self.end(job, Ending::failed("backend_lost", "The GPU backend no longer knows this job (its results expired, or the backend restarted). Retry the job."
-                            .into()))
+                self.end(job, Ending::failed("backend_lost", "The GPU backend no longer knows this job (its results expired, or the backend restarted). Retry the job."))
                 .await
             }
             e if e.is_transient() => self.retry_later(job, task, &e).await,
@@ -853,7 +852,7 @@ impl Processor {
                     job,
                     Ending::cancelled(
                         "cancelled_on_backend",
-                        "The job was cancelled on the GPU backend.".into(),
+                        "The job was cancelled on the GPU backend.",
                     ),
                 )
                 .await?;
