@@ -52,6 +52,13 @@ install_rust_tools() {
   fi
 }
 
+# The test runner: cargo-nextest (on this machine kind already; installed when missing). It
+# stops a hung test and retries it once (.config/nextest.toml) instead of holding CI.
+install_nextest() {
+  cargo nextest --version >/dev/null 2>&1 \
+    || { log "cargo install cargo-nextest"; cargo install --quiet cargo-nextest --locked; }
+}
+
 install_npm_tools() {
   mkdir -p "$CACHE/npm"
   local wanted="binaryen@$BINARYEN_VERSION echarts@$ECHARTS_VERSION"
