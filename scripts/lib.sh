@@ -53,7 +53,8 @@ install_rust_tools() {
 }
 
 # The test runner: cargo-nextest (on this machine kind already; installed when missing). It
-# stops a hung test and retries it once (.config/nextest.toml) instead of holding CI.
+# stops a hung test after 4 minutes and fails it, without retries (.config/nextest.toml),
+# instead of holding CI.
 install_nextest() {
   cargo nextest --version >/dev/null 2>&1 \
     || { log "cargo install cargo-nextest"; cargo install --quiet cargo-nextest --locked; }

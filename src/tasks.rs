@@ -1,20 +1,166 @@
-//! The background worker: leases tasks from the durable queue and runs them, several at once
-//! (job polls spend their time waiting on the GPU backend). Every server replica runs one;
-//! SKIP LOCKED keeps them from taking the same task.
+//! Background work as typed tasks, and the worker that runs them: it leases rows from the
+//! durable queue ([`crate::queue`]) and runs them, several at once (job polls spend their time
+//! waiting on the GPU backend). Every server replica runs one; SKIP LOCKED keeps them from
+//! taking the same task. [`dispatch`] and [`give_up`] match every [`Task`] kind, so a new kind
+//! is a compile error until both say what to do with it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::datasets::service as datasets;
-use crate::db::Db;
-use crate::jobs::processor::{self, Processor};
-use crate::queue::{self, Task};
+use crate::db::{Db, Tx};
+use crate::jobs::processor::Processor;
+use crate::queue::{self, LeasedTask};
 use crate::storage::Storage;
+
+/// One unit of background work: stored as `work_queue.kind` + `work_queue.payload`.
+///
+/// Each kind has one dedupe key per subject ([`Task::dedupe_key`]): queueing a task whose key
+/// is queued already replaces it, so a subject never has two tasks of the same key at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload")]
+pub enum Task {
+    /// Validate an uploaded dataset and store its normalised training file.
+    /// Key `validate:<dataset>`: a dataset is validated once at a time.
+    #[serde(rename = "validate_dataset")]
+    ValidateDataset { dataset_id: Uuid },
+    /// Send a queued job to its GPU backend. Key `job:<job>`, shared with [`Task::PollJob`]:
+    /// a job has one live task, and a submission turns into polling under the same key.
+    #[serde(rename = "job_submit")]
+    SubmitJob(JobTask),
+    /// Follow a job on its GPU backend (reschedules itself). Key `job:<job>`.
+    #[serde(rename = "job_poll")]
+    PollJob(JobTask),
+}
+
+impl Task {
+    /// The stored kind (the serde tag).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ValidateDataset { .. } => "validate_dataset",
+            Self::SubmitJob(_) => "job_submit",
+            Self::PollJob(_) => "job_poll",
+        }
+    }
+
+    pub fn dedupe_key(&self) -> String {
+        match self {
+            Self::ValidateDataset { dataset_id } => format!("validate:{dataset_id}"),
+            Self::SubmitJob(job) | Self::PollJob(job) => job_key(job.job_id),
+        }
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        match self {
+            Self::ValidateDataset { dataset_id } => {
+                serde_json::json!({ "dataset_id": dataset_id })
+            }
+            Self::SubmitJob(job) | Self::PollJob(job) => {
+                serde_json::to_value(job).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Reads a stored task back.
+    pub fn parse(kind: &str, payload: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({ "kind": kind, "payload": payload }))
+    }
+
+    /// Queues the task in the caller's transaction (it exists exactly when the change that
+    /// needs it commits), due after `delay`.
+    pub async fn enqueue(
+        &self,
+        tx: &mut Tx,
+        user: Option<Uuid>,
+        delay: Duration,
+    ) -> Result<i64, sqlx::Error> {
+        queue::enqueue_after(
+            tx,
+            self.kind(),
+            self.payload(),
+            user,
+            &self.dedupe_key(),
+            delay,
+        )
+        .await
+    }
+}
+
+/// The payload of a job's task ([`Task::SubmitJob`], [`Task::PollJob`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobTask {
+    pub job_id: Uuid,
+    /// The attempt (`retry_count`) the task belongs to; a task of an older attempt stops.
+    #[serde(default)]
+    pub attempt: Option<i32>,
+    /// Polls so far (every few asks `/status`).
+    #[serde(default)]
+    pub polls: u32,
+    /// Failed polls in a row (backoff, then the job fails).
+    #[serde(default)]
+    pub errors: u32,
+}
+
+impl JobTask {
+    /// The first task of an attempt.
+    pub fn start(job_id: Uuid, attempt: i32) -> Self {
+        Self {
+            job_id,
+            attempt: Some(attempt),
+            polls: 0,
+            errors: 0,
+        }
+    }
+}
+
+/// The one live task of a job.
+pub fn job_key(job: Uuid) -> String {
+    format!("job:{job}")
+}
+
+/// Why a task failed, and whether running it again may help.
+#[derive(Debug, thiserror::Error)]
+#[error("{cause}")]
+pub struct TaskError {
+    #[source]
+    cause: Box<dyn std::error::Error + Send + Sync>,
+    retryable: bool,
+}
+
+impl TaskError {
+    /// A failure that may pass (a database or network hiccup): the queue runs the task again.
+    pub fn retryable(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            cause: cause.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that will not pass by running again (an unreadable task).
+    pub fn permanent(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            cause: cause.into(),
+            retryable: false,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+impl From<sqlx::Error> for TaskError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::retryable(e)
+    }
+}
 
 #[derive(Clone)]
 pub struct Context {
@@ -68,60 +214,107 @@ pub async fn run_worker(context: Context, mut shutdown: watch::Receiver<bool>) {
     tracing::info!("background worker stopped");
 }
 
-async fn run_one(context: &Context, task: Task) {
+async fn run_one(context: &Context, leased: LeasedTask) {
     let span =
-        tracing::info_span!("task", id = task.id, kind = %task.kind, attempt = task.attempts);
-    run_traced(context, task).instrument(span).await;
+        tracing::info_span!("task", id = leased.id, kind = %leased.kind, attempt = leased.attempts);
+    run_traced(context, leased).instrument(span).await;
 }
 
-async fn run_traced(context: &Context, task: Task) {
-    let result =
-        queue::with_heartbeat(&context.db, task.id, &task.lease, dispatch(context, &task)).await;
+async fn run_traced(context: &Context, leased: LeasedTask) {
+    let task = Task::parse(&leased.kind, &leased.payload);
+    let result = match &task {
+        Ok(task) => {
+            queue::with_heartbeat(
+                &context.db,
+                leased.id,
+                &leased.lease,
+                dispatch(context, task),
+            )
+            .await
+        }
+        Err(e) => Err(TaskError::permanent(format!(
+            "unreadable task {:?}: {e}",
+            leased.kind
+        ))),
+    };
     match result {
         Ok(()) => {
-            if let Err(e) = queue::complete(&context.db, task.id, &task.lease).await {
+            if let Err(e) = queue::complete(&context.db, leased.id, &leased.lease).await {
                 tracing::warn!(error = %e, "could not mark the task done; it may run again");
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "task failed");
-            match queue::fail(&context.db, &task, &error).await {
+            tracing::warn!(%error, retryable = error.is_retryable(), "task failed");
+            let message = error.to_string();
+            match queue::fail(&context.db, &leased, &message, error.is_retryable()).await {
                 Ok(true) => {}
-                Ok(false) => give_up(context, &task, &error).await,
+                Ok(false) => {
+                    if let Ok(task) = &task {
+                        give_up(context, task, &message).await;
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "could not record the failure"),
             }
         }
     }
 }
 
-async fn dispatch(context: &Context, task: &Task) -> Result<(), String> {
-    match task.kind.as_str() {
-        datasets::VALIDATE_TASK => datasets::run_validation(
-            &context.db,
-            &context.storage,
-            &context.scratch,
-            &task.payload,
-        )
-        .await
-        .map_err(|e| e.to_string()),
-        processor::SUBMIT_TASK => context.processor.submit(&task.payload).await,
-        processor::POLL_TASK => context.processor.poll(&task.payload).await,
-        other => Err(format!("unknown task kind {other:?}")),
+async fn dispatch(context: &Context, task: &Task) -> Result<(), TaskError> {
+    match task {
+        Task::ValidateDataset { dataset_id } => {
+            datasets::run_validation(&context.db, &context.storage, &context.scratch, *dataset_id)
+                .await
+                .map_err(TaskError::retryable)
+        }
+        Task::SubmitJob(job) => context.processor.submit(job).await,
+        Task::PollJob(job) => context.processor.poll(job).await,
     }
 }
 
 /// The last attempt failed: leave the subject in a clear terminal state.
 async fn give_up(context: &Context, task: &Task, error: &str) {
-    let outcome = match task.kind.as_str() {
-        datasets::VALIDATE_TASK => datasets::give_up_validation(&context.db, &task.payload, error)
-            .await
-            .map_err(|e| e.to_string()),
-        processor::SUBMIT_TASK | processor::POLL_TASK => {
-            context.processor.give_up(&task.payload, error).await
+    let outcome = match task {
+        Task::ValidateDataset { dataset_id } => {
+            datasets::give_up_validation(&context.db, *dataset_id, error)
+                .await
+                .map_err(TaskError::from)
         }
-        _ => Ok(()),
+        Task::SubmitJob(job) | Task::PollJob(job) => context.processor.give_up(job, error).await,
     };
     if let Err(e) = outcome {
         tracing::warn!(error = %e, "could not leave the subject in a terminal state");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_keep_their_stored_kinds_and_payloads() {
+        let id = Uuid::nil();
+        let stored = [
+            ("validate_dataset", serde_json::json!({ "dataset_id": id })),
+            (
+                "job_submit",
+                serde_json::json!({ "job_id": id, "attempt": 0 }),
+            ),
+            (
+                "job_poll",
+                serde_json::json!({ "job_id": id, "attempt": 2, "polls": 3, "errors": 1 }),
+            ),
+            // Written before attempts were recorded.
+            ("job_poll", serde_json::json!({ "job_id": id })),
+        ];
+        for (kind, payload) in stored {
+            let task = Task::parse(kind, &payload).unwrap();
+            assert_eq!(task.kind(), kind);
+            assert_eq!(Task::parse(task.kind(), &task.payload()).unwrap(), task);
+        }
+        assert!(Task::parse("unknown", &serde_json::json!({})).is_err());
+        assert_eq!(
+            Task::ValidateDataset { dataset_id: id }.dedupe_key(),
+            format!("validate:{id}")
+        );
     }
 }

@@ -57,7 +57,7 @@ async fn a_run_never_touches_the_successor_it_queued() {
         .await
         .expect("complete");
     assert!(
-        queue::fail(&db, &first, "late failure")
+        queue::fail(&db, &first, "late failure", true)
             .await
             .expect("fail"),
         "a lost lease is not given up on"

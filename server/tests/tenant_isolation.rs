@@ -6,7 +6,9 @@ mod common;
 use common::TestApp;
 use uuid::Uuid;
 
-const TENANT_TABLES: [&str; 11] = [
+/// Tables that must count as tenant tables; [`tenant_tables`] reads the full list from the
+/// catalog and checks it holds at least these, so a broken catalog query cannot pass vacuously.
+const KNOWN_TENANT_TABLES: [&str; 11] = [
     "users",
     "sessions",
     "api_tokens",
@@ -19,6 +21,32 @@ const TENANT_TABLES: [&str; 11] = [
     "notifications",
     "work_queue",
 ];
+
+/// The tables that hold tenant rows, from the catalog: every table in `public` with a live
+/// `user_id` column, plus `users` itself (its rows are keyed by `id`). A table that a later
+/// migration adds with a `user_id` is covered without anyone remembering to list it.
+async fn tenant_tables(pool: &sqlx::PgPool) -> Vec<String> {
+    let mut tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c
+           JOIN pg_attribute a ON a.attrelid = c.oid
+          WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+            AND a.attname = 'user_id' AND a.attnum > 0 AND NOT a.attisdropped
+          ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    if !tables.iter().any(|t| t == "users") {
+        tables.insert(0, "users".to_owned());
+    }
+    for known in KNOWN_TENANT_TABLES {
+        assert!(
+            tables.iter().any(|t| t == known),
+            "{known} is missing from the tenant tables read from the catalog: {tables:?}"
+        );
+    }
+    tables
+}
 
 async fn insert_dataset(app: &TestApp, user: Uuid, name: &str) -> Uuid {
     let mut tx = app.db.tenant(user).await.unwrap();
@@ -46,17 +74,18 @@ async fn insert_dataset(app: &TestApp, user: Uuid, name: &str) -> Uuid {
 #[tokio::test]
 async fn migrations_enable_and_force_rls_on_every_tenant_table() {
     let app = TestApp::spawn().await;
+    let tables = tenant_tables(app.db.pool()).await;
     let rows: Vec<(String, bool, bool)> = sqlx::query_as(
         "SELECT relname::text, relrowsecurity, relforcerowsecurity FROM pg_class
-          WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'",
+          WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')",
     )
     .fetch_all(app.db.pool())
     .await
     .unwrap();
-    for table in TENANT_TABLES {
+    for table in &tables {
         let row = rows
             .iter()
-            .find(|r| r.0 == table)
+            .find(|r| r.0 == *table)
             .unwrap_or_else(|| panic!("{table} exists"));
         assert!(row.1 && row.2, "{table}: RLS enabled and forced");
     }
@@ -144,12 +173,13 @@ async fn with_no_caller_every_tenant_table_reads_empty() {
     let app = TestApp::spawn().await;
     let (_, alice) = app.signed_in_user("carol@example.com").await;
     insert_dataset(&app, alice, "carol data").await;
-    for table in TENANT_TABLES {
-        let count: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(app.db.pool())
-                .await
-                .unwrap();
+    for table in tenant_tables(app.db.pool()).await {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{table}\""
+        )))
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
         assert_eq!(count, 0, "{table} without app.user_id");
     }
     // The system scope (auth lookups, workers) sees everything, by explicit choice.
@@ -163,7 +193,7 @@ async fn with_no_caller_every_tenant_table_reads_empty() {
 
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
-    let options = common::fresh_database().await;
+    let options = common::empty_database().await;
     let db = engine::db::Db::connect(options, 2).await.unwrap();
     assert!(!db.migrations_current().await.unwrap_or(false));
     db.migrate().await.unwrap();

@@ -14,12 +14,10 @@ use super::{
 };
 use crate::db::Db;
 use crate::notifications::{self, NewNotification};
-use crate::queue;
+use crate::tasks::Task;
 use crate::storage::{Bucket, SignedRequest, Storage, StorageError};
 use crate::validation::FieldErrors;
 
-/// The queue task kind that validates a dataset.
-pub const VALIDATE_TASK: &str = "validate_dataset";
 /// How long an upload URL stays valid.
 pub const UPLOAD_URL_TTL: chrono::Duration = chrono::Duration::hours(2);
 
@@ -146,14 +144,9 @@ pub async fn confirm(
             "the dataset changed meanwhile; reload it".into(),
         ));
     }
-    queue::enqueue(
-        &mut tx,
-        VALIDATE_TASK,
-        serde_json::json!({ "dataset_id": id }),
-        Some(user),
-        &format!("validate:{id}"),
-    )
-    .await?;
+    Task::ValidateDataset { dataset_id: id }
+        .enqueue(&mut tx, Some(user), std::time::Duration::ZERO)
+        .await?;
     let row = super::find(&mut tx, user, id, false)
         .await?
         .ok_or(DatasetError::NotFound)?;
@@ -202,8 +195,6 @@ pub async fn delete(db: &Db, storage: &Storage, user: Uuid, id: Uuid) -> Result<
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValidationTaskError {
-    #[error("the task payload has no dataset_id")]
-    BadPayload,
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("I/O error while validating: {0}")]
@@ -220,12 +211,8 @@ pub async fn run_validation(
     db: &Db,
     storage: &Storage,
     scratch: &Path,
-    payload: &serde_json::Value,
+    id: Uuid,
 ) -> Result<(), ValidationTaskError> {
-    let id = payload["dataset_id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or(ValidationTaskError::BadPayload)?;
     let row = {
         let mut tx = db.system().await?;
         let row = super::find_for_validation(&mut tx, id).await?;
@@ -349,15 +336,9 @@ pub async fn run_validation(
 /// Marks a dataset whose validation kept failing (the queue gave up) as invalid, with a reason.
 pub async fn give_up_validation(
     db: &Db,
-    payload: &serde_json::Value,
+    id: Uuid,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    let Some(id) = payload["dataset_id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-    else {
-        return Ok(());
-    };
     let mut tx = db.system().await?;
     sqlx::query(
         "UPDATE datasets SET status = 'invalid', training_ready = false,

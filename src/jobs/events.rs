@@ -1,12 +1,15 @@
 //! The job event log: every stage change, metric, evaluation and status change of a job,
 //! written to Postgres first (in the transaction of the change it reports) and announced with
 //! `pg_notify` — delivered on commit, to every replica — so any replica serves any client and a
-//! reconnecting client replays what it missed from the table.
+//! reconnecting client replays what it missed from the table. Events are typed ([`JobEvent`]);
+//! this module is the only one that turns them into rows and back.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::event::{JobEvent, JobEventKind, JobEventRecord, StatusChange};
+use super::lifecycle::{JobStage, JobStatus};
+use super::store;
 use crate::db::{Db, Tx};
 
 /// The Postgres channel events are announced on.
@@ -14,17 +17,38 @@ pub const CHANNEL: &str = "lora_events";
 /// Largest payload sent through NOTIFY (Postgres allows 8000 bytes).
 const NOTIFY_LIMIT: usize = 7000;
 
-/// One event, as stored and as sent over SSE.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct JobEvent {
-    /// Ordered per job; the SSE `id` (and so `Last-Event-ID`).
-    pub id: i64,
-    pub job_id: Uuid,
-    pub user_id: Uuid,
-    pub kind: String,
-    pub payload: serde_json::Value,
-    pub created_at: DateTime<Utc>,
+/// A stored event as read from `job_events`.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    job_id: Uuid,
+    user_id: Uuid,
+    kind: String,
+    payload: serde_json::Value,
+    created_at: DateTime<Utc>,
 }
+
+impl EventRow {
+    /// The typed record; an unreadable row (written by hand, or by a newer version) is logged
+    /// and skipped rather than breaking a whole stream.
+    fn typed(self) -> Option<JobEventRecord> {
+        match JobEvent::from_parts(&self.kind, self.payload) {
+            Ok(event) => Some(JobEventRecord {
+                id: self.id,
+                job_id: self.job_id,
+                user_id: self.user_id,
+                event,
+                created_at: self.created_at,
+            }),
+            Err(e) => {
+                tracing::warn!(id = self.id, kind = %self.kind, error = %e, "skipping an unreadable job event");
+                None
+            }
+        }
+    }
+}
+
+const COLUMNS: &str = "id, job_id, user_id, kind, payload, created_at";
 
 /// Records an event unless one with the same `dedupe_key` exists for the job. Returns the new
 /// event, or `None` for a duplicate (the caller then skips the side effects too).
@@ -32,37 +56,68 @@ pub async fn record(
     tx: &mut Tx,
     user: Uuid,
     job: Uuid,
-    kind: &str,
     dedupe_key: &str,
-    payload: serde_json::Value,
-) -> Result<Option<JobEvent>, sqlx::Error> {
+    event: &JobEvent,
+) -> Result<Option<JobEventRecord>, sqlx::Error> {
     // The job's row lock orders its events: ids are handed out at INSERT but seen at COMMIT, so
     // without it a later id could commit first and a reader past it would skip the earlier one.
-    sqlx::query("SELECT 1 FROM training_jobs WHERE id = $1 FOR UPDATE")
-        .bind(job)
-        .execute(&mut **tx)
-        .await?;
-    let event = sqlx::query_as::<_, JobEvent>(
+    store::lock_attempt(tx, job).await?;
+    let row = sqlx::query_as::<_, (i64, DateTime<Utc>)>(
         "INSERT INTO job_events (user_id, job_id, kind, payload, dedupe_key)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (job_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-         RETURNING id, job_id, user_id, kind, payload, created_at",
+         RETURNING id, created_at",
     )
     .bind(user)
     .bind(job)
-    .bind(kind)
-    .bind(&payload)
+    .bind(event.kind())
+    .bind(event.payload())
     .bind(dedupe_key)
     .fetch_optional(&mut **tx)
     .await?;
-    if let Some(event) = &event {
-        announce(tx, event).await?;
-    }
-    Ok(event)
+    let Some((id, created_at)) = row else {
+        return Ok(None);
+    };
+    let record = JobEventRecord {
+        id,
+        job_id: job,
+        user_id: user,
+        event: event.clone(),
+        created_at,
+    };
+    announce(tx, &record).await?;
+    Ok(Some(record))
+}
+
+/// Records a `status` event: the job's new status with its summary as stored now (the Jobs
+/// list and the job page need nothing else). Keyed per attempt and status.
+pub async fn record_status(
+    tx: &mut Tx,
+    user: Uuid,
+    job: Uuid,
+    attempt: i32,
+    status: JobStatus,
+    stage: JobStage,
+    message: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let summary = store::summary(tx, job).await?;
+    let event = JobEvent::Status(StatusChange {
+        status,
+        current_stage: stage,
+        message: message.map(str::to_owned),
+        error_code: summary.as_ref().and_then(|s| s.error_code.clone()),
+        progress: summary.as_ref().map_or(0.0, |s| s.progress),
+        current_step: summary.as_ref().map_or(0, |s| s.current_step),
+        total_steps: summary.as_ref().and_then(|s| s.total_steps),
+        current_cost: summary.as_ref().map_or(0.0, |s| s.current_cost),
+        final_cost: summary.as_ref().and_then(|s| s.final_cost),
+    });
+    record(tx, user, job, &format!("a{attempt}:status:{status}"), &event).await?;
+    Ok(())
 }
 
 /// Sends the event on the channel; it is delivered when the transaction commits.
-async fn announce(tx: &mut Tx, event: &JobEvent) -> Result<(), sqlx::Error> {
+async fn announce(tx: &mut Tx, event: &JobEventRecord) -> Result<(), sqlx::Error> {
     let mut text = serde_json::to_string(event).unwrap_or_default();
     if text.len() > NOTIFY_LIMIT {
         // Listeners fetch an oversized event from the table by its id.
@@ -77,19 +132,20 @@ async fn announce(tx: &mut Tx, event: &JobEvent) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Events of one job after `after` (exclusive), oldest first.
+/// Events of one job after `after` (exclusive), oldest first. The id of the last row read is
+/// returned too, so a reader moves past rows it could not type.
 pub async fn since(
     db: &Db,
     user: Uuid,
     job: Uuid,
     after: i64,
     limit: i64,
-) -> Result<Vec<JobEvent>, sqlx::Error> {
+) -> Result<(Vec<JobEventRecord>, Option<i64>), sqlx::Error> {
     let mut tx = db.tenant(user).await?;
-    let events = sqlx::query_as::<_, JobEvent>(
-        "SELECT id, job_id, user_id, kind, payload, created_at FROM job_events
-          WHERE job_id = $1 AND user_id = $2 AND id > $3 ORDER BY id LIMIT $4",
-    )
+    let rows = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM job_events
+          WHERE job_id = $1 AND user_id = $2 AND id > $3 ORDER BY id LIMIT $4"
+    )))
     .bind(job)
     .bind(user)
     .bind(after)
@@ -97,35 +153,42 @@ pub async fn since(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(events)
+    let last = rows.last().map(|r| r.id);
+    Ok((rows.into_iter().filter_map(EventRow::typed).collect(), last))
 }
 
 /// One event by id (for oversized notifications).
-pub async fn by_id(db: &Db, id: i64) -> Result<Option<JobEvent>, sqlx::Error> {
+pub async fn by_id(db: &Db, id: i64) -> Result<Option<JobEventRecord>, sqlx::Error> {
     let mut tx = db.system().await?;
-    let event = sqlx::query_as::<_, JobEvent>(
-        "SELECT id, job_id, user_id, kind, payload, created_at FROM job_events WHERE id = $1",
-    )
+    let row = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM job_events WHERE id = $1"
+    )))
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(event)
+    Ok(row.and_then(EventRow::typed))
 }
 
 /// The newest `limit` events of a job other than metrics (its event log), oldest first.
-pub async fn log(db: &Db, user: Uuid, job: Uuid, limit: i64) -> Result<Vec<JobEvent>, sqlx::Error> {
+pub async fn log(
+    db: &Db,
+    user: Uuid,
+    job: Uuid,
+    limit: i64,
+) -> Result<Vec<JobEventRecord>, sqlx::Error> {
     let mut tx = db.tenant(user).await?;
-    let mut events = sqlx::query_as::<_, JobEvent>(
-        "SELECT id, job_id, user_id, kind, payload, created_at FROM job_events
-          WHERE job_id = $1 AND user_id = $2 AND kind <> 'metrics' ORDER BY id DESC LIMIT $3",
-    )
+    let mut rows = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM job_events
+          WHERE job_id = $1 AND user_id = $2 AND kind <> $3 ORDER BY id DESC LIMIT $4"
+    )))
     .bind(job)
     .bind(user)
+    .bind(JobEventKind::Metrics)
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    events.reverse();
-    Ok(events)
+    rows.reverse();
+    Ok(rows.into_iter().filter_map(EventRow::typed).collect())
 }

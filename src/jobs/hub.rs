@@ -11,7 +11,8 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use super::events::{self, CHANNEL, JobEvent};
+use super::event::JobEventRecord as JobEvent;
+use super::events::{self, CHANNEL};
 use crate::db::Db;
 
 /// Events buffered per channel before a slow subscriber is told to resynchronise.

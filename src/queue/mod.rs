@@ -15,7 +15,7 @@ use crate::db::{Db, Tx};
 pub const LEASE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Task {
+pub struct LeasedTask {
     pub id: i64,
     pub kind: String,
     pub payload: Value,
@@ -70,9 +70,9 @@ pub async fn enqueue_after(
 }
 
 /// Takes up to `limit` due tasks (or ones whose lease expired) in one statement.
-pub async fn lease(db: &Db, worker: &str, limit: usize) -> Result<Vec<Task>, sqlx::Error> {
+pub async fn lease(db: &Db, worker: &str, limit: usize) -> Result<Vec<LeasedTask>, sqlx::Error> {
     let mut tx = db.system().await?;
-    let tasks = sqlx::query_as::<_, Task>(
+    let tasks = sqlx::query_as::<_, LeasedTask>(
         "UPDATE work_queue SET status = 'running', attempts = attempts + 1,
                 leased_by = $1 || ':' || gen_random_uuid(),
                 leased_until = now() + make_interval(secs => $2)
@@ -124,10 +124,16 @@ pub async fn complete(db: &Db, task: i64, worker: &str) -> Result<(), sqlx::Erro
     tx.commit().await
 }
 
-/// Records a failure: the task runs again after a backoff, or is marked failed for good after
-/// `max_attempts`. Returns whether it will run again (or is no longer this lease's to judge).
-pub async fn fail(db: &Db, task: &Task, error: &str) -> Result<bool, sqlx::Error> {
-    let retry = task.attempts < task.max_attempts;
+/// Records a failure: a `retryable` one runs again after a backoff, until `max_attempts`; then,
+/// or at once when it is not retryable, the task is marked failed for good. Returns whether it
+/// will run again (or is no longer this lease's to judge).
+pub async fn fail(
+    db: &Db,
+    task: &LeasedTask,
+    error: &str,
+    retryable: bool,
+) -> Result<bool, sqlx::Error> {
+    let retry = retryable && task.attempts < task.max_attempts;
     let backoff = 2f64.powi(task.attempts.clamp(1, 10)).min(300.0);
     let mut tx = db.system().await?;
     let changed = sqlx::query(

@@ -1,5 +1,6 @@
-//! Test harness: each test gets a fresh database on the throwaway PostgreSQL cluster that
-//! `scripts/test` starts (LP_TEST_ADMIN_URL, a superuser URL), and an app on a free port.
+//! Test harness: each test gets a database of its own on the throwaway PostgreSQL cluster that
+//! `scripts/test` starts (LP_TEST_ADMIN_URL, a superuser URL), copied from a template database
+//! that is migrated once per run, and an app on a free port.
 
 #![allow(dead_code)]
 
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use server::settings::{DatabaseSettings, LogFormat, Settings};
 use server::startup::Application;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 const APP_ROLE: &str = "lora_test_app";
@@ -27,21 +28,49 @@ pub fn admin_options() -> PgConnectOptions {
     PgConnectOptions::from_str(&url).expect("LP_TEST_ADMIN_URL is a valid URL")
 }
 
-/// Creates an empty database owned by an ordinary (non-superuser) role; returns the options the
-/// app should connect with.
+/// Set to give every test an empty database that the app migrates itself (the behaviour before
+/// the template), e.g. to measure what the template saves.
+const NO_TEMPLATE_ENV: &str = "LP_TEST_NO_TEMPLATE";
+/// Key of the session advisory lock under which one test process builds the template database
+/// while the others (nextest runs each test in its own process) wait for it.
+const TEMPLATE_LOCK: i64 = 0x6c70_5f74_706c_0001;
+
+/// A database of its own for one test, owned by an ordinary (non-superuser) role, with every
+/// migration applied: a copy of a template database that the first test of the run migrates
+/// (see [`template_database`]). The app's own migrations on startup then find nothing to do.
+/// With LP_TEST_NO_TEMPLATE set it is an empty database instead, as [`empty_database`] makes.
+/// Returns the options the app should connect with.
 pub async fn fresh_database() -> PgConnectOptions {
+    if std::env::var_os(NO_TEMPLATE_ENV).is_some() {
+        return empty_database().await;
+    }
     let admin = admin_options();
     let mut conn = admin
         .connect()
         .await
         .expect("connect to the test cluster as superuser");
-    // Roles are cluster-wide; tolerate a concurrent test creating it first.
-    let _ = sqlx::query(
-        "DO $$ BEGIN CREATE ROLE lora_test_app LOGIN NOSUPERUSER NOBYPASSRLS; \
-         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
-    )
+    ensure_app_role(&mut conn).await;
+    let template = template_database(&admin, &mut conn).await;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} TEMPLATE {template} OWNER {APP_ROLE}"
+    )))
     .execute(&mut conn)
-    .await;
+    .await
+    .expect("copy the template database");
+    conn.close().await.ok();
+    admin.username(APP_ROLE).password("").database(&name)
+}
+
+/// Creates an empty database (no migrations applied) owned by an ordinary (non-superuser) role;
+/// returns the options the app should connect with.
+pub async fn empty_database() -> PgConnectOptions {
+    let admin = admin_options();
+    let mut conn = admin
+        .connect()
+        .await
+        .expect("connect to the test cluster as superuser");
+    ensure_app_role(&mut conn).await;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE DATABASE {name} OWNER {APP_ROLE}"
@@ -51,6 +80,133 @@ pub async fn fresh_database() -> PgConnectOptions {
     .expect("create test database");
     conn.close().await.ok();
     admin.username(APP_ROLE).password("").database(&name)
+}
+
+/// The app's role. Roles are cluster-wide; tolerate a concurrent test creating it first.
+async fn ensure_app_role(conn: &mut PgConnection) {
+    let _ = sqlx::query(
+        "DO $$ BEGIN CREATE ROLE lora_test_app LOGIN NOSUPERUSER NOBYPASSRLS; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+    .execute(&mut *conn)
+    .await;
+}
+
+/// The name of a template database holding every migration in `migrations/`, built on first use
+/// in this cluster. It is named after a hash of the migrations, so an edited migration gets a new
+/// template rather than a stale one. The first test process to need it builds it under a
+/// temporary name while holding an advisory lock (the others wait on the lock, then find it),
+/// migrating it as the app's role through the app's own migrator, exactly as the app would, and
+/// renames it only once it is complete. `conn` is a superuser connection.
+async fn template_database(admin: &PgConnectOptions, conn: &mut PgConnection) -> String {
+    let template = format!("lp_tpl_{:016x}", migrations_hash());
+    // Fast path: an earlier test of this run built it.
+    if template_state(conn, &template).await == Some(true) {
+        return template;
+    }
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(TEMPLATE_LOCK)
+        .execute(&mut *conn)
+        .await
+        .expect("take the template lock");
+    match template_state(conn, &template).await {
+        Some(true) => {}
+        // Renamed, but its builder stopped before marking it a template.
+        Some(false) => mark_template(conn, &template).await,
+        None => {
+            let building = format!("{template}_build");
+            // Left over from a test process that died while building it (nobody else touches
+            // it: we hold the lock).
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {building} WITH (FORCE)"
+            )))
+            .execute(&mut *conn)
+            .await
+            .expect("drop a half-built template database");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {building} OWNER {APP_ROLE}"
+            )))
+            .execute(&mut *conn)
+            .await
+            .expect("create the template database");
+            let db = Db::connect(
+                admin
+                    .clone()
+                    .username(APP_ROLE)
+                    .password("")
+                    .database(&building),
+                1,
+            )
+            .await
+            .expect("connect to the template database as the app's role");
+            db.migrate().await.expect("migrate the template database");
+            // Postgres refuses to rename, or to copy, a database that a session is connected to.
+            db.close().await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE {building} RENAME TO {template}"
+            )))
+            .execute(&mut *conn)
+            .await
+            .expect("rename the template database");
+            mark_template(conn, &template).await;
+        }
+    }
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(TEMPLATE_LOCK)
+        .execute(&mut *conn)
+        .await
+        .expect("release the template lock");
+    template
+}
+
+/// None when the database does not exist; otherwise whether it is marked a template.
+async fn template_state(conn: &mut PgConnection, name: &str) -> Option<bool> {
+    sqlx::query_scalar("SELECT datistemplate FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .expect("look up the template database")
+}
+
+/// Marks a database a template and closes it to connections, so no stray session can make
+/// `CREATE DATABASE … TEMPLATE` fail. (Its copies allow connections and are no templates.)
+async fn mark_template(conn: &mut PgConnection, name: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+    )))
+    .execute(&mut *conn)
+    .await
+    .expect("mark the template database");
+}
+
+/// FNV-1a (64-bit) over the names and contents of the files in `migrations/`, in name order:
+/// stable across builds and toolchains, unlike std's `DefaultHasher`.
+fn migrations_hash() -> u64 {
+    fn fnv1a(hash: &mut u64, bytes: &[u8]) {
+        for &b in bytes {
+            *hash ^= u64::from(b);
+            *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("a migrations entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    // Bump to rebuild templates when the way they are built changes.
+    fnv1a(&mut hash, b"lp-template-v1");
+    for path in files {
+        let name = path.file_name().expect("a file name").to_string_lossy();
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        fnv1a(&mut hash, &(name.len() as u64).to_le_bytes());
+        fnv1a(&mut hash, name.as_bytes());
+        fnv1a(&mut hash, &(bytes.len() as u64).to_le_bytes());
+        fnv1a(&mut hash, &bytes);
+    }
+    hash
 }
 
 pub struct TestApp {

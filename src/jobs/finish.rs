@@ -1,0 +1,192 @@
+//! The only place a job ends — completed, failed or cancelled — whoever ends it (the
+//! processor, a user's cancel, a task the queue gave up on). Ending a job is one transaction:
+//! the row (only from a status that may end), its `status` event and the owner's notification.
+//! Artifact registration and cost records hang off [`finish`] next.
+
+use uuid::Uuid;
+
+use super::event::{JobEvent, StageChange};
+use super::events;
+use super::lifecycle::{JobStage, JobStatus};
+use super::store::{self, EndRow};
+use crate::db::Tx;
+use crate::notifications::{self, NewNotification};
+
+/// How a job ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// The worker succeeded; `cost` is the billed cost when the backend reported its time.
+    Completed { cost: Option<f64> },
+    Failed { code: String, message: String },
+    Cancelled {
+        code: String,
+        message: String,
+        /// The owner asked for it.
+        requested: bool,
+    },
+}
+
+impl Ending {
+    pub fn failed(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Failed {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn cancelled(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Cancelled {
+            code: code.into(),
+            message: message.into(),
+            requested: false,
+        }
+    }
+
+    /// The owner's own cancel.
+    pub fn cancelled_by_owner(message: impl Into<String>) -> Self {
+        Self::Cancelled {
+            code: "cancelled".into(),
+            message: message.into(),
+            requested: true,
+        }
+    }
+
+    pub fn status(&self) -> JobStatus {
+        match self {
+            Self::Completed { .. } => JobStatus::Completed,
+            Self::Failed { .. } => JobStatus::Failed,
+            Self::Cancelled { .. } => JobStatus::Cancelled,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Completed { .. } => None,
+            Self::Failed { code, .. } | Self::Cancelled { code, .. } => Some(code),
+        }
+    }
+
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Self::Completed { .. } => None,
+            Self::Failed { message, .. } | Self::Cancelled { message, .. } => Some(message),
+        }
+    }
+}
+
+/// The job being ended, as far as ending it needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub attempt: i32,
+}
+
+/// Ends the job in the caller's transaction if it may still end (a completion only from the
+/// backend's statuses; with `only_unsubmitted`, only before it was sent). Returns whether it
+/// ended here: `false` leaves everything as it was.
+pub async fn finish(
+    tx: &mut Tx,
+    job: Subject,
+    ending: &Ending,
+    only_unsubmitted: bool,
+) -> Result<bool, sqlx::Error> {
+    let status = ending.status();
+    if status == JobStatus::Completed {
+        let finalizing = JobEvent::Stage(StageChange {
+            stage: JobStage::Finalizing,
+            message: "Recording the result.".into(),
+            elapsed_s: None,
+            total_steps: None,
+            train_examples: None,
+            eval_examples: None,
+        });
+        let key = format!("a{}:stage:{}", job.attempt, JobStage::Finalizing);
+        if events::record(tx, job.user_id, job.id, &key, &finalizing)
+            .await?
+            .is_some()
+        {
+            store::set_stage(tx, job.id, JobStage::Finalizing).await?;
+        }
+    }
+    let ended = store::end(
+        tx,
+        job.id,
+        EndRow {
+            status,
+            error_code: ending.code(),
+            message: ending.message(),
+            cost: match ending {
+                Ending::Completed { cost } => *cost,
+                _ => None,
+            },
+            only_unsubmitted,
+            requested: matches!(
+                ending,
+                Ending::Cancelled {
+                    requested: true,
+                    ..
+                }
+            ),
+        },
+    )
+    .await?;
+    let Some(dataset_name) = ended else {
+        return Ok(false);
+    };
+    let stage = JobStage::ending(status).unwrap_or(JobStage::Failed);
+    events::record_status(
+        tx,
+        job.user_id,
+        job.id,
+        job.attempt,
+        status,
+        stage,
+        ending.message(),
+    )
+    .await?;
+    notify(tx, job, ending, &dataset_name).await?;
+    Ok(true)
+}
+
+/// Tells the owner how the job ended.
+async fn notify(
+    tx: &mut Tx,
+    job: Subject,
+    ending: &Ending,
+    dataset_name: &str,
+) -> Result<(), sqlx::Error> {
+    let (kind, title, priority) = match ending {
+        Ending::Completed { .. } => (
+            "job_completed",
+            format!("Training finished on \"{dataset_name}\""),
+            "normal",
+        ),
+        Ending::Cancelled { .. } => (
+            "job_cancelled",
+            format!("Training cancelled on \"{dataset_name}\""),
+            "normal",
+        ),
+        Ending::Failed { .. } => (
+            "job_failed",
+            format!("Training failed on \"{dataset_name}\""),
+            "high",
+        ),
+    };
+    notifications::create(
+        tx,
+        job.user_id,
+        NewNotification {
+            kind,
+            title: &title,
+            message: ending
+                .message()
+                .unwrap_or("The adapter was trained and uploaded."),
+            priority,
+            action_url: Some(&format!("/jobs/{}", job.id)),
+            metadata: serde_json::json!({ "job_id": job.id }),
+        },
+    )
+    .await?;
+    Ok(())
+}

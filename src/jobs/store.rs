@@ -1,0 +1,630 @@
+//! Every SQL statement about training jobs and their curves (the event log is in
+//! [`super::events`]). Rows are separate from views; each state transition is one function, an
+//! `UPDATE … WHERE status = ANY(…)` whose allowed statuses come from [`JobStatus`]'s sets and
+//! whose changed rows are returned, so a caller always knows whether it changed anything.
+//! Functions take the caller's transaction: the request side (tenant transactions, row-level
+//! security) and the processor (system transactions) share them.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::lifecycle::{JobStage, JobStatus};
+use super::{JobView, MetricPoint, MetricsUpdate};
+use crate::db::Tx;
+
+type Result<T> = std::result::Result<T, sqlx::Error>;
+
+/// What the processor needs to know of a job.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProcessingRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub status: JobStatus,
+    pub external_job_id: Option<String>,
+    pub retry_count: i32,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub budget_cap: Option<f64>,
+    pub current_cost: f64,
+    pub gpu_type: String,
+    pub gpu_count: i32,
+    pub backend: String,
+    pub base_model: String,
+    pub hyperparameters: Value,
+    pub estimate: Option<Value>,
+    pub last_progress_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub normalized_key: Option<String>,
+    pub dataset_name: String,
+}
+
+impl ProcessingRow {
+    /// The prefix of this attempt's event keys (a retry starts a fresh sequence).
+    pub fn attempt(&self) -> String {
+        format!("a{}", self.retry_count)
+    }
+}
+
+pub async fn load_for_processing(tx: &mut Tx, id: Uuid) -> Result<Option<ProcessingRow>> {
+    sqlx::query_as::<_, ProcessingRow>(
+        "SELECT j.id, j.user_id, j.status, j.external_job_id, j.retry_count,
+                j.cancel_requested_at, j.budget_cap::float8 AS budget_cap,
+                j.current_cost::float8 AS current_cost, j.gpu_type, j.gpu_count, j.backend,
+                j.base_model, j.hyperparameters, j.estimate, j.last_progress_at, j.started_at,
+                d.normalized_key, d.name AS dataset_name
+           FROM training_jobs j JOIN datasets d ON d.id = j.dataset_id WHERE j.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Locks the job's row and returns its attempt number. The lock orders the job's writes (its
+/// event ids commit in order) and keeps a retry from starting under a task of the old attempt.
+pub async fn lock_attempt(tx: &mut Tx, id: Uuid) -> Result<Option<i32>> {
+    sqlx::query_scalar("SELECT retry_count FROM training_jobs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+/// Locks a job of `user` for a user action; its status and attempt.
+pub async fn lock_for_user(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Option<(JobStatus, i32)>> {
+    sqlx::query_as(
+        "SELECT status, retry_count FROM training_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// A new job row, everything validated and estimated.
+pub struct NewJobRow<'a> {
+    pub user_id: Uuid,
+    pub dataset_id: Uuid,
+    pub base_model: &'a str,
+    pub preset: Option<String>,
+    pub hyperparameters: Value,
+    pub gpu_type: &'a str,
+    pub gpu_count: i32,
+    pub backend: &'a str,
+    pub total_steps: i32,
+    pub estimate: Value,
+    pub estimated_total_cost: f64,
+    pub budget_cap: Option<f64>,
+    pub duration_high_s: f64,
+}
+
+pub async fn insert(tx: &mut Tx, job: NewJobRow<'_>) -> Result<Uuid> {
+    sqlx::query_scalar(
+        "INSERT INTO training_jobs (user_id, dataset_id, base_model, preset, hyperparameters, gpu_type, gpu_count,
+                                    backend, total_steps, estimate, estimated_total_cost, budget_cap,
+                                    estimated_completion_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::numeric, $12::numeric,
+                 now() + make_interval(secs => $13))
+         RETURNING id",
+    )
+    .bind(job.user_id)
+    .bind(job.dataset_id)
+    .bind(job.base_model)
+    .bind(job.preset)
+    .bind(job.hyperparameters)
+    .bind(job.gpu_type)
+    .bind(job.gpu_count)
+    .bind(job.backend)
+    .bind(job.total_steps)
+    .bind(job.estimate)
+    .bind(job.estimated_total_cost)
+    .bind(job.budget_cap)
+    .bind(job.duration_high_s)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+pub async fn set_execution_timeout(tx: &mut Tx, id: Uuid, timeout_ms: i64) -> Result<()> {
+    sqlx::query("UPDATE training_jobs SET execution_timeout_ms = $2 WHERE id = $1")
+        .bind(id)
+        .bind(timeout_ms)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+}
+
+/// `queued` → `initializing`: the backend accepted the run. `false` when the job moved on.
+pub async fn mark_submitted(tx: &mut Tx, id: Uuid, external: &str) -> Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE training_jobs SET external_job_id = $2, status = $3, current_stage = $4
+          WHERE id = $1 AND status = $5 AND external_job_id IS NULL",
+    )
+    .bind(id)
+    .bind(external)
+    .bind(JobStatus::Initializing)
+    .bind(JobStage::QueuedOnGpu)
+    .bind(JobStatus::Queued)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+/// Moves an unfinished job to `stage`.
+pub async fn set_stage(tx: &mut Tx, id: Uuid, stage: JobStage) -> Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE training_jobs SET current_stage = $2 WHERE id = $1 AND status = ANY($3)",
+    )
+    .bind(id)
+    .bind(stage)
+    .bind(JobStatus::names(JobStatus::ACTIVE))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+/// A worker entered `stage`: the job runs (from `initializing`), and the clock of the stall
+/// watchdog restarts. Returns the status the job had, when it changed.
+pub async fn enter_worker_stage(
+    tx: &mut Tx,
+    id: Uuid,
+    stage: JobStage,
+    total_steps: Option<i32>,
+) -> Result<Option<JobStatus>> {
+    sqlx::query_scalar(
+        "UPDATE training_jobs j SET current_stage = $2, total_steps = COALESCE($3, j.total_steps),
+                status = $4, started_at = COALESCE(j.started_at, now()), last_progress_at = now()
+           FROM training_jobs before
+          WHERE j.id = $1 AND before.id = j.id AND j.status = ANY($5)
+      RETURNING before.status",
+    )
+    .bind(id)
+    .bind(stage)
+    .bind(total_steps)
+    .bind(JobStatus::Running)
+    .bind(JobStatus::names(JobStatus::ON_BACKEND))
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Stores a step's metrics on the curve; `false` when the step was stored before.
+pub async fn insert_metric_point(
+    tx: &mut Tx,
+    user: Uuid,
+    job: Uuid,
+    m: &super::contract::MetricsEvent,
+) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO metrics_points (user_id, job_id, step, epoch, train_loss, learning_rate, grad_norm,
+                                     tokens_per_sec, gpu_util, elapsed_s)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (job_id, step) DO UPDATE
+            SET epoch = EXCLUDED.epoch, train_loss = EXCLUDED.train_loss,
+                learning_rate = EXCLUDED.learning_rate, grad_norm = EXCLUDED.grad_norm,
+                tokens_per_sec = EXCLUDED.tokens_per_sec, gpu_util = EXCLUDED.gpu_util,
+                elapsed_s = EXCLUDED.elapsed_s
+          WHERE metrics_points.train_loss IS NULL",
+    )
+    .bind(user)
+    .bind(job)
+    .bind(m.step as i32)
+    .bind(m.epoch)
+    .bind(m.train_loss)
+    .bind(m.learning_rate)
+    .bind(m.grad_norm)
+    .bind(m.tokens_per_sec)
+    .bind(m.gpu_util)
+    .bind(m.elapsed_s)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Stores an evaluation on the curve; `false` when it was stored before.
+pub async fn insert_eval_point(
+    tx: &mut Tx,
+    user: Uuid,
+    job: Uuid,
+    step: i32,
+    eval_loss: f64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO metrics_points (user_id, job_id, step, eval_loss) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (job_id, step) DO UPDATE SET eval_loss = EXCLUDED.eval_loss",
+    )
+    .bind(user)
+    .bind(job)
+    .bind(step)
+    .bind(eval_loss)
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// A step's progress on the job; returns the cost so far, or `None` when the job has ended.
+pub async fn advance(tx: &mut Tx, id: Uuid, update: &MetricsUpdate) -> Result<Option<f64>> {
+    let m = &update.metrics;
+    sqlx::query_scalar(
+        "UPDATE training_jobs
+            SET current_step = GREATEST(current_step, $2), total_steps = $3, current_epoch = $4,
+                progress = GREATEST(progress, $5), current_metrics = $6, last_progress_at = now(),
+                estimated_completion_at = now() + make_interval(secs => $7),
+                status = $8, started_at = COALESCE(started_at, now())
+          WHERE id = $1 AND status = ANY($9)
+      RETURNING current_cost::float8",
+    )
+    .bind(id)
+    .bind(m.step as i32)
+    .bind(m.total_steps as i32)
+    .bind(m.epoch)
+    .bind(update.progress)
+    .bind(serde_json::to_value(update).unwrap_or_default())
+    .bind(update.eta_s)
+    .bind(JobStatus::Running)
+    .bind(JobStatus::names(JobStatus::ON_BACKEND))
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Keeps the worker's final result (and its measured throughput, for calibration).
+pub async fn record_result(
+    tx: &mut Tx,
+    id: Uuid,
+    result: &super::contract::WorkerResult,
+) -> Result<()> {
+    let tokens_per_sec = match result {
+        super::contract::WorkerResult::Succeeded { metrics, .. } => Some(metrics.tokens_per_sec),
+        super::contract::WorkerResult::Failed { .. } => None,
+    };
+    sqlx::query(
+        "UPDATE training_jobs SET worker_result = $2, tokens_per_sec = COALESCE($3, tokens_per_sec)
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(serde_json::to_value(result).unwrap_or_default())
+    .bind(tokens_per_sec)
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// Billed time from the backend and the cost so far (which never goes down).
+pub async fn record_billing(
+    tx: &mut Tx,
+    id: Uuid,
+    execution_ms: Option<i64>,
+    delay_ms: Option<i64>,
+    cost: Option<f64>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE training_jobs SET execution_ms = COALESCE($2, execution_ms), delay_ms = COALESCE($3, delay_ms),
+                current_cost = GREATEST(current_cost, COALESCE($4::numeric, current_cost))
+          WHERE id = $1 AND status = ANY($5)",
+    )
+    .bind(id)
+    .bind(execution_ms)
+    .bind(delay_ms)
+    .bind(cost)
+    .bind(JobStatus::names(JobStatus::ACTIVE))
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// How an active job ends (see [`super::finish`], the only caller).
+pub struct EndRow<'a> {
+    pub status: JobStatus,
+    pub error_code: Option<&'a str>,
+    pub message: Option<&'a str>,
+    /// The measured cost, when the backend reported one; otherwise the cost so far stands.
+    pub cost: Option<f64>,
+    /// Only while not yet sent to a backend (a user's cancel of a queued job).
+    pub only_unsubmitted: bool,
+    /// The user asked for it (kept as `cancel_requested_at`).
+    pub requested: bool,
+}
+
+/// Ends an active job; the dataset's name when it did (for the notification), `None` when the
+/// job had already ended or moved on.
+pub async fn end(tx: &mut Tx, id: Uuid, end: EndRow<'_>) -> Result<Option<String>> {
+    let completed = end.status == JobStatus::Completed;
+    let from: &[JobStatus] = if completed {
+        JobStatus::ON_BACKEND
+    } else {
+        JobStatus::ACTIVE
+    };
+    sqlx::query_scalar(
+        "UPDATE training_jobs j
+            SET status = $2, current_stage = $3, error_code = $4, error_message = $5, completed_at = now(),
+                final_cost = COALESCE($6::numeric, j.current_cost), current_cost = COALESCE($6::numeric, j.current_cost),
+                progress = CASE WHEN $7 THEN 100 ELSE j.progress END,
+                current_step = CASE WHEN $7 THEN COALESCE(j.total_steps, j.current_step) ELSE j.current_step END,
+                cancel_requested_at = CASE WHEN $8 THEN COALESCE(j.cancel_requested_at, now()) ELSE j.cancel_requested_at END
+           FROM datasets d
+          WHERE j.id = $1 AND d.id = j.dataset_id AND j.status = ANY($9)
+            AND (NOT $10 OR j.external_job_id IS NULL)
+      RETURNING d.name",
+    )
+    .bind(id)
+    .bind(end.status)
+    .bind(JobStage::ending(end.status).unwrap_or(JobStage::Failed))
+    .bind(end.error_code)
+    .bind(end.message)
+    .bind(end.cost)
+    .bind(completed)
+    .bind(end.requested)
+    .bind(JobStatus::names(from))
+    .bind(end.only_unsubmitted)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Asks the processor to stop a job on its backend. `false` when it has already ended.
+pub async fn request_cancel(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE training_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, now()), current_stage = $3
+          WHERE id = $1 AND user_id = $2 AND status = ANY($4)",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(JobStage::Cancelling)
+    .bind(JobStatus::names(JobStatus::ACTIVE))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+/// A failed or cancelled job starts again as a new attempt; its number, or `None` when the job
+/// cannot be retried. The old attempt's curve is dropped: a new attempt draws its own.
+pub async fn restart(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Option<i32>> {
+    let attempt: Option<i32> = sqlx::query_scalar(
+        "UPDATE training_jobs
+            SET status = $3, current_stage = $4, retry_count = retry_count + 1, external_job_id = NULL,
+                progress = 0, current_step = 0, current_epoch = NULL, current_metrics = NULL, current_cost = 0,
+                final_cost = NULL, execution_ms = NULL, delay_ms = NULL, error_code = NULL, error_message = NULL,
+                cancel_requested_at = NULL, last_progress_at = NULL, worker_result = NULL, started_at = NULL,
+                completed_at = NULL, queued_at = now()
+          WHERE id = $1 AND user_id = $2 AND status = ANY($5)
+      RETURNING retry_count",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(JobStatus::Queued)
+    .bind(JobStage::Queued)
+    .bind(JobStatus::names(JobStatus::RETRYABLE))
+    .fetch_optional(&mut **tx)
+    .await?;
+    if attempt.is_some() {
+        sqlx::query("DELETE FROM metrics_points WHERE job_id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(attempt)
+}
+
+/// The summary a `status` event carries.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Summary {
+    pub progress: f64,
+    pub current_step: i32,
+    pub total_steps: Option<i32>,
+    pub current_cost: f64,
+    pub final_cost: Option<f64>,
+    pub error_code: Option<String>,
+}
+
+pub async fn summary(tx: &mut Tx, id: Uuid) -> Result<Option<Summary>> {
+    sqlx::query_as::<_, Summary>(
+        "SELECT progress, current_step, total_steps, current_cost::float8 AS current_cost,
+                final_cost::float8 AS final_cost, error_code
+           FROM training_jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// An unfinished job without a live task (see the processor's reconciler).
+#[derive(Debug, sqlx::FromRow)]
+pub struct Orphan {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub status: JobStatus,
+    pub external_job_id: Option<String>,
+    pub retry_count: i32,
+}
+
+/// Unfinished jobs whose task (keyed `job:<id>`) is gone, oldest first, locked.
+pub async fn orphans(tx: &mut Tx, limit: i64) -> Result<Vec<Orphan>> {
+    sqlx::query_as::<_, Orphan>(
+        "SELECT j.id, j.user_id, j.status, j.external_job_id, j.retry_count
+           FROM training_jobs j
+          WHERE j.status = ANY($1)
+            AND NOT EXISTS (SELECT 1 FROM work_queue q
+                             WHERE q.dedupe_key = 'job:' || j.id::text
+                               AND q.status IN ('pending', 'running'))
+          ORDER BY j.created_at
+          LIMIT $2
+            FOR UPDATE OF j SKIP LOCKED",
+    )
+    .bind(JobStatus::names(JobStatus::ACTIVE))
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+// ---- views -------------------------------------------------------------------------------
+
+const VIEW_COLUMNS: &str = "j.id, j.dataset_id, d.name AS dataset_name, j.base_model, j.preset, j.hyperparameters, \
+     j.gpu_type, j.gpu_count, j.backend, j.status, j.current_stage, j.progress, j.current_step, j.total_steps, \
+     j.current_cost::float8 AS current_cost, j.estimated_total_cost::float8 AS estimated_total_cost, \
+     j.budget_cap::float8 AS budget_cap, j.final_cost::float8 AS final_cost, j.estimate, j.error_message, \
+     a.id AS artifact_id, j.created_at, j.error_code, j.current_epoch, j.current_metrics, j.started_at, \
+     j.completed_at, j.estimated_completion_at, j.retry_count, j.execution_ms, j.cancel_requested_at, \
+     (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id";
+
+#[derive(sqlx::FromRow)]
+struct ViewRow {
+    id: Uuid,
+    dataset_id: Uuid,
+    dataset_name: Option<String>,
+    base_model: String,
+    preset: String,
+    hyperparameters: Value,
+    gpu_type: String,
+    gpu_count: i32,
+    backend: String,
+    status: JobStatus,
+    current_stage: JobStage,
+    progress: f64,
+    current_step: i32,
+    total_steps: Option<i32>,
+    current_cost: f64,
+    estimated_total_cost: Option<f64>,
+    budget_cap: Option<f64>,
+    final_cost: Option<f64>,
+    estimate: Option<Value>,
+    error_message: Option<String>,
+    artifact_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    error_code: Option<String>,
+    current_epoch: Option<f64>,
+    current_metrics: Option<Value>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    estimated_completion_at: Option<DateTime<Utc>>,
+    retry_count: i32,
+    execution_ms: Option<i64>,
+    cancel_requested_at: Option<DateTime<Utc>>,
+    last_event_id: Option<i64>,
+}
+
+impl From<ViewRow> for JobView {
+    fn from(r: ViewRow) -> Self {
+        Self {
+            id: r.id,
+            dataset_id: r.dataset_id,
+            dataset_name: r.dataset_name,
+            base_model: r.base_model,
+            preset: r.preset,
+            hyperparameters: r.hyperparameters,
+            gpu_type: r.gpu_type,
+            gpu_count: r.gpu_count,
+            backend: r.backend,
+            status: r.status,
+            current_stage: r.current_stage,
+            progress: r.progress,
+            current_step: r.current_step,
+            total_steps: r.total_steps,
+            current_cost: r.current_cost,
+            estimated_total_cost: r.estimated_total_cost,
+            budget_cap: r.budget_cap,
+            final_cost: r.final_cost,
+            estimate: r.estimate,
+            error_message: r.error_message,
+            artifact_id: r.artifact_id,
+            created_at: r.created_at,
+            error_code: r.error_code,
+            current_epoch: r.current_epoch,
+            // Unreadable (hand-edited) metrics are dropped rather than failing the page.
+            current_metrics: r
+                .current_metrics
+                .and_then(|m| serde_json::from_value(m).ok()),
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            estimated_completion_at: r.estimated_completion_at,
+            retry_count: r.retry_count,
+            execution_ms: r.execution_ms,
+            cancel_requested: r.cancel_requested_at.is_some(),
+            last_event_id: r.last_event_id.unwrap_or(0),
+        }
+    }
+}
+
+/// One job of `user`, as the API shows it.
+pub async fn find_view(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Option<JobView>> {
+    let row = sqlx::query_as::<_, ViewRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM training_jobs j
+           JOIN datasets d ON d.id = j.dataset_id
+           LEFT JOIN model_artifacts a ON a.job_id = j.id
+          WHERE j.id = $1 AND j.user_id = $2"
+    )))
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+/// A page of `user`'s jobs, newest first, and the total matching `status`.
+pub async fn list_views(
+    tx: &mut Tx,
+    user: Uuid,
+    status: Option<JobStatus>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<JobView>, i64)> {
+    let rows = sqlx::query_as::<_, ViewRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM training_jobs j
+           JOIN datasets d ON d.id = j.dataset_id
+           LEFT JOIN model_artifacts a ON a.job_id = j.id
+          WHERE j.user_id = $1 AND ($2::text IS NULL OR j.status = $2)
+          ORDER BY j.created_at DESC, j.id LIMIT $3 OFFSET $4"
+    )))
+    .bind(user)
+    .bind(status)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut **tx)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM training_jobs WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)",
+    )
+    .bind(user)
+    .bind(status)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((rows.into_iter().map(Into::into).collect(), total))
+}
+
+#[derive(sqlx::FromRow)]
+struct PointRow {
+    step: i32,
+    epoch: Option<f64>,
+    train_loss: Option<f64>,
+    eval_loss: Option<f64>,
+    learning_rate: Option<f64>,
+    grad_norm: Option<f64>,
+    tokens_per_sec: Option<f64>,
+    gpu_util: Option<f64>,
+    elapsed_s: Option<f64>,
+}
+
+/// A job's curve, in step order.
+pub async fn curve(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Vec<MetricPoint>> {
+    let rows = sqlx::query_as::<_, PointRow>(
+        "SELECT step, epoch, train_loss, eval_loss, learning_rate, grad_norm, tokens_per_sec, gpu_util, elapsed_s
+           FROM metrics_points WHERE job_id = $1 AND user_id = $2 ORDER BY step",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| MetricPoint {
+            step: r.step,
+            epoch: r.epoch,
+            train_loss: r.train_loss,
+            eval_loss: r.eval_loss,
+            learning_rate: r.learning_rate,
+            grad_norm: r.grad_norm,
+            tokens_per_sec: r.tokens_per_sec,
+            gpu_util: r.gpu_util,
+            elapsed_s: r.elapsed_s,
+        })
+        .collect())
+}
