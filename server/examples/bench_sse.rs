@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use engine::db::Db;
-use engine::jobs::events;
+use engine::jobs::event::StageChange;
+use engine::jobs::{JobEvent, JobStage, events};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
@@ -188,16 +189,18 @@ async fn main() {
         // Stamped just before the INSERT: the latency covers the write, the commit, NOTIFY, the
         // hub, the SSE stream and the socket.
         let sent = now_us();
-        let recorded = events::record(
-            &mut tx,
-            user,
-            job,
-            "bench",
-            &format!("bench:{i}"),
-            json!({ "sent_us": sent }),
-        )
-        .await
-        .expect("record a bench event");
+        // A stage event (any kind fans out alike) whose message carries the send time.
+        let event = JobEvent::Stage(StageChange {
+            stage: JobStage::Training,
+            message: format!("{BENCH_PREFIX}{sent}"),
+            elapsed_s: None,
+            total_steps: None,
+            train_examples: None,
+            eval_examples: None,
+        });
+        let recorded = events::record(&mut tx, user, job, &format!("bench:{i}"), &event)
+            .await
+            .expect("record a bench event");
         tx.commit().await.expect("commit the bench event");
         if recorded.is_some() {
             published += 1;
@@ -343,7 +346,10 @@ async fn subscribe(
     latencies
 }
 
-/// `payload.sent_us` of an SSE block whose event is `bench`; `None` for anything else
+/// What a bench event's message starts with, before its send time in µs.
+const BENCH_PREFIX: &str = "bench sent_us=";
+
+/// The send time of an SSE block that carries a bench event; `None` for anything else
 /// (the job's own events, keep-alive comments).
 fn bench_sent_us(block: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(block).ok()?;
@@ -359,11 +365,15 @@ fn bench_sent_us(block: &[u8]) -> Option<u64> {
             data.push_str(value.strip_prefix(' ').unwrap_or(value));
         }
     }
-    if kind != "bench" {
+    if kind != "stage" {
         return None;
     }
     let event: Value = serde_json::from_str(&data).ok()?;
-    event["payload"]["sent_us"].as_u64()
+    event["payload"]["message"]
+        .as_str()?
+        .strip_prefix(BENCH_PREFIX)?
+        .parse()
+        .ok()
 }
 
 fn now_us() -> u64 {

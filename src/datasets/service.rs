@@ -14,8 +14,8 @@ use super::{
 };
 use crate::db::Db;
 use crate::notifications::{self, NewNotification};
-use crate::tasks::Task;
 use crate::storage::{Bucket, SignedRequest, Storage, StorageError};
+use crate::tasks::Task;
 use crate::validation::FieldErrors;
 
 /// How long an upload URL stays valid.
@@ -334,11 +334,7 @@ pub async fn run_validation(
 }
 
 /// Marks a dataset whose validation kept failing (the queue gave up) as invalid, with a reason.
-pub async fn give_up_validation(
-    db: &Db,
-    id: Uuid,
-    error: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn give_up_validation(db: &Db, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.system().await?;
     sqlx::query(
         "UPDATE datasets SET status = 'invalid', training_ready = false,

@@ -260,8 +260,8 @@ impl JobView {
                 self.current_cost = change.current_cost;
                 self.final_cost = change.final_cost;
                 if change.status.is_terminal() {
-                    self.cancel_requested = self.cancel_requested
-                        && change.status == JobStatus::Cancelled;
+                    self.cancel_requested =
+                        self.cancel_requested && change.status == JobStatus::Cancelled;
                 } else {
                     self.cancel_requested = false;
                 }
@@ -556,7 +556,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(old.kind(), JobEventKind::Stage);
-        assert_eq!(JobEvent::from_parts(old.kind().as_str(), old.payload()).unwrap(), old);
+        assert_eq!(
+            JobEvent::from_parts(old.kind().as_str(), old.payload()).unwrap(),
+            old
+        );
     }
 
     #[test]

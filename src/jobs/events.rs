@@ -112,7 +112,14 @@ pub async fn record_status(
         current_cost: summary.as_ref().map_or(0.0, |s| s.current_cost),
         final_cost: summary.as_ref().and_then(|s| s.final_cost),
     });
-    record(tx, user, job, &format!("a{attempt}:status:{status}"), &event).await?;
+    record(
+        tx,
+        user,
+        job,
+        &format!("a{attempt}:status:{status}"),
+        &event,
+    )
+    .await?;
     Ok(())
 }
 
@@ -132,15 +139,35 @@ async fn announce(tx: &mut Tx, event: &JobEventRecord) -> Result<(), sqlx::Error
     Ok(())
 }
 
-/// Events of one job after `after` (exclusive), oldest first. The id of the last row read is
-/// returned too, so a reader moves past rows it could not type.
+/// A page of the event log, oldest first.
+pub struct EventPage {
+    pub events: Vec<JobEventRecord>,
+    /// The id of the last row read (a reader moves past rows it could not type).
+    pub last_read: Option<i64>,
+    /// The page was full: there may be more.
+    pub full: bool,
+}
+
+impl EventPage {
+    fn from_rows(rows: Vec<EventRow>, limit: i64) -> Self {
+        let full = rows.len() as i64 >= limit;
+        let last_read = rows.last().map(|r| r.id);
+        Self {
+            events: rows.into_iter().filter_map(EventRow::typed).collect(),
+            last_read,
+            full,
+        }
+    }
+}
+
+/// Events of one job after `after` (exclusive), oldest first.
 pub async fn since(
     db: &Db,
     user: Uuid,
     job: Uuid,
     after: i64,
     limit: i64,
-) -> Result<(Vec<JobEventRecord>, Option<i64>), sqlx::Error> {
+) -> Result<EventPage, sqlx::Error> {
     let mut tx = db.tenant(user).await?;
     let rows = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM job_events
@@ -153,8 +180,39 @@ pub async fn since(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let last = rows.last().map(|r| r.id);
-    Ok((rows.into_iter().filter_map(EventRow::typed).collect(), last))
+    Ok(EventPage::from_rows(rows, limit))
+}
+
+/// Events of all of a user's jobs after `after` (exclusive), oldest first.
+pub async fn since_for_user(
+    db: &Db,
+    user: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<EventPage, sqlx::Error> {
+    let mut tx = db.tenant(user).await?;
+    let rows = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM job_events WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+    )))
+    .bind(user)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(EventPage::from_rows(rows, limit))
+}
+
+/// The id of a user's newest event (0 when none): where a new live stream starts.
+pub async fn latest_for_user(db: &Db, user: Uuid) -> Result<i64, sqlx::Error> {
+    let mut tx = db.tenant(user).await?;
+    let latest: Option<i64> =
+        sqlx::query_scalar("SELECT max(id) FROM job_events WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(latest.unwrap_or(0))
 }
 
 /// One event by id (for oversized notifications).

@@ -16,8 +16,13 @@ use crate::notifications::{self, NewNotification};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
     /// The worker succeeded; `cost` is the billed cost when the backend reported its time.
-    Completed { cost: Option<f64> },
-    Failed { code: String, message: String },
+    Completed {
+        cost: Option<f64>,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
     Cancelled {
         code: String,
         message: String,

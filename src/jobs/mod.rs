@@ -11,20 +11,20 @@ pub use event::{JobEvent, JobEventKind, JobEventRecord, LogLevel, LogLine, Metri
 pub use lifecycle::{JobStage, JobStatus};
 
 pub mod contract;
-pub mod lifecycle;
 pub mod event;
 #[cfg(feature = "ssr")]
 pub mod events;
 #[cfg(feature = "ssr")]
 pub mod finish;
 #[cfg(feature = "ssr")]
-pub mod store;
-#[cfg(feature = "ssr")]
 pub mod hub;
+pub mod lifecycle;
 #[cfg(feature = "ssr")]
 pub mod processor;
 #[cfg(feature = "ssr")]
 pub mod service;
+#[cfg(feature = "ssr")]
+pub mod store;
 
 /// `POST /api/jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,4 +104,3 @@ impl MetricPoint {
         }
     }
 }
-

@@ -9,8 +9,8 @@ use super::lifecycle::{JobStage, JobStatus};
 use super::store::{self, NewJobRow};
 use super::{JobView, MetricPoint, NewJob, events};
 use crate::db::{Db, Tx};
-use crate::tasks::{JobTask, Task};
 use crate::notifications::{self, NewNotification};
+use crate::tasks::{JobTask, Task};
 use crate::training::estimate::{DatasetSize, EstimateError, estimate};
 use crate::training::{Catalog, check_config};
 use crate::validation::FieldErrors;
@@ -145,7 +145,16 @@ pub async fn create(
     Task::SubmitJob(JobTask::start(id, 0))
         .enqueue(&mut tx, Some(user), Duration::ZERO)
         .await?;
-    events::record_status(&mut tx, user, id, 0, JobStatus::Queued, JobStage::Queued, None).await?;
+    events::record_status(
+        &mut tx,
+        user,
+        id,
+        0,
+        JobStatus::Queued,
+        JobStage::Queued,
+        None,
+    )
+    .await?;
     let job = find(&mut tx, user, id).await?.ok_or(JobError::NotFound)?;
     tx.commit().await?;
     Ok(job)

@@ -7,7 +7,9 @@ mod monitor;
 
 pub use monitor::{JobBadge, JobPage};
 
-use engine::jobs::{JobView, stage_label};
+#[cfg(feature = "hydrate")]
+use engine::jobs::JobEvent;
+use engine::jobs::{JobStatus, JobView};
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
@@ -17,14 +19,14 @@ use crate::error::AppError;
 
 /// Rows per page of the Jobs list.
 const PAGE_SIZE: u32 = 25;
-const FILTERS: [(&str, &str); 7] = [
-    ("", "All"),
-    ("running", "Running"),
-    ("initializing", "Starting"),
-    ("queued", "Queued"),
-    ("completed", "Completed"),
-    ("failed", "Failed"),
-    ("cancelled", "Cancelled"),
+/// The status filters, in the order the chips show them (after "All").
+const FILTERS: [JobStatus; 6] = [
+    JobStatus::Running,
+    JobStatus::Initializing,
+    JobStatus::Queued,
+    JobStatus::Completed,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,9 +40,9 @@ pub struct JobPageData {
 pub async fn list_jobs(status: Option<String>, page: u32) -> Result<JobPageData, AppError> {
     let user = crate::accounts::server::require_user().await?;
     let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
-    let status = status.filter(|s| FILTERS.iter().any(|(k, _)| !k.is_empty() && k == s));
+    let status = status.as_deref().and_then(JobStatus::parse);
     let page = page.max(1);
-    engine::jobs::service::list(&db, user.id, status.as_deref(), page, PAGE_SIZE)
+    engine::jobs::service::list(&db, user.id, status, page, PAGE_SIZE)
         .await
         .map(|(jobs, total)| JobPageData { jobs, total, page })
         .map_err(AppError::internal)
@@ -66,11 +68,11 @@ pub fn JobsPage() -> impl IntoView {
             <a class="btn btn-primary" href="/train">"New training job"</a>
         </PageHeader>
         <nav class="filters" aria-label="Filter by status">
-            {FILTERS.iter().map(|(key, label)| {
+            {std::iter::once(("", "All")).chain(FILTERS.iter().map(|s| (s.as_str(), s.label()))).map(|(key, label)| {
                 let href = if key.is_empty() { "/jobs".to_owned() } else { format!("/jobs?status={key}") };
-                let current = move || status().unwrap_or_default() == *key;
+                let current = move || status().unwrap_or_default() == key;
                 view! {
-                    <a href=href class="chip" class:active=current aria-current=move || current().then_some("page")>{*label}</a>
+                    <a href=href class="chip" class:active=current aria-current=move || current().then_some("page")>{label}</a>
                 }
             }).collect_view()}
         </nav>
@@ -105,30 +107,22 @@ fn JobsTable(data: JobPageData, status: Option<String>, refresh: Callback<()>) -
     let _ = refresh;
     // Status changes and progress of the listed jobs, live.
     #[cfg(feature = "hydrate")]
-    live::follow("/api/events", live, move |event| {
-        if event.kind == "resync" {
-            refresh.run(());
-            return true;
-        }
-        rows.update(|list| {
-            if let Some(job) = list.iter_mut().find(|j| j.id == event.job_id) {
-                let p = &event.payload;
-                let num = |k: &str| p.get(k).and_then(serde_json::Value::as_f64);
-                if event.kind == "status" {
-                    if let Some(s) = p.get("status").and_then(|v| v.as_str()) {
-                        job.status = s.to_owned();
-                    }
-                    if let Some(s) = p.get("current_stage").and_then(|v| v.as_str()) {
-                        job.current_stage = s.to_owned();
-                    }
-                } else if job.status == "initializing" {
-                    job.status = "running".into();
-                    job.current_stage = "training".into();
-                }
-                job.progress = num("progress").unwrap_or(job.progress).max(job.progress);
-                job.current_cost = num("current_cost").unwrap_or(job.current_cost);
+    live::follow("/api/events", live, move |message| {
+        let record = match message {
+            live::Live::Resync => {
+                refresh.run(());
+                return true;
             }
-        });
+            live::Live::Event(record) => record,
+        };
+        // The list shows status, stage, progress and cost: status and metrics events carry them.
+        if matches!(record.event, JobEvent::Status(_) | JobEvent::Metrics(_)) {
+            rows.update(|list| {
+                if let Some(job) = list.iter_mut().find(|j| j.id == record.job_id) {
+                    job.follow(&record);
+                }
+            });
+        }
         true
     });
     let link = move |target: u32| match &status {
@@ -143,13 +137,13 @@ fn JobsTable(data: JobPageData, status: Option<String>, refresh: Callback<()>) -
                     <th class="num">"Progress"</th><th class="num">"Cost so far / estimate"</th><th>"Created"</th>
                 </tr></thead>
                 <tbody>
-                    <For each=move || rows.get() key=|j| (j.id, j.status.clone(), j.progress.to_bits(), j.current_cost.to_bits()) let:j>
+                    <For each=move || rows.get() key=|j| (j.id, j.status, j.current_stage, j.progress.to_bits(), j.current_cost.to_bits()) let:j>
                         <tr>
                             <td>
-                                <span class=format!("badge badge-{}", j.status)>{j.status.clone()}</span>
+                                <span class=format!("badge badge-{}", j.status)>{j.status.as_str()}</span>
                                 // The stage says more than the badge only while the job runs.
-                                {(!engine::jobs::is_terminal(&j.status)).then(|| view! {
-                                    " "<span class="muted small">{stage_label(&j.current_stage)}</span>
+                                {(!j.status.is_terminal()).then(|| view! {
+                                    " "<span class="muted small">{j.current_stage.label()}</span>
                                 })}
                             </td>
                             <td><a href=format!("/jobs/{}", j.id)>{j.dataset_name.clone().unwrap_or_else(|| "dataset".into())}</a></td>

@@ -4,7 +4,7 @@
 //! on the server; once hydrated it follows the job's SSE stream from the last event it showed.
 
 use engine::format::{duration, money, thousands};
-use engine::jobs::{JobView, LogLine, MetricPoint, is_terminal, stage_label};
+use engine::jobs::{JobStatus, JobView, LogLine, MetricPoint};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 use serde::{Deserialize, Serialize};
@@ -19,8 +19,6 @@ pub struct JobSnapshot {
     pub job: JobView,
     pub metrics: Vec<MetricPoint>,
     pub log: Vec<LogLine>,
-    /// Seconds left, from the last metrics (while running).
-    pub eta_seconds: Option<f64>,
 }
 
 #[cfg(feature = "ssr")]
@@ -51,22 +49,9 @@ pub async fn job_monitor(id: Uuid) -> Result<JobSnapshot, AppError> {
         .await
         .map_err(AppError::internal)?
         .into_iter()
-        .filter_map(|e| engine::jobs::describe_event(e.id, e.created_at, &e.kind, &e.payload))
+        .filter_map(|e| e.log_line())
         .collect();
-    let eta_seconds = (!is_terminal(&job.status))
-        .then(|| {
-            job.current_metrics
-                .as_ref()
-                .and_then(|m| m.get("eta_s"))
-                .and_then(|v| v.as_f64())
-        })
-        .flatten();
-    Ok(JobSnapshot {
-        job,
-        metrics,
-        log,
-        eta_seconds,
-    })
+    Ok(JobSnapshot { job, metrics, log })
 }
 
 #[server(prefix = "/rpc", endpoint = "cancel_job")]
@@ -113,8 +98,8 @@ pub fn JobPage() -> impl IntoView {
 
 /// The status badge with its words.
 #[component]
-pub fn JobBadge(#[prop(into)] status: Signal<String>) -> impl IntoView {
-    view! { <span class=move || format!("badge badge-{}", status.get())>{move || status.get()}</span> }
+pub fn JobBadge(#[prop(into)] status: Signal<JobStatus>) -> impl IntoView {
+    view! { <span class=move || format!("badge badge-{}", status.get())>{move || status.get().as_str()}</span> }
 }
 
 fn fmt_number(value: Option<f64>, digits: usize) -> String {
@@ -144,17 +129,21 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
     let job = RwSignal::new(data.job);
     let metrics = RwSignal::new(data.metrics);
     let log = RwSignal::new(data.log);
-    let eta = RwSignal::new(data.eta_seconds);
     let connected = RwSignal::new(false);
 
     #[cfg(feature = "hydrate")]
     {
-        let (status, after) = job.with_untracked(|j| (j.status.clone(), j.last_event_id));
-        if !is_terminal(&status) {
+        let (status, after) = job.with_untracked(|j| (j.status, j.last_event_id));
+        if !status.is_terminal() {
             super::live::follow(
                 &format!("/api/jobs/{id}/events?last_event_id={after}"),
                 connected,
-                move |event| super::live::apply(&event, job, metrics, log, eta),
+                move |message| match message {
+                    super::live::Live::Event(record) => {
+                        super::live::apply(&record, job, metrics, log)
+                    }
+                    super::live::Live::Resync => true,
+                },
             );
         }
         Effect::new(move || {
@@ -163,15 +152,17 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
         });
     }
 
-    let status = Signal::derive(move || job.with(|j| j.status.clone()));
-    let running = move || !is_terminal(&status.get());
+    let status = Signal::derive(move || job.with(|j| j.status));
+    let running = move || !status.get().is_terminal();
+    // Seconds left at the last step's pace, while running.
+    let eta = move || job.with(|j| j.current_metrics.as_ref().map(|m| m.eta_s));
     let cancel = Action::new(move |_: &()| cancel_job(id));
     let retry = Action::new(move |_: &()| retry_job(id));
     Effect::new(move || {
         if let Some(Ok(updated)) = cancel.value().get() {
             job.update(|j| {
-                j.status = updated.status.clone();
-                j.current_stage = updated.current_stage.clone();
+                j.status = updated.status;
+                j.current_stage = updated.current_stage;
                 j.cancel_requested = updated.cancel_requested;
             });
         }
@@ -212,22 +203,15 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
             None => "steps not known yet".into(),
         })
     };
-    let eta_text = move || match (running(), eta.get()) {
+    let eta_text = move || match (running(), eta()) {
         (true, Some(seconds)) if seconds >= 0.0 => {
             format!("about {} left", duration(seconds.round() as u64))
         }
         (true, _) => "time left: after the first steps".into(),
         (false, _) => String::new(),
     };
-    let metric = move |key: &'static str| {
-        move || {
-            job.with(|j| {
-                j.current_metrics
-                    .as_ref()
-                    .and_then(|m| m.get(key))
-                    .and_then(|v| v.as_f64())
-            })
-        }
+    let metric = move |read: fn(&engine::jobs::MetricsUpdate) -> Option<f64>| {
+        move || job.with(|j| j.current_metrics.as_ref().and_then(read))
     };
     let cost_text = move || {
         job.with(|j| {
@@ -249,8 +233,8 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
     };
     let summary = move || {
         metrics.with(|points| {
-            let losses: Vec<f64> = points.iter().filter_map(|p| p.training_loss).collect();
-            let eval = points.iter().rev().find_map(|p| p.validation_loss);
+            let losses: Vec<f64> = points.iter().filter_map(|p| p.train_loss).collect();
+            let eval = points.iter().rev().find_map(|p| p.eval_loss);
             match (losses.first(), losses.last()) {
                 (Some(first), Some(last)) => format!(
                     "Training loss {first:.4} → {last:.4} over {} logged steps{}.",
@@ -281,7 +265,7 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
                     {move || if cancel.pending().get() { "Cancelling…" } else { "Cancel job" }}
                 </button>
             </Show>
-            <Show when=move || matches!(status.get().as_str(), "failed" | "cancelled")>
+            <Show when=move || status.get().can_retry()>
                 <button class="btn btn-primary" on:click=move |_| { retry.dispatch(()); } disabled=move || retry.pending().get()>
                     {move || if retry.pending().get() { "Retrying…" } else { "Retry" }}
                 </button>
@@ -291,7 +275,7 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
         <section class="card job-status" aria-live="polite">
             <div class="job-status-line">
                 <JobBadge status=status/>
-                <strong>{move || stage_label(&job.with(|j| j.current_stage.clone()))}</strong>
+                <strong>{move || job.with(|j| j.current_stage.label())}</strong>
                 <span class="muted small live-dot" class:on=move || connected.get()>
                     {move || if connected.get() { "live" } else if running() { "connecting…" } else { "" }}
                 </span>
@@ -302,14 +286,16 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
                 <span class="job-steps">{step_text}</span>
                 {move || { let t = eta_text(); (!t.is_empty()).then(|| view! { " · " <span>{t}</span> }) }}
             </p>
-            {move || job.with(|j| j.error_message.clone()).filter(|_| matches!(status.get().as_str(), "failed" | "cancelled")).map(|m| view! {
+            {move || job.with(|j| j.error_message.clone()).filter(|_| matches!(status.get(), JobStatus::Failed | JobStatus::Cancelled)).map(|m| view! {
                 <p class="callout callout-danger" role="alert">{m}</p>
             })}
         </section>
         <div class="stats">
-            <div class="stat card"><span class="stat-label">"Training loss"</span><span class="stat-value job-loss">{move || fmt_number(metric("train_loss")(), 4)}</span></div>
-            <div class="stat card"><span class="stat-label">"Learning rate"</span><span class="stat-value">{move || metric("learning_rate")().map(|v| format!("{v:.2e}")).unwrap_or_else(|| "—".into())}</span></div>
-            <div class="stat card"><span class="stat-label">"Tokens/s"</span><span class="stat-value">{move || metric("tokens_per_sec")().map(|v| thousands(v.round() as i64)).unwrap_or_else(|| "—".into())}</span></div>
+            <div class="stat card"><span class="stat-label">"Training loss"</span><span class="stat-value job-loss">{move || fmt_number(metric(|m| Some(m.metrics.train_loss))(), 4)}</span></div>
+            <div class="stat card"><span class="stat-label">"Learning rate"</span><span class="stat-value">{move || metric(|m| Some(m.metrics.learning_rate))().map(|v| format!("{v:.2e}")).unwrap_or_else(|| "—".into())}</span></div>
+            <div class="stat card"><span class="stat-label">"Tokens/s"</span><span class="stat-value">{move || metric(|m| Some(m.metrics.tokens_per_sec))().map(|v| thousands(v.round() as i64)).unwrap_or_else(|| "—".into())}</span></div>
+            <div class="stat card"><span class="stat-label">"Grad norm"</span><span class="stat-value job-grad-norm">{move || fmt_number(metric(|m| Some(m.metrics.grad_norm))(), 3)}</span></div>
+            <div class="stat card"><span class="stat-label">"GPU use"</span><span class="stat-value job-gpu-util">{move || metric(|m| m.metrics.gpu_util)().map(|v| format!("{v:.0}%")).unwrap_or_else(|| "—".into())}</span></div>
             <div class="stat card"><span class="stat-label">"Epoch"</span><span class="stat-value">{move || fmt_number(job.with(|j| j.current_epoch), 2)}</span></div>
             <div class="stat card"><span class="stat-label">{move || if running() { "Cost so far" } else { "Cost" }}</span><span class="stat-value small-value">{cost_text}</span></div>
         </div>
@@ -363,13 +349,13 @@ fn draw_charts(points: &[MetricPoint]) {
             LineSeries {
                 name: "training loss",
                 color: "#6366f1",
-                points: series(|p| p.training_loss),
+                points: series(|p| p.train_loss),
                 dashed: false,
             },
             LineSeries {
                 name: "eval loss",
                 color: "#f59e0b",
-                points: series(|p| p.validation_loss),
+                points: series(|p| p.eval_loss),
                 dashed: true,
             },
         ],

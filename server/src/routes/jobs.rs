@@ -3,8 +3,8 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use engine::jobs::NewJob;
 use engine::jobs::service::{self, JobError};
+use engine::jobs::{JobStatus, NewJob};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -13,15 +13,6 @@ use crate::auth::CurrentUser;
 use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
-const STATUSES: [&str; 6] = [
-    "queued",
-    "initializing",
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-];
-
 impl From<JobError> for ApiError {
     fn from(error: JobError) -> Self {
         match error {
@@ -29,7 +20,6 @@ impl From<JobError> for ApiError {
             JobError::NotFound => Self::NotFound,
             JobError::Conflict(message) => Self::conflict(message),
             JobError::Db(e) => e.into(),
-            JobError::Event(e) => Self::internal(anyhow::anyhow!(e)),
         }
     }
 }
@@ -57,9 +47,15 @@ pub async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let status = query.status.as_deref().filter(|s| !s.is_empty());
     let mut fields = engine::validation::FieldErrors::new();
-    if status.is_some_and(|s| !STATUSES.contains(&s)) {
-        fields.add("status", format!("Use one of: {}.", STATUSES.join(", ")));
-    }
+    let status = match status.map(|s| (s, JobStatus::parse(s))) {
+        None => None,
+        Some((_, Some(status))) => Some(status),
+        Some((_, None)) => {
+            let names = JobStatus::names(JobStatus::ALL);
+            fields.add("status", format!("Use one of: {}.", names.join(", ")));
+            None
+        }
+    };
     let (page, limit) = super::paging(query.page, query.limit, &mut fields);
     fields.into_result().map_err(ApiError::Validation)?;
     let (jobs, total) = service::list(&state.db, user.id, status, page, limit).await?;

@@ -1,8 +1,9 @@
 //! Live progress over SSE (DESIGN §6.1). Events come from Postgres (the `job_events` table and
-//! its NOTIFY channel, through the hub), so any replica serves any client. A job stream first
-//! replays what the client missed (`Last-Event-ID`, or `?last_event_id=` for the first connect),
-//! then follows live; a subscriber that falls behind reads the table again. Streams send
-//! keep-alives and end when the server shuts down.
+//! its NOTIFY channel, through the hub), so any replica serves any client. Both streams — one
+//! job's (`/api/jobs/{id}/events`) and all of the caller's (`/api/events`) — run the same loop:
+//! replay what the client missed (`Last-Event-ID`, or `?last_event_id=` for the first connect),
+//! then follow live; a subscriber that falls behind reads the table again. Streams send
+//! keep-alives, notice clients that left, and end when the server shuts down.
 
 use std::convert::Infallible;
 
@@ -11,7 +12,8 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use engine::db::Db;
-use engine::jobs::events::{self, JobEvent};
+use engine::jobs::JobEventRecord;
+use engine::jobs::events;
 use engine::jobs::hub::HubMessage;
 use futures::SinkExt;
 use futures::channel::mpsc;
@@ -27,6 +29,8 @@ use crate::state::AppState;
 const REPLAY_PAGE: i64 = 500;
 /// How often an idle stream checks that its client is still there.
 const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+/// The SSE event that tells a page to reload (the browser's `live::RESYNC`).
+const RESYNC: &str = "resync";
 
 type EventSender = mpsc::Sender<Result<Event, Infallible>>;
 
@@ -35,11 +39,30 @@ pub struct Resume {
     last_event_id: Option<i64>,
 }
 
-fn sse_event(event: &JobEvent) -> Event {
+/// What a stream follows.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// One job of the user.
+    Job(Uuid),
+    /// Every job of the user.
+    User,
+}
+
+fn sse_event(event: &JobEventRecord) -> Event {
     Event::default()
         .id(event.id.to_string())
-        .event(event.kind.as_str())
+        .event(event.event.kind().as_str())
         .data(serde_json::to_string(event).unwrap_or_default())
+}
+
+/// Where the client says it stopped: `Last-Event-ID` (a reconnect), else `?last_event_id=`.
+fn resume_point(headers: &HeaderMap, resume: &Resume) -> Option<i64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(resume.last_event_id)
+        .map(|id| id.max(0))
 }
 
 /// `GET /api/jobs/{id}/events`.
@@ -53,32 +76,52 @@ pub async fn job_events(
     let job = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     // 404 for unknown and other tenants' jobs alike.
     engine::jobs::service::get(&state.db, user.id, job).await?;
-    let last = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .or(resume.last_event_id)
-        .unwrap_or(0)
-        .max(0);
-    let (sender, receiver) = mpsc::channel(16);
+    let last = resume_point(&headers, &resume).unwrap_or(0);
     // Subscribe before replaying, so nothing falls between the two.
     let live = state.hub.subscribe_job(job);
-    tokio::spawn(pump_job(
+    Ok(stream(&state, user.id, Scope::Job(job), last, live))
+}
+
+/// `GET /api/events`: the caller's job events, live (the Jobs list). A first connect starts
+/// from now; a reconnect replays from its `Last-Event-ID`.
+pub async fn user_events(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Query(resume): Query<Resume>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let live = state.hub.subscribe_user(user.id);
+    let last = match resume_point(&headers, &resume) {
+        Some(last) => last,
+        None => events::latest_for_user(&state.db, user.id).await?,
+    };
+    Ok(stream(&state, user.id, Scope::User, last, live))
+}
+
+fn stream(
+    state: &AppState,
+    user: Uuid,
+    scope: Scope,
+    last: i64,
+    live: tokio::sync::broadcast::Receiver<HubMessage>,
+) -> impl IntoResponse + use<> {
+    let (sender, receiver) = mpsc::channel(16);
+    tokio::spawn(pump(
         state.db.clone(),
-        user.id,
-        job,
+        user,
+        scope,
         last,
         live,
         sender,
         state.shutdown.clone(),
     ));
-    Ok(Sse::new(receiver).keep_alive(KeepAlive::default()))
+    Sse::new(receiver).keep_alive(KeepAlive::default())
 }
 
-async fn pump_job(
+async fn pump(
     db: Db,
     user: Uuid,
-    job: Uuid,
+    scope: Scope,
     mut last: i64,
     mut live: tokio::sync::broadcast::Receiver<HubMessage>,
     mut sender: EventSender,
@@ -86,7 +129,7 @@ async fn pump_job(
 ) {
     // Boxed: the replay's database futures are large, and a stream spends nearly all its life
     // waiting for live events; boxing keeps them out of every idle stream's task (≈ 10k streams).
-    if !Box::pin(replay(&db, user, job, &mut last, &mut sender)).await {
+    if !Box::pin(replay(&db, user, scope, &mut last, &mut sender)).await {
         return;
     }
     let mut check = tokio::time::interval(CLIENT_CHECK);
@@ -98,7 +141,12 @@ async fn pump_job(
             },
             message = live.recv() => match message {
                 Ok(HubMessage::Event(event)) => {
-                    if event.user_id != user || event.id <= last {
+                    let ours = event.user_id == user
+                        && match scope {
+                            Scope::Job(job) => event.job_id == job,
+                            Scope::User => true,
+                        };
+                    if !ours || event.id <= last {
                         continue;
                     }
                     last = event.id;
@@ -107,7 +155,7 @@ async fn pump_job(
                     }
                 }
                 Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => {
-                    if !Box::pin(replay(&db, user, job, &mut last, &mut sender)).await {
+                    if !Box::pin(replay(&db, user, scope, &mut last, &mut sender)).await {
                         return;
                     }
                 }
@@ -119,71 +167,41 @@ async fn pump_job(
 }
 
 /// Sends every stored event after `last`; `false` when the client has gone.
-async fn replay(db: &Db, user: Uuid, job: Uuid, last: &mut i64, sender: &mut EventSender) -> bool {
+async fn replay(
+    db: &Db,
+    user: Uuid,
+    scope: Scope,
+    last: &mut i64,
+    sender: &mut EventSender,
+) -> bool {
     loop {
-        let page = match events::since(db, user, job, *last, REPLAY_PAGE).await {
+        let page = match scope {
+            Scope::Job(job) => events::since(db, user, job, *last, REPLAY_PAGE).await,
+            Scope::User => events::since_for_user(db, user, *last, REPLAY_PAGE).await,
+        };
+        let page = match page {
             Ok(page) => page,
             Err(e) => {
-                // End the stream: the browser reconnects with Last-Event-ID and nothing is
-                // skipped, where following live from here would jump over the gap.
-                tracing::warn!(error = %e, %job, "cannot replay job events");
+                tracing::warn!(error = %e, ?scope, "cannot replay job events");
+                // A user stream tells the page to reload instead; a job stream ends, and the
+                // browser reconnects with Last-Event-ID, so nothing is skipped.
+                if matches!(scope, Scope::User) {
+                    let resync = Event::default().event(RESYNC).data("{}");
+                    return sender.send(Ok(resync)).await.is_ok();
+                }
                 return false;
             }
         };
-        let full = page.len() as i64 == REPLAY_PAGE;
-        for event in page {
-            *last = event.id;
-            if sender.send(Ok(sse_event(&event))).await.is_err() {
+        for event in &page.events {
+            if sender.send(Ok(sse_event(event))).await.is_err() {
                 return false;
             }
         }
-        if !full {
+        if let Some(id) = page.last_read {
+            *last = id;
+        }
+        if !page.full {
             return true;
         }
     }
-}
-
-/// `GET /api/events`: the caller's job status changes and progress, live (the Jobs list).
-pub async fn user_events(
-    State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
-) -> impl IntoResponse {
-    let (mut sender, receiver): (EventSender, _) = mpsc::channel(16);
-    let mut live = state.hub.subscribe_user(user.id);
-    let mut shutdown = state.shutdown.clone();
-    let user = user.id;
-    tokio::spawn(async move {
-        let mut check = tokio::time::interval(CLIENT_CHECK);
-        loop {
-            tokio::select! {
-                _ = check.tick() => if sender.is_closed() {
-                    return;
-                },
-                message = live.recv() => match message {
-                    Ok(HubMessage::Event(event)) if event.user_id == user && matches!(event.kind.as_str(), "status" | "metrics") => {
-                        if sender.send(Ok(sse_event(&event))).await.is_err() {
-                            return;
-                        }
-                    }
-                    // Missed events: tell the page to reload its list.
-                    Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => {
-                        let resync = Event::default().event("resync").data(
-                            serde_json::json!({
-                                "id": 0, "job_id": Uuid::nil(), "user_id": user, "kind": "resync",
-                                "payload": {}, "created_at": chrono::Utc::now(),
-                            })
-                            .to_string(),
-                        );
-                        if sender.send(Ok(resync)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Closed) => return,
-                },
-                _ = shutdown.changed() => return,
-            }
-        }
-    });
-    Sse::new(receiver).keep_alive(KeepAlive::default())
 }

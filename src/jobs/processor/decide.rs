@@ -283,9 +283,7 @@ mod tests {
     #[test]
     fn backend_errors_retry_with_backoff_then_give_up() {
         assert_eq!(
-            on_backend_error(&RunpodError::NotFound)
-                .unwrap()
-                .code(),
+            on_backend_error(&RunpodError::NotFound).unwrap().code(),
             Some("backend_lost")
         );
         let interval = Duration::from_secs(1);

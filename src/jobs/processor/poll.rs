@@ -5,15 +5,15 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use super::decide::{self, BackendState, Decision, Observation};
 use super::Processor;
-use crate::tasks::JobTask;
+use super::decide::{self, BackendState, Decision, Observation};
 use crate::jobs::contract::{EvalEvent, MetricsEvent, StageEvent, WorkerEvent, WorkerResult};
 use crate::jobs::event::{JobEvent, MetricsUpdate, StageChange};
 use crate::jobs::events;
 use crate::jobs::lifecycle::{JobStage, JobStatus};
 use crate::jobs::store::{self, ProcessingRow};
 use crate::runpod::{RunpodClient, RunpodError, RunpodStatus, StatusResponse};
+use crate::tasks::JobTask;
 use crate::tasks::TaskError;
 
 impl Processor {
@@ -233,12 +233,10 @@ fn final_result(status: &StatusResponse) -> Option<WorkerResult> {
         .and_then(Value::as_array)?
         .iter()
         .rev()
-        .find_map(
-            |o| match serde_json::from_value::<WorkerEvent>(o.clone()) {
-                Ok(WorkerEvent::Result(r)) => Some(r),
-                _ => None,
-            },
-        )
+        .find_map(|o| match serde_json::from_value::<WorkerEvent>(o.clone()) {
+            Ok(WorkerEvent::Result(r)) => Some(r),
+            _ => None,
+        })
 }
 
 /// Stores one worker event and its effect on the job, once (keyed per attempt).
@@ -271,13 +269,9 @@ async fn apply_event(
                 .await?
                 .is_some()
             {
-                let before = store::enter_worker_stage(
-                    tx,
-                    job.id,
-                    stage,
-                    total_steps.map(|t| t as i32),
-                )
-                .await?;
+                let before =
+                    store::enter_worker_stage(tx, job.id, stage, total_steps.map(|t| t as i32))
+                        .await?;
                 if before == Some(JobStatus::Initializing) {
                     events::record_status(
                         tx,

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crate::tasks::JobTask;
 use super::{MAX_ADAPTER_FILE, Processor, execution_timeout, output_key};
 use crate::jobs::contract::{ADAPTER_FILES, CONTRACT_VERSION, WorkerInput};
 use crate::jobs::event::{JobEvent, StageChange};
@@ -13,6 +12,7 @@ use crate::jobs::lifecycle::{JobStage, JobStatus};
 use crate::jobs::store::{self, ProcessingRow};
 use crate::runpod::{Policy, RunRequest, RunpodError};
 use crate::storage::Bucket;
+use crate::tasks::JobTask;
 use crate::tasks::TaskError;
 use crate::training::Hyperparameters;
 
