@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod datasets;
 pub mod format;
 pub mod jobs;
+pub mod live;
 pub mod notifications;
 pub mod training;
 pub mod validation;

@@ -10,6 +10,7 @@ pub mod costs;
 pub mod datasets;
 pub mod error;
 pub mod jobs;
+pub mod live;
 pub mod models;
 pub mod notifications;
 pub mod settings;

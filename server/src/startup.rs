@@ -204,7 +204,7 @@ impl Application {
             processor,
             concurrency: settings.gpu.task_concurrency,
         };
-        let hub = engine::jobs::hub::Hub::start(db.clone(), stopping.clone());
+        let hub = engine::live::Hub::start(db.clone(), stopping.clone());
         let state = AppState {
             hub,
             shutdown: stopping,

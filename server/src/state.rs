@@ -23,7 +23,7 @@ pub struct AppState {
     /// Origins allowed to make state-changing browser requests.
     pub allowed_origins: Arc<Vec<String>>,
     /// Live job events, fanned out from Postgres.
-    pub hub: engine::jobs::hub::Hub,
+    pub hub: engine::live::Hub,
     /// Turns true when the server starts shutting down (ends SSE streams).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -763,10 +763,7 @@ async fn completed_output_backfills_missed_metrics_without_duplicates() {
     let points = body["data"]["metrics"].as_array().expect("metric points");
     let steps: Vec<i64> = points.iter().filter_map(|p| p["step"].as_i64()).collect();
     assert_eq!(steps, vec![1, 2, 3, 4], "{body}");
-    assert!(
-        points.iter().any(|p| p["validation_loss"].is_number()),
-        "{body}"
-    );
+    assert!(points.iter().any(|p| p["eval_loss"].is_number()), "{body}");
 }
 
 /// 7. The backend reports CANCELLED (someone cancelled it on RunPod): the job is cancelled.
@@ -1001,4 +998,102 @@ async fn two_replicas_follow_a_job_once() {
     let stored = assert_no_duplicates(&app, &job, "completed").await;
     assert_eq!(stored.points, i64::from(STEPS));
     assert_eq!(stored.metric_events, i64::from(STEPS));
+}
+
+/// 13. The owner cancels a run on RunPod: `/cancel` is called, and the job ends cancelled
+/// with the owner's reason, once.
+#[tokio::test]
+async fn an_owners_cancel_stops_the_run_on_runpod() {
+    let fake = Fake::start().await;
+    fake.set_default(
+        Ep::Stream,
+        stream_reply("IN_PROGRESS", &[stage_training(100)]),
+    );
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+    wait_for_status(&app, &client, &job, &["running"], SCENARIO_TIMEOUT).await;
+
+    let response = app
+        .post(&client, &format!("/api/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["job"]["current_stage"], "cancelling");
+    assert_eq!(body["data"]["job"]["cancel_requested"], true);
+    let detail = expect_end(&app, &client, &fake, &job, "cancelled", Some("cancelled")).await;
+    assert!(message(&detail).contains("your request"), "{detail}");
+    assert!(fake.count(Ep::Cancel) >= 1, "{:?}", fake.log());
+    assert_no_duplicates(&app, &job, "cancelled").await;
+}
+
+/// 14. A job cancelled before its submission went through ends at once, and is never sent:
+/// `/run` keeps answering 429, so the submission waits in the queue when the owner cancels.
+#[tokio::test]
+async fn a_job_cancelled_before_it_was_sent_is_never_sent() {
+    let fake = Fake::start().await;
+    fake.set_default(Ep::Run, error_reply(429, "slow down"));
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+    let deadline = Instant::now() + SCENARIO_TIMEOUT;
+    while fake.count(Ep::Run) == 0 {
+        assert!(Instant::now() < deadline, "the submission was tried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let response = app
+        .post(&client, &format!("/api/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    let detail = &body["data"]["job"];
+    assert_eq!(detail["status"], "cancelled", "{body}");
+    assert_eq!(detail["error_code"], "cancelled");
+    assert!(message(detail).contains("before it started"), "{body}");
+
+    // The submission task, when it runs again, sends nothing.
+    fake.set_default(
+        Ep::Run,
+        Reply::Json(200, json!({ "id": FAKE_ID, "status": "IN_QUEUE" })),
+    );
+    let sent = fake.count(Ep::Run);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(fake.count(Ep::Run), sent, "{:?}", fake.log());
+    assert_eq!(fake.count(Ep::Cancel), 0);
+    assert_no_duplicates(&app, &job, "cancelled").await;
+}
+
+/// 15. A failed job is retried and runs to completion as a new attempt, with its own curve.
+#[tokio::test]
+async fn a_failed_job_retried_runs_to_completion() {
+    let fake = Fake::start().await;
+    fake.set_default(Ep::Stream, stream_reply("FAILED", &[]));
+    fake.set_default(
+        Ep::Status,
+        status_reply("FAILED", json!({ "error": "boom" })),
+    );
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+    expect_end(&app, &client, &fake, &job, "failed", Some("worker_failed")).await;
+
+    fake.set_default(Ep::Stream, stream_reply("COMPLETED", &[]));
+    fake.set_default(
+        Ep::Status,
+        status_reply("COMPLETED", json!({ "output": full_output(4) })),
+    );
+    let response = app
+        .post(&client, &format!("/api/jobs/{job}/retry"), json!({}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let detail = expect_end(&app, &client, &fake, &job, "completed", None).await;
+    assert_eq!(detail["retry_count"], 1);
+    assert_eq!(detail["current_step"], 4);
+    assert_eq!(detail["progress"], 100.0);
+    assert_eq!(fake.count(Ep::Run), 2, "one run per attempt");
+    let metrics: Value = app
+        .get_json(&client, &format!("/api/jobs/{job}/metrics"))
+        .await;
+    let steps: Vec<i64> = metrics["data"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4], "one point per step of the new attempt");
 }

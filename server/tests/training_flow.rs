@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestApp, read_events, ready_dataset, start_job, terminal};
+use engine::jobs::{JobEventRecord, JobStage, JobStatus, JobView};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -78,9 +79,31 @@ async fn a_job_trains_on_the_local_executor_and_streams_progress_to_the_end() {
     let points = metrics["data"]["metrics"].as_array().unwrap();
     assert_eq!(points.len() as i64, total, "one point per step");
     assert!(
-        points.iter().any(|p| p["validation_loss"].is_number()),
+        points.iter().any(|p| p["eval_loss"].is_number()),
         "eval loss stored"
     );
+
+    // The page's reducer, replaying the whole stream from the job as created, reaches exactly
+    // the job the API returns at the end.
+    let final_view: JobView = serde_json::from_value(detail.clone()).unwrap();
+    let mut replayed = JobView {
+        status: JobStatus::Queued,
+        current_stage: JobStage::Queued,
+        progress: 0.0,
+        current_step: 0,
+        current_cost: 0.0,
+        final_cost: None,
+        current_epoch: None,
+        current_metrics: None,
+        last_event_id: 0,
+        ..final_view.clone()
+    };
+    for event in &events {
+        let record: JobEventRecord = serde_json::from_value(event.data.clone())
+            .unwrap_or_else(|e| panic!("a typed event: {e}: {}", event.data));
+        replayed.follow(&record);
+    }
+    assert_eq!(replayed, final_view);
 
     // The adapter files were uploaded to the models bucket through signed URLs.
     let models = app.data_dir.path().join("objects/lora-models");
@@ -208,8 +231,20 @@ async fn cancel_stops_the_worker_process_and_retry_runs_it_again() {
         seen.iter().any(|e| e.kind == "metrics"),
         "training started: {seen:?}"
     );
-    let running = processes_with("local-");
-    assert!(!running.is_empty(), "the worker process runs");
+    // This job's own worker (other tests' workers run on the same machine).
+    let external: String = {
+        let mut tx = app.db.system().await.unwrap();
+        let id: String =
+            sqlx::query_scalar("SELECT external_job_id FROM training_jobs WHERE id = $1::uuid")
+                .bind(&job)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        tx.commit().await.unwrap();
+        id
+    };
+    let running = processes_with(&external);
+    assert!(!running.is_empty(), "the worker process of {external} runs");
 
     let cancelled = app
         .post(&client, &format!("/api/jobs/{job}/cancel"), json!({}))
@@ -262,5 +297,35 @@ async fn cancel_stops_the_worker_process_and_retry_runs_it_again() {
         }
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every normalised format trains to the end, not only OpenAI chat: the validator's training
+/// file is what the worker reads, whatever was uploaded.
+#[tokio::test]
+async fn a_demo_job_trains_on_every_supported_format() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("formats@example.com").await;
+    let mut jobs = Vec::new();
+    for file in ["alpaca.json", "sharegpt.jsonl", "brightrun-v4.jsonl"] {
+        let dataset = ready_dataset(&app, &client, file).await;
+        jobs.push((file, start_job(&app, &client, &dataset, 1).await));
+    }
+    for (file, job) in jobs {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        let detail = loop {
+            let body: Value = app.get_json(&client, &format!("/api/jobs/{job}")).await;
+            let detail = body["data"]["job"].clone();
+            if matches!(
+                detail["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                break detail;
+            }
+            assert!(Instant::now() < deadline, "{file}: the job ended: {detail}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(detail["status"], "completed", "{file}: {detail}");
+        assert_eq!(detail["progress"], 100.0, "{file}");
     }
 }

@@ -336,10 +336,11 @@ pub async fn run_validation(
 /// Marks a dataset whose validation kept failing (the queue gave up) as invalid, with a reason.
 pub async fn give_up_validation(db: &Db, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.system().await?;
-    sqlx::query(
+    let owner: Option<Uuid> = sqlx::query_scalar(
         "UPDATE datasets SET status = 'invalid', training_ready = false,
                 status_message = $2
-          WHERE id = $1 AND status = 'validating'",
+          WHERE id = $1 AND status = 'validating'
+      RETURNING user_id",
     )
     .bind(id)
     .bind(
@@ -348,8 +349,11 @@ pub async fn give_up_validation(db: &Db, id: Uuid, error: &str) -> Result<(), sq
             .take(2000)
             .collect::<String>(),
     )
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some(owner) = owner {
+        super::store::announce(&mut tx, owner, id, DatasetStatus::Invalid, false).await?;
+    }
     tx.commit().await
 }
 

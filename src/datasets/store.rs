@@ -238,7 +238,30 @@ pub async fn mark_validating(
     .execute(&mut **tx)
     .await?
     .rows_affected();
+    if changed == 1 {
+        announce(tx, user_id, id, DatasetStatus::Validating, false).await?;
+    }
     Ok(changed == 1)
+}
+
+/// Tells the owner's open pages that a dataset's status changed (delivered on commit).
+pub async fn announce(
+    tx: &mut Tx,
+    user_id: Uuid,
+    dataset_id: Uuid,
+    status: DatasetStatus,
+    training_ready: bool,
+) -> Result<(), sqlx::Error> {
+    crate::live::announce(
+        tx,
+        &crate::live::Announcement::Dataset(crate::live::DatasetChange {
+            dataset_id,
+            user_id,
+            status,
+            training_ready,
+        }),
+    )
+    .await
 }
 
 /// The validator's verdict, written once; `false` when the dataset is no longer validating.
@@ -261,14 +284,15 @@ pub async fn record_verdict(
     verdict: Verdict<'_>,
 ) -> Result<bool, sqlx::Error> {
     let s = verdict.statistics;
-    let changed = sqlx::query(
+    let owner: Option<Uuid> = sqlx::query_scalar(
         "UPDATE datasets
             SET status = $2, format = $3, normalized_key = $4, sha256 = coalesce(nullif($5, ''), sha256),
                 total_training_pairs = $6, conversations = $7, total_messages = $8, total_tokens = $9,
                 assistant_tokens = $10, avg_turns = $11, over_length_count = $12, token_distribution = $13,
                 statistics = $14, validation_errors = $15, error_counts = $16, sample = $17,
                 training_ready = $18, status_message = $19, validated_at = now()
-          WHERE id = $1 AND status = 'validating' AND deleted_at IS NULL",
+          WHERE id = $1 AND status = 'validating' AND deleted_at IS NULL
+      RETURNING user_id",
     )
     .bind(id)
     .bind(verdict.status.as_str())
@@ -289,10 +313,12 @@ pub async fn record_verdict(
     .bind(serde_json::to_value(verdict.sample).unwrap_or(Value::Null))
     .bind(verdict.training_ready)
     .bind(verdict.status_message)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(changed == 1)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(owner) = owner {
+        announce(tx, owner, id, verdict.status, verdict.training_ready).await?;
+    }
+    Ok(owner.is_some())
 }
 
 /// Soft delete; `false` when there was no such dataset of the caller's.

@@ -1,6 +1,6 @@
 //! The job event log: every stage change, metric, evaluation and status change of a job,
 //! written to Postgres first (in the transaction of the change it reports) and announced with
-//! `pg_notify` — delivered on commit, to every replica — so any replica serves any client and a
+//! `pg_notify` on the live bus ([`crate::live`]) — delivered on commit, to every replica — so any replica serves any client and a
 //! reconnecting client replays what it missed from the table. Events are typed ([`JobEvent`]);
 //! this module is the only one that turns them into rows and back.
 
@@ -11,11 +11,6 @@ use super::event::{JobEvent, JobEventKind, JobEventRecord, StatusChange};
 use super::lifecycle::{JobStage, JobStatus};
 use super::store;
 use crate::db::{Db, Tx};
-
-/// The Postgres channel events are announced on.
-pub const CHANNEL: &str = "lora_events";
-/// Largest payload sent through NOTIFY (Postgres allows 8000 bytes).
-const NOTIFY_LIMIT: usize = 7000;
 
 /// A stored event as read from `job_events`.
 #[derive(sqlx::FromRow)]
@@ -85,7 +80,7 @@ pub async fn record(
         event: event.clone(),
         created_at,
     };
-    announce(tx, &record).await?;
+    crate::live::announce(tx, &crate::live::Announcement::Job(record.clone())).await?;
     Ok(Some(record))
 }
 
@@ -120,22 +115,6 @@ pub async fn record_status(
         &event,
     )
     .await?;
-    Ok(())
-}
-
-/// Sends the event on the channel; it is delivered when the transaction commits.
-async fn announce(tx: &mut Tx, event: &JobEventRecord) -> Result<(), sqlx::Error> {
-    let mut text = serde_json::to_string(event).unwrap_or_default();
-    if text.len() > NOTIFY_LIMIT {
-        // Listeners fetch an oversized event from the table by its id.
-        text = serde_json::json!({ "id": event.id, "job_id": event.job_id, "user_id": event.user_id, "oversized": true })
-            .to_string();
-    }
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(text)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 

@@ -16,8 +16,6 @@ pub mod event;
 pub mod events;
 #[cfg(feature = "ssr")]
 pub mod finish;
-#[cfg(feature = "ssr")]
-pub mod hub;
 pub mod lifecycle;
 #[cfg(feature = "ssr")]
 pub mod processor;

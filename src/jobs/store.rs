@@ -247,7 +247,9 @@ pub async fn advance(tx: &mut Tx, id: Uuid, update: &MetricsUpdate) -> Result<Op
     sqlx::query_scalar(
         "UPDATE training_jobs
             SET current_step = GREATEST(current_step, $2), total_steps = $3, current_epoch = $4,
-                progress = GREATEST(progress, $5), current_metrics = $6, last_progress_at = now(),
+                progress = GREATEST(progress, $5), last_progress_at = now(),
+                -- The cost in the stored metrics is the row's, as the event's is.
+                current_metrics = jsonb_set($6::jsonb, '{current_cost}', to_jsonb(current_cost::float8)),
                 estimated_completion_at = now() + make_interval(secs => $7),
                 status = $8, started_at = COALESCE(started_at, now())
           WHERE id = $1 AND status = ANY($9)

@@ -48,12 +48,14 @@ pub struct NewNotification<'a> {
     pub metadata: serde_json::Value,
 }
 
+/// Stores the notification and announces the owner's new unread count on the live bus (the
+/// bell of every open page updates).
 pub async fn create(
     tx: &mut Tx,
     user_id: Uuid,
     new: NewNotification<'_>,
 ) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
+    let id: Uuid = sqlx::query_scalar(
         "INSERT INTO notifications (user_id, type, title, message, priority, action_url, metadata)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
@@ -65,5 +67,17 @@ pub async fn create(
     .bind(new.action_url)
     .bind(new.metadata)
     .fetch_one(&mut **tx)
-    .await
+    .await?;
+    let unread = unread_count(tx, user_id).await?;
+    crate::live::announce(
+        tx,
+        &crate::live::Announcement::Notification(crate::live::NotificationChange {
+            user_id,
+            unread,
+            notification_id: Some(id),
+            title: Some(new.title.to_owned()),
+        }),
+    )
+    .await?;
+    Ok(id)
 }

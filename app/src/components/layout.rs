@@ -20,6 +20,8 @@ const SECTIONS: [(&str, &str, &str); 5] = [
 pub fn AppLayout() -> impl IntoView {
     let user = Resource::new(|| (), |_| current_user());
     let unread = Resource::new(|| (), |_| unread_count());
+    // The page's live stream: the bell's count follows it on every page.
+    let bus = crate::live::LiveBus::provide();
     let location = use_location();
     view! {
         <div class="app">
@@ -46,7 +48,11 @@ pub fn AppLayout() -> impl IntoView {
                 <div class="topbar-end">
                     <Suspense fallback=|| view! { <span class="bell" aria-busy="true"><BellIcon/></span> }>
                         {move || {
-                            let count = unread.get().and_then(Result::ok).unwrap_or(0);
+                            let count = bus
+                                .unread
+                                .get()
+                                .or_else(|| unread.get().and_then(Result::ok))
+                                .unwrap_or(0);
                             let label = if count == 0 {
                                 "Notifications, none unread".to_owned()
                             } else {

@@ -11,39 +11,38 @@ use uuid::Uuid;
 use super::{DeleteDataset, StatusBadge, format_label, get_dataset, thousands};
 use crate::components::{ErrorState, PageHeader, Skeleton};
 use crate::error::AppError;
+use crate::live::{LiveBus, UserMessage, dataset_pending};
 
 #[component]
 pub fn DatasetDetailPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").and_then(|id| Uuid::parse_str(&id).ok()));
+    let id_untracked =
+        move || params.with_untracked(|p| p.get("id").and_then(|id| Uuid::parse_str(&id).ok()));
     let dataset = Resource::new(id, |id| async move {
         match id {
             Some(id) => get_dataset(id).await,
             None => Err(AppError::NotFound),
         }
     });
-    // Follow validation live: refetch every second while the verdict is pending.
-    #[cfg(feature = "hydrate")]
-    {
-        let handle = leptos::prelude::set_interval_with_handle(
-            move || {
-                let pending = dataset.get_untracked().is_some_and(|r| {
-                    r.is_ok_and(|d| {
-                        matches!(
-                            d.status,
-                            DatasetStatus::Uploading | DatasetStatus::Validating
-                        )
-                    })
-                });
-                if pending {
-                    dataset.refetch();
-                }
-            },
-            std::time::Duration::from_millis(1000),
-        );
-        if let Ok(handle) = handle {
-            on_cleanup(move || handle.clear());
-        }
+    // Follow validation live: the page's shared stream says when this dataset's status
+    // changes; on (re)connect a pending dataset is reloaded, in case it changed meanwhile.
+    if let Some(bus) = use_context::<LiveBus>() {
+        bus.on(move |message| {
+            let pending = || {
+                dataset
+                    .get_untracked()
+                    .is_some_and(|r| r.is_ok_and(|d| dataset_pending(d.status)))
+            };
+            let reload = match message {
+                UserMessage::Dataset(change) => Some(change.dataset_id) == id_untracked(),
+                UserMessage::Connected { .. } | UserMessage::Resync => pending(),
+                _ => false,
+            };
+            if reload {
+                dataset.refetch();
+            }
+        });
     }
     view! {
         <Transition fallback=|| view! { <Skeleton rows=6/> }>

@@ -1,71 +1,36 @@
-//! Following job events in the browser: an `EventSource` on our SSE routes, each event typed as
-//! the engine's [`JobEventRecord`] and applied by the engine's pure reducers
-//! ([`JobView::follow`], [`apply_to_curve`]). The browser reconnects by itself with
-//! `Last-Event-ID`.
+//! Following one job in the browser: an `EventSource` on its SSE route, each event typed as the
+//! engine's [`JobEventRecord`] and applied by the engine's pure reducers ([`JobView::follow`],
+//! [`apply_to_curve`]). The browser reconnects by itself with `Last-Event-ID`.
 
 use engine::jobs::event::apply_to_curve;
 use engine::jobs::{JobEvent, JobEventKind, JobEventRecord, JobView, LogLine, MetricPoint};
 use leptos::prelude::*;
-use wasm_bindgen::JsCast;
-use wasm_bindgen::closure::Closure;
 
-/// What a stream delivers.
-pub enum Live {
-    Event(Box<JobEventRecord>),
-    /// Events may have been missed: reload.
-    Resync,
-}
-
-/// The SSE event name of a resynchronisation.
-pub const RESYNC: &str = "resync";
-
-/// Opens `url` and calls `on_message` for each message; the source closes when the owner is
-/// cleaned up, or when `on_message` returns `false`. `connected` follows the connection.
+/// Follows the job's stream from `after`, applying each event to the page's state, until the
+/// job ends.
 pub fn follow(
-    url: &str,
+    job_id: uuid::Uuid,
+    after: i64,
     connected: RwSignal<bool>,
-    mut on_message: impl FnMut(Live) -> bool + 'static,
+    job: RwSignal<JobView>,
+    metrics: RwSignal<Vec<MetricPoint>>,
+    log: RwSignal<Vec<LogLine>>,
 ) {
-    let Ok(source) = web_sys::EventSource::new(url) else {
-        return;
-    };
-    let closer = source.clone();
-    let handler =
-        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |message: web_sys::MessageEvent| {
-            let live = if message.type_() == RESYNC {
-                Live::Resync
-            } else {
-                let Some(text) = message.data().as_string() else {
-                    return;
-                };
-                match serde_json::from_str::<JobEventRecord>(&text) {
-                    Ok(record) => Live::Event(Box::new(record)),
-                    Err(_) => return,
-                }
-            };
-            if !on_message(live) {
-                closer.close();
-                connected.set(false);
-            }
-        });
-    for kind in JobEventKind::ALL {
-        let _ = source
-            .add_event_listener_with_callback(kind.as_str(), handler.as_ref().unchecked_ref());
-    }
-    let _ = source.add_event_listener_with_callback(RESYNC, handler.as_ref().unchecked_ref());
-    handler.forget();
-    let opened = Closure::<dyn FnMut()>::new(move || connected.set(true));
-    source.set_onopen(Some(opened.as_ref().unchecked_ref()));
-    opened.forget();
-    let failed = Closure::<dyn FnMut()>::new(move || connected.set(false));
-    source.set_onerror(Some(failed.as_ref().unchecked_ref()));
-    failed.forget();
-    let stored = StoredValue::new_local(source);
-    on_cleanup(move || stored.with_value(|s| s.close()));
+    let names: Vec<&str> = JobEventKind::ALL.iter().map(|k| k.as_str()).collect();
+    crate::live::open(
+        &format!("/api/jobs/{job_id}/events?last_event_id={after}"),
+        &names,
+        connected,
+        move |_, data| match serde_json::from_str::<JobEventRecord>(data) {
+            Ok(record) => apply(&record, job, metrics, log),
+            Err(_) => true,
+        },
+        || {},
+    );
 }
 
 /// Applies one event to a job page's state; `false` once the job has ended.
-pub fn apply(
+fn apply(
     record: &JobEventRecord,
     job: RwSignal<JobView>,
     metrics: RwSignal<Vec<MetricPoint>>,

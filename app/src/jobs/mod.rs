@@ -7,15 +7,14 @@ mod monitor;
 
 pub use monitor::{JobBadge, JobPage};
 
-#[cfg(feature = "hydrate")]
-use engine::jobs::JobEvent;
-use engine::jobs::{JobStatus, JobView};
+use engine::jobs::{JobEvent, JobStatus, JobView};
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
 
 use crate::components::{EmptyState, ErrorState, PageHeader, Skeleton};
 use crate::error::AppError;
+use crate::live::UserMessage;
 
 /// Rows per page of the Jobs list.
 const PAGE_SIZE: u32 = 25;
@@ -101,30 +100,25 @@ fn JobsTable(data: JobPageData, status: Option<String>, refresh: Callback<()>) -
     let pages = ((data.total.max(0) as u32).div_ceil(PAGE_SIZE)).max(1);
     let page = data.page;
     let rows = RwSignal::new(data.jobs);
-    let live = RwSignal::new(false);
-    // Only the browser follows the stream.
-    #[cfg(not(feature = "hydrate"))]
-    let _ = refresh;
-    // Status changes and progress of the listed jobs, live.
-    #[cfg(feature = "hydrate")]
-    live::follow("/api/events", live, move |message| {
-        let record = match message {
-            live::Live::Resync => {
-                refresh.run(());
-                return true;
+    // Status changes and progress of the listed jobs, live, from the page's shared stream.
+    let bus = use_context::<crate::live::LiveBus>();
+    let live = Signal::derive(move || bus.is_some_and(|b| b.connected.get()));
+    if let Some(bus) = bus {
+        bus.on(move |message| match message {
+            message if message.asks_reload() => refresh.run(()),
+            // The list shows status, stage, progress and cost: status and metrics carry them.
+            UserMessage::Job(record)
+                if matches!(record.event, JobEvent::Status(_) | JobEvent::Metrics(_)) =>
+            {
+                rows.update(|list| {
+                    if let Some(job) = list.iter_mut().find(|j| j.id == record.job_id) {
+                        job.follow(record);
+                    }
+                });
             }
-            live::Live::Event(record) => record,
-        };
-        // The list shows status, stage, progress and cost: status and metrics events carry them.
-        if matches!(record.event, JobEvent::Status(_) | JobEvent::Metrics(_)) {
-            rows.update(|list| {
-                if let Some(job) = list.iter_mut().find(|j| j.id == record.job_id) {
-                    job.follow(&record);
-                }
-            });
-        }
-        true
-    });
+            _ => {}
+        });
+    }
     let link = move |target: u32| match &status {
         Some(s) => format!("/jobs?status={s}&page={target}"),
         None => format!("/jobs?page={target}"),

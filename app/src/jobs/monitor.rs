@@ -135,16 +135,7 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
     {
         let (status, after) = job.with_untracked(|j| (j.status, j.last_event_id));
         if !status.is_terminal() {
-            super::live::follow(
-                &format!("/api/jobs/{id}/events?last_event_id={after}"),
-                connected,
-                move |message| match message {
-                    super::live::Live::Event(record) => {
-                        super::live::apply(&record, job, metrics, log)
-                    }
-                    super::live::Live::Resync => true,
-                },
-            );
+            super::live::follow(id, after, connected, job, metrics, log);
         }
         Effect::new(move || {
             let points = metrics.get();

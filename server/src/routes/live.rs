@@ -14,7 +14,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use engine::db::Db;
 use engine::jobs::JobEventRecord;
 use engine::jobs::events;
-use engine::jobs::hub::HubMessage;
+use engine::live::{
+    DATASET_EVENT, HubMessage, NOTIFICATION_EVENT, NotificationChange, RESYNC_EVENT, Subscription,
+};
 use futures::SinkExt;
 use futures::channel::mpsc;
 use serde::Deserialize;
@@ -29,8 +31,6 @@ use crate::state::AppState;
 const REPLAY_PAGE: i64 = 500;
 /// How often an idle stream checks that its client is still there.
 const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
-/// The SSE event that tells a page to reload (the browser's `live::RESYNC`).
-const RESYNC: &str = "resync";
 
 type EventSender = mpsc::Sender<Result<Event, Infallible>>;
 
@@ -79,11 +79,14 @@ pub async fn job_events(
     let last = resume_point(&headers, &resume).unwrap_or(0);
     // Subscribe before replaying, so nothing falls between the two.
     let live = state.hub.subscribe_job(job);
-    Ok(stream(&state, user.id, Scope::Job(job), last, live))
+    Ok(stream(&state, user.id, Scope::Job(job), last, live, None))
 }
 
-/// `GET /api/events`: the caller's job events, live (the Jobs list). A first connect starts
-/// from now; a reconnect replays from its `Last-Event-ID`.
+/// `GET /api/events`: everything of the caller, live — job events (the Jobs list), dataset
+/// status changes (the dataset page) and the unread notification count (the bell). Job events
+/// replay from `Last-Event-ID` (a first connect starts from now); dataset and notification
+/// messages are state, not history: a stream starts with the unread count, and pages reload
+/// what they show when their stream (re)opens.
 pub async fn user_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -95,7 +98,26 @@ pub async fn user_events(
         Some(last) => last,
         None => events::latest_for_user(&state.db, user.id).await?,
     };
-    Ok(stream(&state, user.id, Scope::User, last, live))
+    let unread = {
+        let mut tx = state.db.tenant(user.id).await?;
+        let unread = engine::notifications::unread_count(&mut tx, user.id).await?;
+        tx.commit().await?;
+        unread
+    };
+    let first = notification_event(&NotificationChange {
+        user_id: user.id,
+        unread,
+        notification_id: None,
+        title: None,
+    });
+    Ok(stream(
+        &state,
+        user.id,
+        Scope::User,
+        last,
+        live,
+        Some(first),
+    ))
 }
 
 fn stream(
@@ -103,9 +125,14 @@ fn stream(
     user: Uuid,
     scope: Scope,
     last: i64,
-    live: tokio::sync::broadcast::Receiver<HubMessage>,
+    live: Subscription,
+    first: Option<Event>,
 ) -> impl IntoResponse + use<> {
-    let (sender, receiver) = mpsc::channel(16);
+    let (mut sender, receiver) = mpsc::channel(16);
+    if let Some(first) = first {
+        // The channel is empty: this cannot fail for want of room.
+        let _ = sender.try_send(Ok(first));
+    }
     tokio::spawn(pump(
         state.db.clone(),
         user,
@@ -123,7 +150,7 @@ async fn pump(
     user: Uuid,
     scope: Scope,
     mut last: i64,
-    mut live: tokio::sync::broadcast::Receiver<HubMessage>,
+    mut live: Subscription,
     mut sender: EventSender,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -140,7 +167,7 @@ async fn pump(
                 return;
             },
             message = live.recv() => match message {
-                Ok(HubMessage::Event(event)) => {
+                Ok(HubMessage::Job(event)) => {
                     let ours = event.user_id == user
                         && match scope {
                             Scope::Job(job) => event.job_id == job,
@@ -154,9 +181,37 @@ async fn pump(
                         return;
                     }
                 }
+                // Only user streams subscribe to these, and only to their own user's.
+                Ok(HubMessage::Dataset(change)) => {
+                    if change.user_id != user {
+                        continue;
+                    }
+                    let event = Event::default()
+                        .event(DATASET_EVENT)
+                        .data(serde_json::to_string(&*change).unwrap_or_default());
+                    if sender.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(HubMessage::Notification(change)) => {
+                    if change.user_id != user {
+                        continue;
+                    }
+                    if sender.send(Ok(notification_event(&change))).await.is_err() {
+                        return;
+                    }
+                }
                 Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => {
                     if !Box::pin(replay(&db, user, scope, &mut last, &mut sender)).await {
                         return;
+                    }
+                    // Dataset and notification messages are state, not history: the page
+                    // reloads them.
+                    if matches!(scope, Scope::User) {
+                        let resync = Event::default().event(RESYNC_EVENT).data("{}");
+                        if sender.send(Ok(resync)).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 Err(RecvError::Closed) => return,
@@ -164,6 +219,12 @@ async fn pump(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+fn notification_event(change: &NotificationChange) -> Event {
+    Event::default()
+        .event(NOTIFICATION_EVENT)
+        .data(serde_json::to_string(change).unwrap_or_default())
 }
 
 /// Sends every stored event after `last`; `false` when the client has gone.
@@ -186,7 +247,7 @@ async fn replay(
                 // A user stream tells the page to reload instead; a job stream ends, and the
                 // browser reconnects with Last-Event-ID, so nothing is skipped.
                 if matches!(scope, Scope::User) {
-                    let resync = Event::default().event(RESYNC).data("{}");
+                    let resync = Event::default().event(RESYNC_EVENT).data("{}");
                     return sender.send(Ok(resync)).await.is_ok();
                 }
                 return false;
