@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod datasets;
+pub mod error;
 pub mod format;
 pub mod jobs;
 pub mod live;

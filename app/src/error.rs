@@ -50,6 +50,51 @@ impl AppError {
     }
 }
 
+#[cfg(feature = "ssr")]
+impl AppError {
+    /// The one conversion from an engine error, by its kind.
+    pub fn from_engine(error: impl engine::error::Classify) -> Self {
+        use engine::error::ErrorKind;
+        match error.kind() {
+            ErrorKind::NotFound => Self::NotFound,
+            ErrorKind::Invalid(fields) => Self::invalid("Check the highlighted fields.", fields),
+            ErrorKind::TooLarge { field, message } => Self::invalid(
+                message.clone(),
+                engine::validation::FieldErrors::single(field, message),
+            ),
+            ErrorKind::Conflict { message, fields } => Self::Invalid {
+                message,
+                fields: fields.0,
+            },
+            ErrorKind::InvalidCredentials => Self::Invalid {
+                message: "The email or password is not right.".into(),
+                fields: BTreeMap::new(),
+            },
+            ErrorKind::RateLimited { retry_after_s } => Self::RateLimited(retry_after_s),
+            ErrorKind::Internal => Self::internal(error),
+        }
+    }
+}
+
+/// `?` on every engine error in a server function.
+#[cfg(feature = "ssr")]
+macro_rules! from_engine_errors {
+    ($($error:ty),+ $(,)?) => {
+        $(impl From<$error> for AppError {
+            fn from(error: $error) -> Self {
+                Self::from_engine(error)
+            }
+        })+
+    };
+}
+
+#[cfg(feature = "ssr")]
+from_engine_errors!(
+    engine::accounts::store::TokenError,
+    engine::datasets::service::DatasetError,
+    engine::jobs::service::JobError,
+);
+
 impl FromServerFnError for AppError {
     type Encoder = JsonEncoding;
 

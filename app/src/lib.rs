@@ -13,6 +13,8 @@ pub mod jobs;
 pub mod live;
 pub mod models;
 pub mod notifications;
+#[cfg(feature = "ssr")]
+pub mod server_context;
 pub mod settings;
 pub mod training;
 

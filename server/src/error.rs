@@ -7,6 +7,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use engine::accounts::store::{LoginError, RegisterError, TokenError};
+use engine::error::{Classify, ErrorKind};
 use engine::validation::FieldErrors;
 use serde_json::{Value, json};
 
@@ -109,32 +110,6 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl From<RegisterError> for ApiError {
-    fn from(error: RegisterError) -> Self {
-        match error {
-            RegisterError::Invalid(fields) => Self::Validation(fields),
-            RegisterError::EmailTaken => Self::Conflict {
-                message: "an account with this email already exists".into(),
-                fields: FieldErrors::single(
-                    "email",
-                    "This email is already registered. Log in instead.",
-                ),
-            },
-            other => Self::internal(other),
-        }
-    }
-}
-
-impl From<LoginError> for ApiError {
-    fn from(error: LoginError) -> Self {
-        match error {
-            LoginError::InvalidCredentials => Self::InvalidCredentials,
-            LoginError::RateLimited { retry_after_s } => Self::RateLimited { retry_after_s },
-            other => Self::internal(other),
-        }
-    }
-}
-
 impl ApiError {
     /// A conflict without field errors.
     pub fn conflict(message: impl Into<String>) -> Self {
@@ -143,29 +118,39 @@ impl ApiError {
             fields: FieldErrors::new(),
         }
     }
-}
 
-impl From<engine::datasets::service::DatasetError> for ApiError {
-    fn from(error: engine::datasets::service::DatasetError) -> Self {
-        use engine::datasets::service::DatasetError;
-        match error {
-            DatasetError::Invalid(fields) => Self::Validation(fields),
-            e @ DatasetError::TooLarge { .. } => Self::PayloadTooLarge(e.to_string()),
-            DatasetError::NotFound => Self::NotFound,
-            DatasetError::Conflict(message) => Self::conflict(message),
-            other => Self::internal(other),
+    /// The one conversion from an engine error, by its kind.
+    pub fn from_engine(error: impl Classify) -> Self {
+        match error.kind() {
+            ErrorKind::NotFound => Self::NotFound,
+            ErrorKind::Invalid(fields) => Self::Validation(fields),
+            ErrorKind::TooLarge { message, .. } => Self::PayloadTooLarge(message),
+            ErrorKind::Conflict { message, fields } => Self::Conflict { message, fields },
+            ErrorKind::InvalidCredentials => Self::InvalidCredentials,
+            ErrorKind::RateLimited { retry_after_s } => Self::RateLimited { retry_after_s },
+            ErrorKind::Internal => Self::internal(error),
         }
     }
 }
 
-impl From<TokenError> for ApiError {
-    fn from(error: TokenError) -> Self {
-        match error {
-            TokenError::Invalid(fields) => Self::Validation(fields),
-            TokenError::Db(e) => e.into(),
-        }
-    }
+/// `?` on every engine error in a handler.
+macro_rules! from_engine_errors {
+    ($($error:ty),+ $(,)?) => {
+        $(impl From<$error> for ApiError {
+            fn from(error: $error) -> Self {
+                Self::from_engine(error)
+            }
+        })+
+    };
 }
+
+from_engine_errors!(
+    RegisterError,
+    LoginError,
+    TokenError,
+    engine::datasets::service::DatasetError,
+    engine::jobs::service::JobError,
+);
 
 /// The success envelope: `{"success": true, "data": …}`.
 pub fn ok<T: serde::Serialize>(data: T) -> Json<Value> {

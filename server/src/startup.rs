@@ -11,22 +11,20 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::any;
 use engine::accounts::web::SessionCookie;
 use engine::db::Db;
 use engine::db::managed::ManagedPostgres;
-use engine::storage::Storage;
 use leptos::config::LeptosOptions;
-use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::routes::{self, accounts, datasets, health, jobs, live, storage, tokens, training};
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::{assets, auth, database};
+use crate::{routes, wiring};
 
 /// Runtime Leptos options (Leptos.toml), compiled in so the binary needs no source tree.
 const LEPTOS_TOML: &str = include_str!("../../Leptos.toml");
@@ -107,74 +105,15 @@ impl Application {
                 }
             }
         }
-        let storage = match &settings.s3 {
-            Some(s3) => Storage::s3(s3)
-                .await
-                .with_context(|| format!("connecting to S3 at {} (S3_ENDPOINT)", s3.endpoint))?,
-            None => Storage::local(
-                settings.data_dir.join("objects"),
-                crate::settings::signing_key(&settings)?,
-                settings.public_origin(),
-            ),
-        };
-        tracing::info!(backend = storage.backend_name(), "object storage ready");
-        let catalog = match &settings.catalog_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading CATALOG_FILE {}", path.display()))?;
-                engine::training::Catalog::from_toml(&text).map_err(|e| {
-                    anyhow::anyhow!(
-                        "CATALOG_FILE {} is not a valid catalog: {e}",
-                        path.display()
-                    )
-                })?
-            }
-            None => engine::training::Catalog::builtin(),
-        };
+        let storage = wiring::storage(&settings).await?;
+        let mut catalog = wiring::catalog(&settings)?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         // The GPU backends: RunPod (or a standalone executor standing in for it) when
         // configured, and our own executor, embedded and reached over loopback through the same
         // API and client, unless EXECUTOR_SLOTS is 0. A job goes to its GPU type's backend.
-        let runpod = match &settings.gpu.runpod {
-            Some(runpod) => {
-                tracing::info!(endpoint = %runpod.endpoint_url, "GPU backend: RunPod");
-                Some(engine::runpod::RunpodClient::new(
-                    &runpod.endpoint_url,
-                    &runpod.api_key,
-                    engine::runpod::RetryPolicy::default(),
-                )?)
-            }
-            None => None,
-        };
-        let executor = if settings.gpu.executor.slots > 0 {
-            let executor = crate::executor::start(
-                &settings.gpu.executor,
-                &settings.data_dir,
-                stopping.clone(),
-            )?;
-            let key = uuid::Uuid::new_v4().simple().to_string();
-            let loopback = if local.ip().is_unspecified() {
-                std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
-            } else {
-                local
-            };
-            let client = engine::runpod::RunpodClient::new(
-                &format!("http://{loopback}/executor/v2/local"),
-                &key,
-                engine::runpod::RetryPolicy::default(),
-            )?;
-            Some((executor, key, client))
-        } else {
-            None
-        };
-        // GPU types of an unconfigured backend stay in the catalog (for estimates), marked.
-        let mut catalog = catalog;
-        for gpu in &mut catalog.gpus {
-            gpu.available = match gpu.backend {
-                engine::training::Backend::Runpod => runpod.is_some(),
-                engine::training::Backend::Local => executor.is_some(),
-            };
-        }
+        let runpod = wiring::runpod(&settings)?;
+        let executor = wiring::local_executor(&settings, local, stopping.clone())?;
+        wiring::mark_available(&mut catalog, runpod.is_some(), executor.is_some());
         let catalog = engine::training::calibration::CatalogHandle::new(catalog);
         tokio::spawn(catalog.clone().keep_fresh(
             db.clone(),
@@ -187,7 +126,7 @@ impl Application {
             catalog.base(),
             engine::jobs::processor::Backends {
                 runpod,
-                local: executor.as_ref().map(|(_, _, client)| client.clone()),
+                local: executor.as_ref().map(|e| e.client.clone()),
             },
             settings.gpu.processor.clone(),
         );
@@ -219,9 +158,12 @@ impl Application {
             allowed_origins: Arc::new(allowed),
         };
         let mut router = router(state);
-        if let Some((executor, key, _)) = executor {
+        if let Some(local) = executor {
             // Outside the session/origin middleware: the executor has its own bearer key.
-            router = router.nest("/executor", crate::executor::router(executor, &key));
+            router = router.nest(
+                "/executor",
+                crate::executor::router(local.executor, &local.key),
+            );
         }
         Ok(Assembled {
             listener,
@@ -276,47 +218,17 @@ impl Application {
 
 fn router(state: AppState) -> Router {
     let api = Router::new()
-        .route("/api/auth/register", post(accounts::register))
-        .route("/api/auth/login", post(accounts::login))
-        .route("/api/auth/logout", post(accounts::logout))
-        .route("/api/auth/me", get(accounts::me))
-        .route("/api/tokens", post(tokens::create).get(tokens::list))
-        .route("/api/tokens/{id}", delete(tokens::revoke))
-        .route("/api/datasets", post(datasets::create).get(datasets::list))
-        .route(
-            "/api/datasets/{id}",
-            get(datasets::detail).delete(datasets::delete),
-        )
-        .route("/api/datasets/{id}/confirm", post(datasets::confirm))
-        .route(
-            "/storage/{bucket}/{*key}",
-            get(storage::get).put(storage::put),
-        )
-        .route("/api/catalog", get(training::catalog))
-        .route("/api/jobs/estimate", post(training::estimate_job))
-        .route("/api/jobs", post(jobs::create).get(jobs::list))
-        .route("/api/jobs/{id}", get(jobs::detail))
-        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/jobs/{id}/retry", post(jobs::retry))
-        .route("/api/jobs/{id}/metrics", get(jobs::metrics))
-        .route("/api/jobs/{id}/events", get(live::job_events))
-        .route("/api/events", get(live::user_events))
-        .route("/api/{*rest}", any(routes::api_not_found))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .merge(routes::accounts::router())
+        .merge(routes::tokens::router())
+        .merge(routes::datasets::router())
+        .merge(routes::storage::router())
+        .merge(routes::training::router())
+        .merge(routes::jobs::router())
+        .merge(routes::live::router())
+        .merge(routes::health::router())
+        .route("/api/{*rest}", any(routes::api_not_found));
 
-    let context = {
-        let db = state.db.clone();
-        let storage = state.storage.clone();
-        let catalog = state.catalog.clone();
-        let cookie = state.cookie;
-        move || {
-            provide_context(db.clone());
-            provide_context(storage.clone());
-            provide_context(catalog.current());
-            provide_context(cookie);
-        }
-    };
+    let context = services(&state);
     let pages = Router::new()
         .leptos_routes_with_context(&state, generate_route_list(App), context.clone(), {
             let options = state.leptos_options.clone();
@@ -345,25 +257,32 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Provides the server functions' and pages' services to each request's context.
+fn services(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
+    let db = state.db.clone();
+    let storage = state.storage.clone();
+    let catalog = state.catalog.clone();
+    let cookie = state.cookie;
+    move || {
+        app::server_context::Services {
+            db: db.clone(),
+            storage: storage.clone(),
+            catalog: catalog.current(),
+            cookie,
+        }
+        .provide();
+    }
+}
+
 /// Embedded site files, else the app's own 404 page (with status 404).
 async fn assets_or_not_found(State(state): State<AppState>, request: Request) -> Response {
     if let Some(file) = assets::file(request.uri(), request.headers()) {
         return file;
     }
     let options = state.leptos_options.clone();
-    let db = state.db.clone();
-    let storage = state.storage.clone();
-    let catalog = state.catalog.clone();
-    let cookie = state.cookie;
-    let handler = leptos_axum::render_app_to_stream_with_context(
-        move || {
-            provide_context(db.clone());
-            provide_context(storage.clone());
-            provide_context(catalog.current());
-            provide_context(cookie);
-        },
-        move || shell(options.clone()),
-    );
+    let handler = leptos_axum::render_app_to_stream_with_context(services(&state), move || {
+        shell(options.clone())
+    });
     let mut response = handler(request).await.into_response();
     if response.status() == StatusCode::OK {
         *response.status_mut() = StatusCode::NOT_FOUND;

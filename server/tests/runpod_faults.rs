@@ -1032,11 +1032,13 @@ async fn a_job_cancelled_before_it_was_sent_is_never_sent() {
     let fake = Fake::start().await;
     fake.set_default(Ep::Run, error_reply(429, "slow down"));
     let (app, client, job) = job_on(&fake, |_| {}).await;
+    // The client tries /run 4 times (429 is retried), then the task waits in the queue.
     let deadline = Instant::now() + SCENARIO_TIMEOUT;
-    while fake.count(Ep::Run) == 0 {
+    while fake.count(Ep::Run) < 4 {
         assert!(Instant::now() < deadline, "the submission was tried");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let response = app
         .post(&client, &format!("/api/jobs/{job}/cancel"), json!({}))

@@ -93,6 +93,46 @@ pub enum TokenError {
     Db(#[from] sqlx::Error),
 }
 
+impl crate::error::Classify for RegisterError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            Self::Invalid(fields) => ErrorKind::Invalid(fields.clone()),
+            Self::EmailTaken => ErrorKind::Conflict {
+                message: "an account with this email already exists".into(),
+                fields: FieldErrors::single(
+                    "email",
+                    "This email is already registered. Log in instead.",
+                ),
+            },
+            Self::Password(_) | Self::Db(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl crate::error::Classify for LoginError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            Self::InvalidCredentials => ErrorKind::InvalidCredentials,
+            Self::RateLimited { retry_after_s } => ErrorKind::RateLimited {
+                retry_after_s: *retry_after_s,
+            },
+            Self::Password(_) | Self::Db(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl crate::error::Classify for TokenError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            Self::Invalid(fields) => ErrorKind::Invalid(fields.clone()),
+            Self::Db(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 /// Creates an account (also used by `lora-pipeline user create`).
 pub async fn register(db: &Db, credentials: &Credentials) -> Result<UserView, RegisterError> {
     check_registration(credentials).map_err(RegisterError::Invalid)?;

@@ -18,6 +18,22 @@ use crate::storage::{Bucket, SignedRequest, Storage, StorageError};
 use crate::tasks::Task;
 use crate::validation::FieldErrors;
 
+impl crate::error::Classify for DatasetError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            Self::Invalid(fields) => ErrorKind::Invalid(fields.clone()),
+            Self::TooLarge { .. } => ErrorKind::TooLarge {
+                field: "file",
+                message: self.to_string(),
+            },
+            Self::NotFound => ErrorKind::NotFound,
+            Self::Conflict(message) => ErrorKind::conflict(message.clone()),
+            Self::Storage(_) | Self::Db(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 /// How long an upload URL stays valid.
 pub const UPLOAD_URL_TTL: chrono::Duration = chrono::Duration::hours(2);
 

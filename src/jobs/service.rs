@@ -27,6 +27,18 @@ pub enum JobError {
     Db(#[from] sqlx::Error),
 }
 
+impl crate::error::Classify for JobError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            Self::Invalid(fields) => ErrorKind::Invalid(fields.clone()),
+            Self::NotFound => ErrorKind::NotFound,
+            Self::Conflict(message) => ErrorKind::conflict(message.clone()),
+            Self::Db(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 /// Re-validates everything, snapshots the authoritative estimate and stores the job.
 pub async fn create(
     db: &Db,

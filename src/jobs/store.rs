@@ -458,6 +458,30 @@ pub async fn orphans(tx: &mut Tx, limit: i64) -> Result<Vec<Orphan>> {
     .await
 }
 
+/// Median tokens/s per GPU of the last `recent` completed jobs, by GPU type, base model and
+/// quantization (the catalog's calibration): `(gpu_type, base_model, quantization, tokens/s,
+/// jobs)`. Only throughput figures cross tenants here, never a tenant's data.
+pub async fn throughput_medians(
+    tx: &mut Tx,
+    recent: i64,
+) -> Result<Vec<(String, String, String, f64, i64)>> {
+    sqlx::query_as(
+        "SELECT gpu_type, base_model, quantization,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY per_gpu) AS tokens_per_sec, count(*) AS jobs
+           FROM (SELECT gpu_type, base_model, hyperparameters->>'quantization' AS quantization,
+                        tokens_per_sec / GREATEST(gpu_count, 1) AS per_gpu
+                   FROM training_jobs
+                  WHERE status = $1 AND tokens_per_sec > 0
+                  ORDER BY completed_at DESC
+                  LIMIT $2) recent
+          GROUP BY gpu_type, base_model, quantization",
+    )
+    .bind(JobStatus::Completed)
+    .bind(recent)
+    .fetch_all(&mut **tx)
+    .await
+}
+
 // ---- views -------------------------------------------------------------------------------
 
 const VIEW_COLUMNS: &str = "j.id, j.dataset_id, d.name AS dataset_name, j.base_model, j.preset, j.hyperparameters, \

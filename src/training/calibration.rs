@@ -68,19 +68,7 @@ impl CatalogHandle {
 /// quantization. Only throughput figures cross tenants here, never a tenant's data.
 pub async fn measurements(db: &Db) -> Result<Vec<Measurement>, sqlx::Error> {
     let mut tx = db.system().await?;
-    let rows: Vec<(String, String, String, f64, i64)> = sqlx::query_as(
-        "SELECT gpu_type, base_model, quantization,
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY per_gpu) AS tokens_per_sec, count(*) AS jobs
-           FROM (SELECT gpu_type, base_model, hyperparameters->>'quantization' AS quantization,
-                        tokens_per_sec / GREATEST(gpu_count, 1) AS per_gpu
-                   FROM training_jobs
-                  WHERE status = 'completed' AND tokens_per_sec > 0
-                  ORDER BY completed_at DESC
-                  LIMIT 1000) recent
-          GROUP BY gpu_type, base_model, quantization",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = crate::jobs::store::throughput_medians(&mut tx, 1000).await?;
     tx.commit().await?;
     Ok(rows
         .into_iter()

@@ -17,7 +17,7 @@ fn parts() -> Option<Parts> {
 }
 
 fn db() -> Result<Db, AppError> {
-    use_context::<Db>().ok_or_else(|| AppError::internal("database missing from context"))
+    crate::server_context::Services::current().map(|s| s.db)
 }
 
 /// The caller resolved by the auth middleware.
@@ -64,7 +64,9 @@ fn set_cookie(value: String) -> Result<(), AppError> {
 }
 
 fn cookie_policy() -> SessionCookie {
-    use_context::<SessionCookie>().unwrap_or(SessionCookie { secure: false })
+    crate::server_context::Services::current()
+        .map(|s| s.cookie)
+        .unwrap_or(SessionCookie { secure: false })
 }
 
 async fn start_session(db: &Db, user: &UserView, parts: &Option<Parts>) -> Result<(), AppError> {

@@ -7,6 +7,12 @@ use leptos_meta::Title;
 
 use crate::accounts::AuthCard;
 
+/// The route's `:id` as a UUID (`None` when it is not one: the page answers "not found").
+pub fn use_id_param() -> Memo<Option<uuid::Uuid>> {
+    let params = leptos_router::hooks::use_params_map();
+    Memo::new(move |_| params.with(|p| p.get("id").and_then(|id| uuid::Uuid::parse_str(&id).ok())))
+}
+
 /// A field's error message (or nothing), linked to its input by `id` for screen readers.
 #[component]
 pub fn FieldError(#[prop(into)] id: String, message: Signal<Option<String>>) -> impl IntoView {

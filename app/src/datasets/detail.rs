@@ -5,26 +5,24 @@
 use engine::datasets::{DatasetStatus, DatasetView, TokenDistribution};
 use leptos::form::ActionForm;
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
-use uuid::Uuid;
 
 use super::{DeleteDataset, StatusBadge, format_label, get_dataset, thousands};
-use crate::components::{ErrorState, PageHeader, Skeleton};
+use crate::components::{ErrorState, PageHeader, Skeleton, use_id_param};
 use crate::error::AppError;
 use crate::live::{LiveBus, UserMessage, dataset_pending};
 
 #[component]
 pub fn DatasetDetailPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || params.with(|p| p.get("id").and_then(|id| Uuid::parse_str(&id).ok()));
-    let id_untracked =
-        move || params.with_untracked(|p| p.get("id").and_then(|id| Uuid::parse_str(&id).ok()));
-    let dataset = Resource::new(id, |id| async move {
-        match id {
-            Some(id) => get_dataset(id).await,
-            None => Err(AppError::NotFound),
-        }
-    });
+    let id = use_id_param();
+    let dataset = Resource::new(
+        move || id.get(),
+        |id| async move {
+            match id {
+                Some(id) => get_dataset(id).await,
+                None => Err(AppError::NotFound),
+            }
+        },
+    );
     // Follow validation live: the page's shared stream says when this dataset's status
     // changes; on (re)connect a pending dataset is reloaded, in case it changed meanwhile.
     if let Some(bus) = use_context::<LiveBus>() {
@@ -35,7 +33,7 @@ pub fn DatasetDetailPage() -> impl IntoView {
                     .is_some_and(|r| r.is_ok_and(|d| dataset_pending(d.status)))
             };
             let reload = match message {
-                UserMessage::Dataset(change) => Some(change.dataset_id) == id_untracked(),
+                UserMessage::Dataset(change) => Some(change.dataset_id) == id.get_untracked(),
                 UserMessage::Connected { .. } | UserMessage::Resync => pending(),
                 _ => false,
             };

@@ -48,31 +48,6 @@ pub struct UploadTicket {
     pub upload_url: String,
 }
 
-#[cfg(feature = "ssr")]
-fn dataset_error(error: engine::datasets::service::DatasetError) -> AppError {
-    use engine::datasets::service::DatasetError;
-    match error {
-        DatasetError::Invalid(fields) => AppError::invalid("Check the highlighted fields.", fields),
-        e @ DatasetError::TooLarge { .. } => AppError::invalid(
-            e.to_string(),
-            engine::validation::FieldErrors::single("file", "Files can be at most 500 MB."),
-        ),
-        DatasetError::NotFound => AppError::NotFound,
-        DatasetError::Conflict(message) => AppError::Invalid {
-            message,
-            fields: Default::default(),
-        },
-        other => AppError::internal(other),
-    }
-}
-
-#[cfg(feature = "ssr")]
-fn context() -> Result<(engine::db::Db, engine::storage::Storage), AppError> {
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
-    let storage = use_context::<engine::storage::Storage>().ok_or(AppError::Internal)?;
-    Ok((db, storage))
-}
-
 #[server(prefix = "/rpc", endpoint = "list_datasets")]
 pub async fn list_datasets(
     search: Option<String>,
@@ -80,8 +55,8 @@ pub async fn list_datasets(
     format: Option<String>,
     page: Option<u32>,
 ) -> Result<DatasetPage, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let (db, _) = context()?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     let filter = engine::datasets::ListFilter {
         search,
         status: status
@@ -93,7 +68,7 @@ pub async fn list_datasets(
     };
     let (rows, total) = engine::datasets::service::list(&db, user.id, &filter)
         .await
-        .map_err(dataset_error)?;
+        .map_err(AppError::from)?;
     Ok(DatasetPage {
         items: rows
             .into_iter()
@@ -117,11 +92,11 @@ pub async fn list_datasets(
 
 #[server(prefix = "/rpc", endpoint = "get_dataset")]
 pub async fn get_dataset(id: Uuid) -> Result<DatasetView, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let (db, _) = context()?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     engine::datasets::service::get(&db, user.id, id)
         .await
-        .map_err(dataset_error)
+        .map_err(AppError::from)
 }
 
 #[server(prefix = "/rpc", endpoint = "create_dataset")]
@@ -131,8 +106,9 @@ pub async fn create_dataset(
     file_name: String,
     file_size: u64,
 ) -> Result<UploadTicket, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let (db, storage) = context()?;
+    let crate::server_context::SignedIn {
+        user, db, storage, ..
+    } = crate::server_context::signed_in().await?;
     let new = engine::datasets::NewDataset {
         name,
         description,
@@ -141,7 +117,7 @@ pub async fn create_dataset(
     };
     let created = engine::datasets::service::create(&db, &storage, user.id, &new)
         .await
-        .map_err(dataset_error)?;
+        .map_err(AppError::from)?;
     Ok(UploadTicket {
         id: created.dataset.id,
         upload_url: created.upload.url,
@@ -150,22 +126,24 @@ pub async fn create_dataset(
 
 #[server(prefix = "/rpc", endpoint = "confirm_dataset")]
 pub async fn confirm_dataset(id: Uuid) -> Result<(), AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let (db, storage) = context()?;
+    let crate::server_context::SignedIn {
+        user, db, storage, ..
+    } = crate::server_context::signed_in().await?;
     engine::datasets::service::confirm(&db, &storage, user.id, id)
         .await
         .map(|_| ())
-        .map_err(dataset_error)
+        .map_err(AppError::from)
 }
 
 /// Deletes a dataset; `redirect_to` (a path of ours) is where a plain form post lands after.
 #[server(prefix = "/rpc", endpoint = "delete_dataset")]
 pub async fn delete_dataset(id: Uuid, redirect_to: Option<String>) -> Result<(), AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let (db, storage) = context()?;
+    let crate::server_context::SignedIn {
+        user, db, storage, ..
+    } = crate::server_context::signed_in().await?;
     engine::datasets::service::delete(&db, &storage, user.id, id)
         .await
-        .map_err(dataset_error)?;
+        .map_err(AppError::from)?;
     if let Some(path) = redirect_to {
         leptos_axum::redirect(&crate::accounts::safe_next(Some(&path)));
     }

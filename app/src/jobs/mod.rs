@@ -37,8 +37,8 @@ pub struct JobPageData {
 
 #[server(prefix = "/rpc", endpoint = "list_jobs")]
 pub async fn list_jobs(status: Option<String>, page: u32) -> Result<JobPageData, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     let status = status.as_deref().and_then(JobStatus::parse);
     let page = page.max(1);
     engine::jobs::service::list(&db, user.id, status, page, PAGE_SIZE)

@@ -6,11 +6,10 @@
 use engine::format::{duration, money, thousands};
 use engine::jobs::{JobStatus, JobView, LogLine, MetricPoint};
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::components::{ErrorState, PageHeader, Skeleton};
+use crate::components::{ErrorState, PageHeader, Skeleton, use_id_param};
 use crate::error::AppError;
 
 /// Everything the page shows, in one request.
@@ -21,30 +20,16 @@ pub struct JobSnapshot {
     pub log: Vec<LogLine>,
 }
 
-#[cfg(feature = "ssr")]
-fn job_error(e: engine::jobs::service::JobError) -> AppError {
-    use engine::jobs::service::JobError;
-    match e {
-        JobError::NotFound => AppError::NotFound,
-        JobError::Conflict(message) => AppError::Invalid {
-            message,
-            fields: Default::default(),
-        },
-        JobError::Invalid(fields) => AppError::invalid("Check the highlighted fields.", fields),
-        e => AppError::internal(e),
-    }
-}
-
 #[server(prefix = "/rpc", endpoint = "job_monitor")]
 pub async fn job_monitor(id: Uuid) -> Result<JobSnapshot, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     let job = engine::jobs::service::get(&db, user.id, id)
         .await
-        .map_err(job_error)?;
+        .map_err(AppError::from)?;
     let metrics = engine::jobs::service::metrics(&db, user.id, id)
         .await
-        .map_err(job_error)?;
+        .map_err(AppError::from)?;
     let log = engine::jobs::events::log(&db, user.id, id, 300)
         .await
         .map_err(AppError::internal)?
@@ -56,32 +41,34 @@ pub async fn job_monitor(id: Uuid) -> Result<JobSnapshot, AppError> {
 
 #[server(prefix = "/rpc", endpoint = "cancel_job")]
 pub async fn cancel_job(id: Uuid) -> Result<JobView, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     engine::jobs::service::cancel(&db, user.id, id)
         .await
-        .map_err(job_error)
+        .map_err(AppError::from)
 }
 
 #[server(prefix = "/rpc", endpoint = "retry_job")]
 pub async fn retry_job(id: Uuid) -> Result<JobView, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     engine::jobs::service::retry(&db, user.id, id)
         .await
-        .map_err(job_error)
+        .map_err(AppError::from)
 }
 
 #[component]
 pub fn JobPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || params.with(|p| p.get("id").and_then(|id| Uuid::parse_str(&id).ok()));
-    let monitor = Resource::new(id, |id| async move {
-        match id {
-            Some(id) => job_monitor(id).await,
-            None => Err(AppError::NotFound),
-        }
-    });
+    let id = use_id_param();
+    let monitor = Resource::new(
+        move || id.get(),
+        |id| async move {
+            match id {
+                Some(id) => job_monitor(id).await,
+                None => Err(AppError::NotFound),
+            }
+        },
+    );
     view! {
         <Transition fallback=|| view! { <Skeleton rows=8/> }>
             {move || monitor.get().map(|result| match result {

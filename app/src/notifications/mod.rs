@@ -23,8 +23,8 @@ pub struct NotificationView {
 
 #[server(prefix = "/rpc", endpoint = "unread_count")]
 pub async fn unread_count() -> Result<i64, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     let mut tx = db.tenant(user.id).await.map_err(AppError::internal)?;
     let count = engine::notifications::unread_count(&mut tx, user.id)
         .await
@@ -35,8 +35,8 @@ pub async fn unread_count() -> Result<i64, AppError> {
 
 #[server(prefix = "/rpc", endpoint = "list_notifications")]
 pub async fn list_notifications() -> Result<Vec<NotificationView>, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     let mut tx = db.tenant(user.id).await.map_err(AppError::internal)?;
     let rows = engine::notifications::recent(&mut tx, user.id, 50)
         .await

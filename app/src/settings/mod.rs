@@ -10,8 +10,8 @@ use crate::error::AppError;
 
 #[server(prefix = "/rpc", endpoint = "list_tokens")]
 pub async fn list_tokens() -> Result<Vec<ApiTokenView>, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     engine::accounts::store::list_tokens(&db, user.id)
         .await
         .map_err(AppError::internal)
@@ -20,8 +20,8 @@ pub async fn list_tokens() -> Result<Vec<ApiTokenView>, AppError> {
 #[server(prefix = "/rpc", endpoint = "create_token")]
 pub async fn create_token(name: String) -> Result<CreatedApiToken, AppError> {
     use engine::accounts::store::TokenError;
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     match engine::accounts::store::create_token(&db, user.id, &name).await {
         Ok(created) => Ok(created),
         Err(TokenError::Invalid(fields)) => Err(AppError::invalid("Check the token name.", fields)),
@@ -31,8 +31,8 @@ pub async fn create_token(name: String) -> Result<CreatedApiToken, AppError> {
 
 #[server(prefix = "/rpc", endpoint = "revoke_token")]
 pub async fn revoke_token(id: Uuid) -> Result<(), AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
     if engine::accounts::store::revoke_token(&db, user.id, id)
         .await
         .map_err(AppError::internal)?

@@ -31,9 +31,9 @@ pub struct TrainingChoices {
 
 #[server(prefix = "/rpc", endpoint = "train_context")]
 pub async fn train_context() -> Result<TrainingChoices, AppError> {
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
-    let catalog = use_context::<std::sync::Arc<Catalog>>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn {
+        user, db, catalog, ..
+    } = crate::server_context::signed_in().await?;
     let filter = engine::datasets::ListFilter {
         status: Some(engine::datasets::DatasetStatus::Ready),
         page: 1,
@@ -61,9 +61,9 @@ pub async fn train_context() -> Result<TrainingChoices, AppError> {
 #[server(prefix = "/rpc", endpoint = "create_job", input = Json)]
 pub async fn create_job(job: NewJob) -> Result<Uuid, AppError> {
     use engine::jobs::service::JobError;
-    let user = crate::accounts::server::require_user().await?;
-    let db = use_context::<engine::db::Db>().ok_or(AppError::Internal)?;
-    let catalog = use_context::<std::sync::Arc<Catalog>>().ok_or(AppError::Internal)?;
+    let crate::server_context::SignedIn {
+        user, db, catalog, ..
+    } = crate::server_context::signed_in().await?;
     match engine::jobs::service::create(&db, &catalog, user.id, &job).await {
         Ok(job) => Ok(job.id),
         Err(JobError::Invalid(fields)) => {

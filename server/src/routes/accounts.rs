@@ -12,6 +12,16 @@ use crate::auth::CurrentUser;
 use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
+/// `/api/auth/*`.
+pub fn router() -> axum::Router<crate::state::AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/me", get(me))
+}
+
 pub async fn register(
     State(state): State<AppState>,
     Extension(ClientAddr(client)): Extension<ClientAddr>,

@@ -14,6 +14,15 @@ use crate::auth::CurrentUser;
 use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
+/// `/api/datasets`.
+pub fn router() -> axum::Router<crate::state::AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/datasets", post(create).get(list))
+        .route("/api/datasets/{id}", get(detail).delete(delete))
+        .route("/api/datasets/{id}/confirm", post(confirm))
+}
+
 /// Ids that are not UUIDs are simply not found (never a 400 that tells ids apart).
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::NotFound)

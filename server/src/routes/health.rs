@@ -8,6 +8,14 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+/// `/healthz` and `/readyz`.
+pub fn router() -> axum::Router<crate::state::AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }

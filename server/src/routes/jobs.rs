@@ -3,7 +3,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use engine::jobs::service::{self, JobError};
+use engine::jobs::service;
 use engine::jobs::{JobStatus, NewJob};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,15 +13,15 @@ use crate::auth::CurrentUser;
 use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
-impl From<JobError> for ApiError {
-    fn from(error: JobError) -> Self {
-        match error {
-            JobError::Invalid(fields) => Self::Validation(fields),
-            JobError::NotFound => Self::NotFound,
-            JobError::Conflict(message) => Self::conflict(message),
-            JobError::Db(e) => e.into(),
-        }
-    }
+/// `/api/jobs`.
+pub fn router() -> axum::Router<crate::state::AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/jobs", post(create).get(list))
+        .route("/api/jobs/{id}", get(detail))
+        .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/jobs/{id}/retry", post(retry))
+        .route("/api/jobs/{id}/metrics", get(metrics))
 }
 
 pub async fn create(

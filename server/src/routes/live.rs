@@ -27,6 +27,14 @@ use crate::auth::CurrentUser;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The SSE streams.
+pub fn router() -> axum::Router<crate::state::AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/api/jobs/{id}/events", get(job_events))
+        .route("/api/events", get(user_events))
+}
+
 /// Events read from the table per replay query.
 const REPLAY_PAGE: i64 = 500;
 /// How often an idle stream checks that its client is still there.

@@ -14,6 +14,11 @@ use tower_http::services::ServeFile;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The local store's signed URLs.
+pub fn router() -> axum::Router<crate::state::AppState> {
+    axum::Router::new().route("/storage/{bucket}/{*key}", axum::routing::get(get).put(put))
+}
+
 #[derive(Deserialize)]
 pub struct Signed {
     expires: i64,

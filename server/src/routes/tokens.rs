@@ -12,6 +12,14 @@ use crate::auth::CurrentUser;
 use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
+/// `/api/tokens`.
+pub fn router() -> axum::Router<crate::state::AppState> {
+    use axum::routing::{delete, post};
+    axum::Router::new()
+        .route("/api/tokens", post(create).get(list))
+        .route("/api/tokens/{id}", delete(revoke))
+}
+
 #[derive(Deserialize)]
 pub struct NewToken {
     name: String,

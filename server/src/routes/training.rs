@@ -15,6 +15,14 @@ use crate::auth::CurrentUser;
 use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
+/// The catalog and the authoritative estimate.
+pub fn router() -> axum::Router<crate::state::AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/catalog", get(catalog))
+        .route("/api/jobs/estimate", post(estimate_job))
+}
+
 pub async fn catalog(
     State(state): State<AppState>,
     CurrentUser(_): CurrentUser,

@@ -1,0 +1,108 @@
+//! Builders for the parts the server is assembled from — object storage, the catalog, the GPU
+//! backends — each from the typed settings, so CLI commands (verify, health) build the same
+//! parts the same way as `serve`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use engine::runpod::{RetryPolicy, RunpodClient};
+use engine::storage::Storage;
+use engine::training::{Backend, Catalog};
+
+use crate::settings::Settings;
+
+/// S3 when configured, else the local file store in the data directory.
+pub async fn storage(settings: &Settings) -> anyhow::Result<Storage> {
+    let storage = match &settings.s3 {
+        Some(s3) => Storage::s3(s3)
+            .await
+            .with_context(|| format!("connecting to S3 at {} (S3_ENDPOINT)", s3.endpoint))?,
+        None => Storage::local(
+            settings.data_dir.join("objects"),
+            crate::settings::signing_key(settings)?,
+            settings.public_origin(),
+        ),
+    };
+    tracing::info!(backend = storage.backend_name(), "object storage ready");
+    Ok(storage)
+}
+
+/// `CATALOG_FILE` when set, else the built-in catalog.
+pub fn catalog(settings: &Settings) -> anyhow::Result<Catalog> {
+    match &settings.catalog_file {
+        Some(path) => catalog_file(path),
+        None => Ok(Catalog::builtin()),
+    }
+}
+
+fn catalog_file(path: &Path) -> anyhow::Result<Catalog> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading CATALOG_FILE {}", path.display()))?;
+    Catalog::from_toml(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "CATALOG_FILE {} is not a valid catalog: {e}",
+            path.display()
+        )
+    })
+}
+
+/// RunPod (or a standalone executor standing in for it), when configured.
+pub fn runpod(settings: &Settings) -> anyhow::Result<Option<RunpodClient>> {
+    let Some(runpod) = &settings.gpu.runpod else {
+        return Ok(None);
+    };
+    tracing::info!(endpoint = %runpod.endpoint_url, "GPU backend: RunPod");
+    Ok(Some(RunpodClient::new(
+        &runpod.endpoint_url,
+        &runpod.api_key,
+        RetryPolicy::default(),
+    )?))
+}
+
+/// The embedded local executor and the client that reaches it over loopback (same API),
+/// unless `EXECUTOR_SLOTS` is 0.
+pub struct LocalExecutor {
+    pub executor: engine::executor::Executor,
+    /// The bearer key of its routes, generated at start.
+    pub key: String,
+    pub client: RunpodClient,
+}
+
+pub fn local_executor(
+    settings: &Settings,
+    listening_on: SocketAddr,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<LocalExecutor>> {
+    if settings.gpu.executor.slots == 0 {
+        return Ok(None);
+    }
+    let executor = crate::executor::start(&settings.gpu.executor, &settings.data_dir, shutdown)?;
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let loopback = if listening_on.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), listening_on.port())
+    } else {
+        listening_on
+    };
+    let client = RunpodClient::new(
+        &format!("http://{loopback}/executor/v2/local"),
+        &key,
+        RetryPolicy::default(),
+    )?;
+    Ok(Some(LocalExecutor {
+        executor,
+        key,
+        client,
+    }))
+}
+
+/// GPU types of an unconfigured backend stay in the catalog (for estimates), marked
+/// unavailable.
+pub fn mark_available(catalog: &mut Catalog, runpod: bool, local: bool) {
+    for gpu in &mut catalog.gpus {
+        gpu.available = match gpu.backend {
+            Backend::Runpod => runpod,
+            Backend::Local => local,
+        };
+    }
+}
