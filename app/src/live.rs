@@ -3,6 +3,7 @@
 //! unread count from it, the Jobs list applies job events, the dataset page follows validation.
 //! On the server (and before hydration) the bus is inert: pages render from their resources.
 
+#[cfg(feature = "hydrate")]
 use std::rc::Rc;
 
 use engine::datasets::DatasetStatus;
@@ -31,7 +32,19 @@ impl UserMessage {
     }
 }
 
+#[cfg(feature = "hydrate")]
 type Listener = Rc<dyn Fn(&UserMessage)>;
+
+/// The browser side's state (thread-local: never created on the server, where values are
+/// dropped on other threads).
+#[cfg(feature = "hydrate")]
+#[derive(Default)]
+struct Listeners {
+    listeners: Vec<(u64, Listener)>,
+    next_id: u64,
+    /// Whether the stream has opened before (a later open is a reconnect).
+    opened: bool,
+}
 
 /// The page's shared stream; `use_context::<LiveBus>()` under the signed-in layout.
 #[derive(Clone, Copy)]
@@ -40,11 +53,8 @@ pub struct LiveBus {
     pub connected: RwSignal<bool>,
     /// The unread notification count, once the stream has said it.
     pub unread: RwSignal<Option<i64>>,
-    listeners: StoredValue<Vec<(u64, Listener)>, LocalStorage>,
-    next_id: StoredValue<u64>,
-    /// Whether the stream has opened before (a later open is a reconnect).
-    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
-    opened: StoredValue<bool>,
+    #[cfg(feature = "hydrate")]
+    listeners: StoredValue<Listeners, LocalStorage>,
 }
 
 impl LiveBus {
@@ -54,9 +64,8 @@ impl LiveBus {
         let bus = Self {
             connected: RwSignal::new(false),
             unread: RwSignal::new(None),
-            listeners: StoredValue::new_local(Vec::new()),
-            next_id: StoredValue::new(0),
-            opened: StoredValue::new(false),
+            #[cfg(feature = "hydrate")]
+            listeners: StoredValue::new_local(Listeners::default()),
         };
         provide_context(bus);
         #[cfg(feature = "hydrate")]
@@ -64,19 +73,27 @@ impl LiveBus {
         bus
     }
 
-    /// Calls `listener` with every message until the calling component is cleaned up.
+    /// Calls `listener` with every message until the calling component is cleaned up (in the
+    /// browser; the server renders without a stream).
     pub fn on(self, listener: impl Fn(&UserMessage) + 'static) {
-        let id = self.next_id.get_value();
-        self.next_id.set_value(id + 1);
-        self.listeners
-            .update_value(|l| l.push((id, Rc::new(listener) as Listener)));
-        on_cleanup(move || {
-            self.listeners
-                .try_update_value(|l| l.retain(|(i, _)| *i != id));
-        });
+        #[cfg(feature = "hydrate")]
+        {
+            let mut id = 0;
+            self.listeners.update_value(|l| {
+                id = l.next_id;
+                l.next_id += 1;
+                l.listeners.push((id, Rc::new(listener) as Listener));
+            });
+            on_cleanup(move || {
+                self.listeners
+                    .try_update_value(|l| l.listeners.retain(|(i, _)| *i != id));
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = listener;
     }
 
-    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    #[cfg(feature = "hydrate")]
     fn deliver(self, message: &UserMessage) {
         if let UserMessage::Notification(change) = message {
             self.unread.set(Some(change.unread));
@@ -84,7 +101,7 @@ impl LiveBus {
         // Copied out first: a listener may register or leave while being called.
         let listeners: Vec<Listener> = self
             .listeners
-            .with_value(|l| l.iter().map(|(_, f)| f.clone()).collect());
+            .with_value(|l| l.listeners.iter().map(|(_, f)| f.clone()).collect());
         for listener in listeners {
             listener(message);
         }
@@ -118,8 +135,11 @@ impl LiveBus {
                 true
             },
             move || {
-                let reconnect = self.opened.get_value();
-                self.opened.set_value(true);
+                let mut reconnect = false;
+                self.listeners.update_value(|l| {
+                    reconnect = l.opened;
+                    l.opened = true;
+                });
                 self.deliver(&UserMessage::Connected { reconnect });
             },
         );
