@@ -8,6 +8,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 # Incremental compilation once produced a stale server binary (a Leptos route missing) here;
 # whole-crate rebuilds of our four crates cost little and are always right.
 export CARGO_INCREMENTAL=0
+# Queries are checked at compile time against the committed `.sqlx/` data: no database is
+# needed to build; `scripts/test` checks that data against the migrations (sqlx prepare --check).
+export SQLX_OFFLINE=true
+SQLX_CLI_VERSION="$(awk '/^name = "sqlx"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")"
 export PATH="$HOME/.cargo/bin:$CACHE/npm/node_modules/.bin:$PATH"
 WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")"
 BINARYEN_VERSION="132.0.0"
@@ -55,6 +59,27 @@ install_rust_tools() {
 # The test runner: cargo-nextest (on this machine kind already; installed when missing). It
 # stops a hung test after 4 minutes and fails it, without retries (.config/nextest.toml),
 # instead of holding CI.
+# sqlx-cli at the Cargo.lock's sqlx version: `cargo sqlx prepare` regenerates `.sqlx/` after a
+# query changes; the tests run `--check`.
+install_sqlx_cli() {
+  if [ "$(sqlx --version 2>/dev/null | awk '{print $2}')" != "$SQLX_CLI_VERSION" ]; then
+    log "cargo install sqlx-cli $SQLX_CLI_VERSION (compile-time checked queries)"
+    cargo install --quiet sqlx-cli --version "$SQLX_CLI_VERSION" --no-default-features \
+      --features postgres,rustls --locked
+  fi
+}
+
+# Checks that `.sqlx/` matches every `query!` against a database migrated from `migrations/`
+# (needs the test cluster: LP_TEST_ADMIN_URL).
+check_sqlx_data() {
+  local url="${LP_TEST_ADMIN_URL%/*}/lp_sqlx_check"
+  log "sqlx prepare --check (the committed query data matches the queries and migrations)"
+  psql -q "$LP_TEST_ADMIN_URL" -c "DROP DATABASE IF EXISTS lp_sqlx_check" -c "CREATE DATABASE lp_sqlx_check"
+  DATABASE_URL="$url" sqlx migrate run --source "$ROOT/migrations" >/dev/null
+  (cd "$ROOT" && DATABASE_URL="$url" SQLX_OFFLINE=false cargo sqlx prepare --check --workspace \
+    -- -p engine --features ssr --all-targets)
+}
+
 install_nextest() {
   cargo nextest --version >/dev/null 2>&1 \
     || { log "cargo install cargo-nextest"; cargo install --quiet cargo-nextest --locked; }

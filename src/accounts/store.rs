@@ -139,11 +139,7 @@ pub async fn register(db: &Db, credentials: &Credentials) -> Result<UserView, Re
     let email = normalize_email(&credentials.email);
     let hash = password::hash(credentials.password.clone()).await?;
     let mut tx = db.system().await?;
-    let inserted = sqlx::query_as::<_, UserRow>(
-        "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id, email, display_name, created_at",
-    )
-    .bind(&email)
-    .bind(&hash)
+    let inserted = sqlx::query_as!(UserRow, "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id, email, display_name, created_at", &email, &hash)
     .fetch_one(&mut *tx)
     .await;
     let user = match inserted {
@@ -168,37 +164,48 @@ pub async fn authenticate(
     let email = normalize_email(email);
     let mut tx = db.system().await?;
     let since = Utc::now() - LOGIN_WINDOW;
-    let (by_email, by_client, oldest): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE email = $1),
-                count(*) FILTER (WHERE ip = $2),
-                min(attempted_at) FILTER (WHERE email = $1 OR ip = $2)
-           FROM login_attempts
-          WHERE attempted_at > $3 AND (email = $1 OR ip = $2)",
+    let attempts = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE email = $1) AS "by_email!",
+                  count(*) FILTER (WHERE ip = $2) AS "by_client!",
+                  min(attempted_at) FILTER (WHERE email = $1 OR ip = $2) AS oldest
+             FROM login_attempts
+            WHERE attempted_at > $3 AND (email = $1 OR ip = $2)"#,
+        &email,
+        client,
+        since
     )
-    .bind(&email)
-    .bind(client)
-    .bind(since)
     .fetch_one(&mut *tx)
     .await?;
+    let (by_email, by_client, oldest) = (attempts.by_email, attempts.by_client, attempts.oldest);
     if by_email >= LOGIN_MAX_FAILURES || by_client >= LOGIN_MAX_FAILURES * 10 {
         let retry_at = oldest.unwrap_or_else(Utc::now) + LOGIN_WINDOW;
         let retry_after_s = (retry_at - Utc::now()).num_seconds().max(1) as u64;
         return Err(LoginError::RateLimited { retry_after_s });
     }
 
-    let found: Option<LoginRow> = sqlx::query_as(
-        "SELECT id, email, password_hash, display_name, created_at, disabled_at IS NOT NULL
-           FROM users WHERE email = $1",
+    let found: Option<LoginRow> = sqlx::query!(
+        r#"SELECT id, email, password_hash, display_name, created_at,
+                  disabled_at IS NOT NULL AS "disabled!"
+             FROM users WHERE email = $1"#,
+        &email
     )
-    .bind(&email)
     .fetch_optional(&mut *tx)
-    .await?;
+    .await?
+    .map(|r| {
+        (
+            r.id,
+            r.email,
+            r.password_hash,
+            r.display_name,
+            r.created_at,
+            r.disabled,
+        )
+    });
     let stored = found.as_ref().map(|f| f.2.clone());
     let password_ok = password::verify(password.to_owned(), stored).await?;
     match found {
         Some((id, email, _, display_name, created_at, false)) if password_ok => {
-            sqlx::query("DELETE FROM login_attempts WHERE email = $1")
-                .bind(&email)
+            sqlx::query!("DELETE FROM login_attempts WHERE email = $1", &email)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -210,16 +217,20 @@ pub async fn authenticate(
             })
         }
         _ => {
-            sqlx::query("INSERT INTO login_attempts (email, ip) VALUES ($1, $2)")
-                .bind(&email)
-                .bind(client)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "INSERT INTO login_attempts (email, ip) VALUES ($1, $2)",
+                &email,
+                client
+            )
+            .execute(&mut *tx)
+            .await?;
             // Housekeeping: attempts outside every window are useless.
-            sqlx::query("DELETE FROM login_attempts WHERE attempted_at < $1")
-                .bind(Utc::now() - LOGIN_WINDOW * 4)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "DELETE FROM login_attempts WHERE attempted_at < $1",
+                Utc::now() - LOGIN_WINDOW * 4
+            )
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Err(LoginError::InvalidCredentials)
         }
@@ -235,14 +246,7 @@ pub async fn create_session(
 ) -> Result<String, sqlx::Error> {
     let secret = tokens::new_secret();
     let mut tx = db.tenant(user_id).await?;
-    sqlx::query(
-        "INSERT INTO sessions (user_id, token_hash, user_agent, ip, expires_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(user_id)
-    .bind(tokens::digest(&secret))
-    .bind(user_agent.map(|ua| ua.chars().take(300).collect::<String>()))
-    .bind(client)
-    .bind(Utc::now() + SESSION_TTL)
+    sqlx::query!("INSERT INTO sessions (user_id, token_hash, user_agent, ip, expires_at) VALUES ($1, $2, $3, $4, $5)", user_id, tokens::digest(&secret), user_agent.map(|ua| ua.chars().take(300).collect::<String>()), client, Utc::now() + SESSION_TTL)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -253,27 +257,29 @@ pub async fn create_session(
 /// the session (sliding expiry) at most once a minute to keep writes rare.
 pub async fn session_user(db: &Db, secret: &str) -> Result<Option<UserView>, sqlx::Error> {
     let mut tx = db.system().await?;
-    let user = sqlx::query_as::<_, UserRow>(
+    let user = sqlx::query_as!(
+        UserRow,
         "UPDATE sessions s
             SET last_seen_at = now(), expires_at = now() + make_interval(secs => $2)
            FROM users u
           WHERE s.token_hash = $1 AND u.id = s.user_id AND s.expires_at > now()
             AND u.disabled_at IS NULL AND s.last_seen_at < now() - interval '1 minute'
       RETURNING u.id, u.email, u.display_name, u.created_at",
+        tokens::digest(secret),
+        SESSION_TTL.num_seconds() as f64
     )
-    .bind(tokens::digest(secret))
-    .bind(SESSION_TTL.num_seconds() as f64)
     .fetch_optional(&mut *tx)
     .await?;
     let user = match user {
         Some(user) => Some(user),
         None => {
-            sqlx::query_as::<_, UserRow>(
+            sqlx::query_as!(
+                UserRow,
                 "SELECT u.id, u.email, u.display_name, u.created_at
                    FROM sessions s JOIN users u ON u.id = s.user_id
                   WHERE s.token_hash = $1 AND s.expires_at > now() AND u.disabled_at IS NULL",
+                tokens::digest(secret)
             )
-            .bind(tokens::digest(secret))
             .fetch_optional(&mut *tx)
             .await?
         }
@@ -285,11 +291,13 @@ pub async fn session_user(db: &Db, secret: &str) -> Result<Option<UserView>, sql
 /// Ends a session. Returns whether one was found.
 pub async fn delete_session(db: &Db, secret: &str) -> Result<bool, sqlx::Error> {
     let mut tx = db.system().await?;
-    let deleted = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-        .bind(tokens::digest(secret))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query!(
+        "DELETE FROM sessions WHERE token_hash = $1",
+        tokens::digest(secret)
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     tx.commit().await?;
     Ok(deleted == 1)
 }
@@ -303,14 +311,15 @@ pub async fn create_token(
     check_token_name(name).map_err(TokenError::Invalid)?;
     let secret = tokens::new_api_token();
     let mut tx = db.tenant(user_id).await?;
-    let row = sqlx::query_as::<_, TokenRow>(
+    let row = sqlx::query_as!(
+        TokenRow,
         "INSERT INTO api_tokens (user_id, name, token_prefix, token_hash) VALUES ($1, $2, $3, $4)
          RETURNING id, name, token_prefix, created_at, last_used_at",
+        user_id,
+        name.trim(),
+        secret.chars().take(12).collect::<String>(),
+        tokens::digest(&secret)
     )
-    .bind(user_id)
-    .bind(name.trim())
-    .bind(secret.chars().take(12).collect::<String>())
-    .bind(tokens::digest(&secret))
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -322,11 +331,12 @@ pub async fn create_token(
 
 pub async fn list_tokens(db: &Db, user_id: Uuid) -> Result<Vec<ApiTokenView>, sqlx::Error> {
     let mut tx = db.tenant(user_id).await?;
-    let rows = sqlx::query_as::<_, TokenRow>(
+    let rows = sqlx::query_as!(
+        TokenRow,
         "SELECT id, name, token_prefix, created_at, last_used_at FROM api_tokens
           WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
+        user_id
     )
-    .bind(user_id)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -336,11 +346,7 @@ pub async fn list_tokens(db: &Db, user_id: Uuid) -> Result<Vec<ApiTokenView>, sq
 /// Revokes one of the caller's tokens. `false` when there is no such live token of theirs.
 pub async fn revoke_token(db: &Db, user_id: Uuid, token_id: Uuid) -> Result<bool, sqlx::Error> {
     let mut tx = db.tenant(user_id).await?;
-    let changed = sqlx::query(
-        "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
-    )
-    .bind(token_id)
-    .bind(user_id)
+    let changed = sqlx::query!("UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL", token_id, user_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -351,13 +357,10 @@ pub async fn revoke_token(db: &Db, user_id: Uuid, token_id: Uuid) -> Result<bool
 /// The user behind a Bearer token, if it is live and the account enabled.
 pub async fn token_user(db: &Db, secret: &str) -> Result<Option<UserView>, sqlx::Error> {
     let mut tx = db.system().await?;
-    let user = sqlx::query_as::<_, UserRow>(
-        "UPDATE api_tokens t SET last_used_at = now()
+    let user = sqlx::query_as!(UserRow, "UPDATE api_tokens t SET last_used_at = now()
            FROM users u
           WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.id = t.user_id AND u.disabled_at IS NULL
-      RETURNING u.id, u.email, u.display_name, u.created_at",
-    )
-    .bind(tokens::digest(secret))
+      RETURNING u.id, u.email, u.display_name, u.created_at", tokens::digest(secret))
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -375,8 +378,9 @@ pub struct AccountSummary {
 
 pub async fn list_accounts(db: &Db) -> Result<Vec<AccountSummary>, sqlx::Error> {
     let mut tx = db.system().await?;
-    let rows = sqlx::query_as::<_, AccountSummary>(
-        "SELECT id, email, created_at, disabled_at FROM users ORDER BY created_at",
+    let rows = sqlx::query_as!(
+        AccountSummary,
+        "SELECT id, email, created_at, disabled_at FROM users ORDER BY created_at"
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -387,15 +391,11 @@ pub async fn list_accounts(db: &Db) -> Result<Vec<AccountSummary>, sqlx::Error> 
 /// Disables an account and ends its sessions. `false` when no enabled account has that email.
 pub async fn disable_account(db: &Db, email: &str) -> Result<bool, sqlx::Error> {
     let mut tx = db.system().await?;
-    let id: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE users SET disabled_at = now() WHERE email = $1 AND disabled_at IS NULL RETURNING id",
-    )
-    .bind(normalize_email(email))
+    let id: Option<Uuid> = sqlx::query_scalar!("UPDATE users SET disabled_at = now() WHERE email = $1 AND disabled_at IS NULL RETURNING id", normalize_email(email))
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(id) = id {
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(id)
+        sqlx::query!("DELETE FROM sessions WHERE user_id = $1", id)
             .execute(&mut *tx)
             .await?;
     }

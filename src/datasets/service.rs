@@ -352,14 +352,12 @@ pub async fn run_validation(
 /// Marks a dataset whose validation kept failing (the queue gave up) as invalid, with a reason.
 pub async fn give_up_validation(db: &Db, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.system().await?;
-    let owner: Option<Uuid> = sqlx::query_scalar(
+    let owner: Option<Uuid> = sqlx::query_scalar!(
         "UPDATE datasets SET status = 'invalid', training_ready = false,
                 status_message = $2
           WHERE id = $1 AND status = 'validating'
       RETURNING user_id",
-    )
-    .bind(id)
-    .bind(
+        id,
         format!("validation could not finish ({error}); upload the file again")
             .chars()
             .take(2000)

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::db::Tx;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DatasetSummaryRow {
     pub id: Uuid,
     pub name: String,
@@ -26,7 +26,7 @@ pub struct DatasetSummaryRow {
 }
 
 /// A row as stored; converted to [`DatasetView`] for clients.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DatasetRow {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -51,10 +51,6 @@ pub struct DatasetRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
-
-const COLUMNS: &str = "id, user_id, name, description, file_name, file_size, format, status, storage_key, \
-     normalized_key, sha256, total_training_pairs, total_tokens, statistics, error_counts, validation_errors, \
-     sample, training_ready, status_message, validated_at, created_at, updated_at";
 
 impl From<DatasetRow> for DatasetView {
     fn from(row: DatasetRow) -> Self {
@@ -102,19 +98,55 @@ pub struct NewDatasetRow<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, new: NewDatasetRow<'_>) -> Result<DatasetRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    sqlx::query!(
         "INSERT INTO datasets (id, user_id, name, description, file_name, file_size, storage_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
-    )))
-    .bind(new.id)
-    .bind(new.user_id)
-    .bind(new.name)
-    .bind(new.description)
-    .bind(new.file_name)
-    .bind(new.file_size)
-    .bind(new.storage_key)
-    .fetch_one(&mut **tx)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        new.id,
+        new.user_id,
+        new.name,
+        new.description,
+        new.file_name,
+        new.file_size,
+        new.storage_key
+    )
+    .execute(&mut **tx)
+    .await?;
+    select(tx, new.id, Some(new.user_id))
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// A dataset (not deleted) by id, of `user` when given (else in the system scope).
+async fn select(
+    tx: &mut Tx,
+    id: Uuid,
+    user: Option<Uuid>,
+) -> Result<Option<DatasetRow>, sqlx::Error> {
+    sqlx::query_as!(
+        DatasetRow,
+        "SELECT id, user_id, name, description, file_name, file_size, format, status, storage_key,
+                normalized_key, sha256, total_training_pairs, total_tokens, statistics, error_counts,
+                validation_errors, sample, training_ready, status_message, validated_at, created_at,
+                updated_at
+           FROM datasets WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND deleted_at IS NULL",
+        id,
+        user
+    )
+    .fetch_optional(&mut **tx)
     .await
+}
+
+/// Locks a dataset's row for a state change; whether it exists (and is `user`'s, when given).
+async fn lock(tx: &mut Tx, id: Uuid, user: Option<Uuid>) -> Result<bool, sqlx::Error> {
+    let found = sqlx::query_scalar!(
+        "SELECT id FROM datasets
+          WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2) AND deleted_at IS NULL FOR UPDATE",
+        id,
+        user
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(found.is_some())
 }
 
 /// One dataset of the caller's (not deleted); `lock` takes a row lock for a state change.
@@ -124,24 +156,18 @@ pub async fn find(
     id: Uuid,
     lock: bool,
 ) -> Result<Option<DatasetRow>, sqlx::Error> {
-    let suffix = if lock { " FOR UPDATE" } else { "" };
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM datasets WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL{suffix}"
-    )))
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(&mut **tx)
-    .await
+    if lock && !self::lock(tx, id, Some(user_id)).await? {
+        return Ok(None);
+    }
+    select(tx, id, Some(user_id)).await
 }
 
 /// For the validation task (system scope: the task carries the owner).
 pub async fn find_for_validation(tx: &mut Tx, id: Uuid) -> Result<Option<DatasetRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM datasets WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"
-    )))
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await
+    if !lock(tx, id, None).await? {
+        return Ok(None);
+    }
+    select(tx, id, None).await
 }
 
 /// Filters for the list.
@@ -177,35 +203,27 @@ pub async fn list_page(
     let format = filter.format.map(DatasetFormat::as_str);
     let limit = i64::from(filter.limit.clamp(1, 100));
     let offset = i64::from(filter.page.max(1) - 1) * limit;
-    let rows = sqlx::query_as::<_, DatasetSummaryRow>(
-        "SELECT id, name, status, format, file_size, total_training_pairs, total_tokens, training_ready, created_at
+    let rows = sqlx::query_as!(DatasetSummaryRow, "SELECT id, name, status, format, file_size, total_training_pairs, total_tokens, training_ready, created_at
            FROM datasets
           WHERE user_id = $1 AND deleted_at IS NULL
             AND ($2::text IS NULL OR name ILIKE $2)
             AND ($3::text IS NULL OR status = $3)
             AND ($4::text IS NULL OR format = $4)
           ORDER BY created_at DESC, id
-          LIMIT $5 OFFSET $6",
-    )
-    .bind(user_id)
-    .bind(&pattern)
-    .bind(status)
-    .bind(format)
-    .bind(limit)
-    .bind(offset)
+          LIMIT $5 OFFSET $6", user_id, pattern.as_deref(), status, format, limit, offset)
     .fetch_all(&mut **tx)
     .await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM datasets
+    let total: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM datasets
           WHERE user_id = $1 AND deleted_at IS NULL
             AND ($2::text IS NULL OR name ILIKE $2)
             AND ($3::text IS NULL OR status = $3)
-            AND ($4::text IS NULL OR format = $4)",
+            AND ($4::text IS NULL OR format = $4)"#,
+        user_id,
+        pattern.as_deref(),
+        status,
+        format
     )
-    .bind(user_id)
-    .bind(&pattern)
-    .bind(status)
-    .bind(format)
     .fetch_one(&mut **tx)
     .await?;
     Ok((rows, total))
@@ -228,13 +246,8 @@ pub async fn mark_validating(
     id: Uuid,
     sha256: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
-        "UPDATE datasets SET status = 'validating', status_message = NULL, sha256 = coalesce($3, sha256)
-          WHERE id = $1 AND user_id = $2 AND status = 'uploading' AND deleted_at IS NULL",
-    )
-    .bind(id)
-    .bind(user_id)
-    .bind(sha256)
+    let changed = sqlx::query!("UPDATE datasets SET status = 'validating', status_message = NULL, sha256 = coalesce($3, sha256)
+          WHERE id = $1 AND user_id = $2 AND status = 'uploading' AND deleted_at IS NULL", id, user_id, sha256)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -284,35 +297,14 @@ pub async fn record_verdict(
     verdict: Verdict<'_>,
 ) -> Result<bool, sqlx::Error> {
     let s = verdict.statistics;
-    let owner: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE datasets
+    let owner: Option<Uuid> = sqlx::query_scalar!("UPDATE datasets
             SET status = $2, format = $3, normalized_key = $4, sha256 = coalesce(nullif($5, ''), sha256),
                 total_training_pairs = $6, conversations = $7, total_messages = $8, total_tokens = $9,
                 assistant_tokens = $10, avg_turns = $11, over_length_count = $12, token_distribution = $13,
                 statistics = $14, validation_errors = $15, error_counts = $16, sample = $17,
                 training_ready = $18, status_message = $19, validated_at = now()
           WHERE id = $1 AND status = 'validating' AND deleted_at IS NULL
-      RETURNING user_id",
-    )
-    .bind(id)
-    .bind(verdict.status.as_str())
-    .bind(verdict.format.map(DatasetFormat::as_str))
-    .bind(verdict.normalized_key)
-    .bind(verdict.sha256)
-    .bind(i32::try_from(s.examples).unwrap_or(i32::MAX))
-    .bind(i32::try_from(s.conversations).unwrap_or(i32::MAX))
-    .bind(i32::try_from(s.messages).unwrap_or(i32::MAX))
-    .bind(i64::try_from(s.total_tokens).unwrap_or(i64::MAX))
-    .bind(i64::try_from(s.assistant_tokens).unwrap_or(i64::MAX))
-    .bind(s.avg_turns)
-    .bind(i32::try_from(s.over_max_seq_len).unwrap_or(i32::MAX))
-    .bind(serde_json::to_value(&s.tokens).unwrap_or(Value::Null))
-    .bind(serde_json::to_value(s).unwrap_or(Value::Null))
-    .bind(serde_json::to_value(verdict.issues).unwrap_or(Value::Null))
-    .bind(serde_json::to_value(verdict.error_counts).unwrap_or(Value::Null))
-    .bind(serde_json::to_value(verdict.sample).unwrap_or(Value::Null))
-    .bind(verdict.training_ready)
-    .bind(verdict.status_message)
+      RETURNING user_id", id, verdict.status.as_str(), verdict.format.map(DatasetFormat::as_str), verdict.normalized_key, verdict.sha256, i32::try_from(s.examples).unwrap_or(i32::MAX), i32::try_from(s.conversations).unwrap_or(i32::MAX), i32::try_from(s.messages).unwrap_or(i32::MAX), i64::try_from(s.total_tokens).unwrap_or(i64::MAX), i64::try_from(s.assistant_tokens).unwrap_or(i64::MAX), s.avg_turns, i32::try_from(s.over_max_seq_len).unwrap_or(i32::MAX), serde_json::to_value(&s.tokens).unwrap_or(Value::Null), serde_json::to_value(s).unwrap_or(Value::Null), serde_json::to_value(verdict.issues).unwrap_or(Value::Null), serde_json::to_value(verdict.error_counts).unwrap_or(Value::Null), serde_json::to_value(verdict.sample).unwrap_or(Value::Null), verdict.training_ready, verdict.status_message)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(owner) = owner {
@@ -323,12 +315,12 @@ pub async fn record_verdict(
 
 /// Soft delete; `false` when there was no such dataset of the caller's.
 pub async fn soft_delete(tx: &mut Tx, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE datasets SET deleted_at = now(), training_ready = false
           WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
+        id,
+        user_id
     )
-    .bind(id)
-    .bind(user_id)
     .execute(&mut **tx)
     .await?
     .rows_affected();

@@ -332,14 +332,16 @@ impl ManagedPostgres {
             .connect()
             .await
             .map_err(ManagedError::Bootstrap)?;
-        let role_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                .bind(APP_ROLE)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(ManagedError::Bootstrap)?;
+        let role_exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS "exists!""#,
+            APP_ROLE
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(ManagedError::Bootstrap)?;
         if !role_exists {
-            // Identifiers cannot be bound as parameters; these are the constants above.
+            // Identifiers cannot be bound as parameters; these are the constants above. DDL on
+            // the maintenance database: the one kind of statement left unchecked at compile time.
             sqlx::query(
                 "CREATE ROLE lora_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE",
             )
@@ -347,12 +349,13 @@ impl ManagedPostgres {
             .await
             .map_err(ManagedError::Bootstrap)?;
         }
-        let db_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(APP_DATABASE)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(ManagedError::Bootstrap)?;
+        let db_exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+            APP_DATABASE
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(ManagedError::Bootstrap)?;
         if !db_exists {
             sqlx::query("CREATE DATABASE lora_pipeline OWNER lora_app ENCODING 'UTF8'")
                 .execute(&mut conn)

@@ -48,12 +48,14 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(ConnectError::Connect)?;
-        let (role, privileged): (String, bool) = sqlx::query_as(
-            "SELECT rolname::text, (rolsuper OR rolbypassrls) FROM pg_roles WHERE rolname = current_user",
+        let inspected = sqlx::query!(
+            r#"SELECT rolname::text AS "role!", (rolsuper OR rolbypassrls) AS "privileged!"
+                 FROM pg_roles WHERE rolname = current_user"#
         )
         .fetch_one(&pool)
         .await
         .map_err(ConnectError::Inspect)?;
+        let (role, privileged) = (inspected.role, inspected.privileged);
         if privileged {
             return Err(ConnectError::PrivilegedRole(role));
         }
@@ -71,14 +73,14 @@ impl Db {
     /// True when every embedded migration has been applied successfully (for `/readyz`).
     pub async fn migrations_current(&self) -> Result<bool, sqlx::Error> {
         let table: Option<String> =
-            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+            sqlx::query_scalar!("SELECT to_regclass('_sqlx_migrations')::text")
                 .fetch_one(&self.pool)
                 .await?;
         if table.is_none() {
             return Ok(false);
         }
-        let applied: Vec<i64> = sqlx::query_scalar(
-            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        let applied: Vec<i64> = sqlx::query_scalar!(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version"
         )
         .fetch_all(&self.pool)
         .await?;
@@ -88,25 +90,27 @@ impl Db {
     /// A transaction acting for one tenant: row-level security shows only their rows.
     pub async fn tenant(&self, user_id: Uuid) -> Result<Tx, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.user_id', $1, true)")
-            .bind(user_id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query_scalar!(
+            "SELECT set_config('app.user_id', $1, true)",
+            user_id.to_string()
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         Ok(tx)
     }
 
     /// A transaction acting for the platform itself (auth lookups, background workers).
     pub async fn system(&self) -> Result<Tx, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.scope', 'system', true)")
-            .execute(&mut *tx)
+        sqlx::query_scalar!("SELECT set_config('app.scope', 'system', true)")
+            .fetch_one(&mut *tx)
             .await?;
         Ok(tx)
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        sqlx::query_scalar!(r#"SELECT 1 AS "one!""#)
+            .fetch_one(&self.pool)
             .await
             .map(|_| ())
     }

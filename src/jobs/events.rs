@@ -13,7 +13,6 @@ use super::store;
 use crate::db::{Db, Tx};
 
 /// A stored event as read from `job_events`.
-#[derive(sqlx::FromRow)]
 struct EventRow {
     id: i64,
     job_id: Uuid,
@@ -43,8 +42,6 @@ impl EventRow {
     }
 }
 
-const COLUMNS: &str = "id, job_id, user_id, kind, payload, created_at";
-
 /// Records an event unless one with the same `dedupe_key` exists for the job. Returns the new
 /// event, or `None` for a duplicate (the caller then skips the side effects too).
 pub async fn record(
@@ -57,22 +54,23 @@ pub async fn record(
     // The job's row lock orders its events: ids are handed out at INSERT but seen at COMMIT, so
     // without it a later id could commit first and a reader past it would skip the earlier one.
     store::lock_attempt(tx, job).await?;
-    let row = sqlx::query_as::<_, (i64, DateTime<Utc>)>(
+    let row = sqlx::query!(
         "INSERT INTO job_events (user_id, job_id, kind, payload, dedupe_key)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (job_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
          RETURNING id, created_at",
+        user,
+        job,
+        event.kind().as_str(),
+        event.payload(),
+        dedupe_key
     )
-    .bind(user)
-    .bind(job)
-    .bind(event.kind())
-    .bind(event.payload())
-    .bind(dedupe_key)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((id, created_at)) = row else {
+    let Some(row) = row else {
         return Ok(None);
     };
+    let (id, created_at) = (row.id, row.created_at);
     let record = JobEventRecord {
         id,
         job_id: job,
@@ -148,14 +146,15 @@ pub async fn since(
     limit: i64,
 ) -> Result<EventPage, sqlx::Error> {
     let mut tx = db.tenant(user).await?;
-    let rows = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM job_events
-          WHERE job_id = $1 AND user_id = $2 AND id > $3 ORDER BY id LIMIT $4"
-    )))
-    .bind(job)
-    .bind(user)
-    .bind(after)
-    .bind(limit)
+    let rows = sqlx::query_as!(
+        EventRow,
+        "SELECT id, job_id, user_id, kind, payload, created_at FROM job_events
+          WHERE job_id = $1 AND user_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+        job,
+        user,
+        after,
+        limit
+    )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -170,12 +169,14 @@ pub async fn since_for_user(
     limit: i64,
 ) -> Result<EventPage, sqlx::Error> {
     let mut tx = db.tenant(user).await?;
-    let rows = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM job_events WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-    )))
-    .bind(user)
-    .bind(after)
-    .bind(limit)
+    let rows = sqlx::query_as!(
+        EventRow,
+        "SELECT id, job_id, user_id, kind, payload, created_at FROM job_events
+          WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        user,
+        after,
+        limit
+    )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -185,11 +186,9 @@ pub async fn since_for_user(
 /// The id of a user's newest event (0 when none): where a new live stream starts.
 pub async fn latest_for_user(db: &Db, user: Uuid) -> Result<i64, sqlx::Error> {
     let mut tx = db.tenant(user).await?;
-    let latest: Option<i64> =
-        sqlx::query_scalar("SELECT max(id) FROM job_events WHERE user_id = $1")
-            .bind(user)
-            .fetch_one(&mut *tx)
-            .await?;
+    let latest = sqlx::query_scalar!("SELECT max(id) FROM job_events WHERE user_id = $1", user)
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(latest.unwrap_or(0))
 }
@@ -197,10 +196,11 @@ pub async fn latest_for_user(db: &Db, user: Uuid) -> Result<i64, sqlx::Error> {
 /// One event by id (for oversized notifications).
 pub async fn by_id(db: &Db, id: i64) -> Result<Option<JobEventRecord>, sqlx::Error> {
     let mut tx = db.system().await?;
-    let row = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM job_events WHERE id = $1"
-    )))
-    .bind(id)
+    let row = sqlx::query_as!(
+        EventRow,
+        "SELECT id, job_id, user_id, kind, payload, created_at FROM job_events WHERE id = $1",
+        id
+    )
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -215,14 +215,15 @@ pub async fn log(
     limit: i64,
 ) -> Result<Vec<JobEventRecord>, sqlx::Error> {
     let mut tx = db.tenant(user).await?;
-    let mut rows = sqlx::query_as::<_, EventRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM job_events
-          WHERE job_id = $1 AND user_id = $2 AND kind <> $3 ORDER BY id DESC LIMIT $4"
-    )))
-    .bind(job)
-    .bind(user)
-    .bind(JobEventKind::Metrics)
-    .bind(limit)
+    let mut rows = sqlx::query_as!(
+        EventRow,
+        "SELECT id, job_id, user_id, kind, payload, created_at FROM job_events
+          WHERE job_id = $1 AND user_id = $2 AND kind <> $3 ORDER BY id DESC LIMIT $4",
+        job,
+        user,
+        JobEventKind::Metrics.as_str(),
+        limit
+    )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -38,8 +38,8 @@ macro_rules! text_enum {
             }
 
             /// The names of `set`, to bind as a `text[]` (`status = ANY($n)`).
-            pub fn names(set: &[Self]) -> Vec<&'static str> {
-                set.iter().map(|s| s.as_str()).collect()
+            pub fn names(set: &[Self]) -> Vec<String> {
+                set.iter().map(|s| s.as_str().to_owned()).collect()
             }
         }
 

@@ -2,7 +2,8 @@
 //! [`super::events`]). Rows are separate from views; each state transition is one function, an
 //! `UPDATE … WHERE status = ANY(…)` whose allowed statuses come from [`JobStatus`]'s sets and
 //! whose changed rows are returned, so a caller always knows whether it changed anything.
-//! Functions take the caller's transaction: the request side (tenant transactions, row-level
+//! Every statement is checked against the schema at compile time (`sqlx::query!`, with the
+//! offline data in `.sqlx/`). Functions take the caller's transaction: the request side (tenant transactions, row-level
 //! security) and the processor (system transactions) share them.
 
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ use crate::db::Tx;
 type Result<T> = std::result::Result<T, sqlx::Error>;
 
 /// What the processor needs to know of a job.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ProcessingRow {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -46,15 +47,16 @@ impl ProcessingRow {
 }
 
 pub async fn load_for_processing(tx: &mut Tx, id: Uuid) -> Result<Option<ProcessingRow>> {
-    sqlx::query_as::<_, ProcessingRow>(
-        "SELECT j.id, j.user_id, j.status, j.external_job_id, j.retry_count,
-                j.cancel_requested_at, j.budget_cap::float8 AS budget_cap,
-                j.current_cost::float8 AS current_cost, j.gpu_type, j.gpu_count, j.backend,
-                j.base_model, j.hyperparameters, j.estimate, j.last_progress_at, j.started_at,
-                d.normalized_key, d.name AS dataset_name
-           FROM training_jobs j JOIN datasets d ON d.id = j.dataset_id WHERE j.id = $1",
+    sqlx::query_as!(
+        ProcessingRow,
+        r#"SELECT j.id, j.user_id, j.status AS "status: JobStatus", j.external_job_id, j.retry_count,
+                  j.cancel_requested_at, j.budget_cap::float8 AS budget_cap,
+                  j.current_cost::float8 AS "current_cost!", j.gpu_type, j.gpu_count, j.backend,
+                  j.base_model, j.hyperparameters, j.estimate, j.last_progress_at, j.started_at,
+                  d.normalized_key, d.name AS dataset_name
+             FROM training_jobs j JOIN datasets d ON d.id = j.dataset_id WHERE j.id = $1"#,
+        id
     )
-    .bind(id)
     .fetch_optional(&mut **tx)
     .await
 }
@@ -62,21 +64,25 @@ pub async fn load_for_processing(tx: &mut Tx, id: Uuid) -> Result<Option<Process
 /// Locks the job's row and returns its attempt number. The lock orders the job's writes (its
 /// event ids commit in order) and keeps a retry from starting under a task of the old attempt.
 pub async fn lock_attempt(tx: &mut Tx, id: Uuid) -> Result<Option<i32>> {
-    sqlx::query_scalar("SELECT retry_count FROM training_jobs WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await
+    sqlx::query_scalar!(
+        "SELECT retry_count FROM training_jobs WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(&mut **tx)
+    .await
 }
 
 /// Locks a job of `user` for a user action; its status and attempt.
 pub async fn lock_for_user(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Option<(JobStatus, i32)>> {
-    sqlx::query_as(
-        "SELECT status, retry_count FROM training_jobs WHERE id = $1 AND user_id = $2 FOR UPDATE",
+    let row = sqlx::query!(
+        r#"SELECT status AS "status: JobStatus", retry_count FROM training_jobs
+            WHERE id = $1 AND user_id = $2 FOR UPDATE"#,
+        id,
+        user
     )
-    .bind(id)
-    .bind(user)
     .fetch_optional(&mut **tx)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.status, r.retry_count)))
 }
 
 /// A new job row, everything validated and estimated.
@@ -97,51 +103,53 @@ pub struct NewJobRow<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, job: NewJobRow<'_>) -> Result<Uuid> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO training_jobs (user_id, dataset_id, base_model, preset, hyperparameters, gpu_type, gpu_count,
                                     backend, total_steps, estimate, estimated_total_cost, budget_cap,
                                     estimated_completion_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::numeric, $12::numeric,
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8::numeric, $12::float8::numeric,
                  now() + make_interval(secs => $13))
          RETURNING id",
+        job.user_id,
+        job.dataset_id,
+        job.base_model,
+        job.preset,
+        job.hyperparameters,
+        job.gpu_type,
+        job.gpu_count,
+        job.backend,
+        job.total_steps,
+        job.estimate,
+        job.estimated_total_cost,
+        job.budget_cap,
+        job.duration_high_s
     )
-    .bind(job.user_id)
-    .bind(job.dataset_id)
-    .bind(job.base_model)
-    .bind(job.preset)
-    .bind(job.hyperparameters)
-    .bind(job.gpu_type)
-    .bind(job.gpu_count)
-    .bind(job.backend)
-    .bind(job.total_steps)
-    .bind(job.estimate)
-    .bind(job.estimated_total_cost)
-    .bind(job.budget_cap)
-    .bind(job.duration_high_s)
     .fetch_one(&mut **tx)
     .await
 }
 
 pub async fn set_execution_timeout(tx: &mut Tx, id: Uuid, timeout_ms: i64) -> Result<()> {
-    sqlx::query("UPDATE training_jobs SET execution_timeout_ms = $2 WHERE id = $1")
-        .bind(id)
-        .bind(timeout_ms)
-        .execute(&mut **tx)
-        .await
-        .map(drop)
+    sqlx::query!(
+        "UPDATE training_jobs SET execution_timeout_ms = $2 WHERE id = $1",
+        id,
+        timeout_ms
+    )
+    .execute(&mut **tx)
+    .await
+    .map(drop)
 }
 
 /// `queued` → `initializing`: the backend accepted the run. `false` when the job moved on.
 pub async fn mark_submitted(tx: &mut Tx, id: Uuid, external: &str) -> Result<bool> {
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE training_jobs SET external_job_id = $2, status = $3, current_stage = $4
           WHERE id = $1 AND status = $5 AND external_job_id IS NULL",
+        id,
+        external,
+        JobStatus::Initializing.as_str(),
+        JobStage::QueuedOnGpu.as_str(),
+        JobStatus::Queued.as_str()
     )
-    .bind(id)
-    .bind(external)
-    .bind(JobStatus::Initializing)
-    .bind(JobStage::QueuedOnGpu)
-    .bind(JobStatus::Queued)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -150,12 +158,12 @@ pub async fn mark_submitted(tx: &mut Tx, id: Uuid, external: &str) -> Result<boo
 
 /// Moves an unfinished job to `stage`.
 pub async fn set_stage(tx: &mut Tx, id: Uuid, stage: JobStage) -> Result<bool> {
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE training_jobs SET current_stage = $2 WHERE id = $1 AND status = ANY($3)",
+        id,
+        stage.as_str(),
+        &JobStatus::names(JobStatus::ACTIVE)
     )
-    .bind(id)
-    .bind(stage)
-    .bind(JobStatus::names(JobStatus::ACTIVE))
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -170,18 +178,18 @@ pub async fn enter_worker_stage(
     stage: JobStage,
     total_steps: Option<i32>,
 ) -> Result<Option<JobStatus>> {
-    sqlx::query_scalar(
-        "UPDATE training_jobs j SET current_stage = $2, total_steps = COALESCE($3, j.total_steps),
-                status = $4, started_at = COALESCE(j.started_at, now()), last_progress_at = now()
-           FROM training_jobs before
-          WHERE j.id = $1 AND before.id = j.id AND j.status = ANY($5)
-      RETURNING before.status",
+    sqlx::query_scalar!(
+        r#"UPDATE training_jobs j SET current_stage = $2, total_steps = COALESCE($3, j.total_steps),
+                  status = $4, started_at = COALESCE(j.started_at, now()), last_progress_at = now()
+             FROM training_jobs before
+            WHERE j.id = $1 AND before.id = j.id AND j.status = ANY($5)
+        RETURNING before.status AS "status: JobStatus""#,
+        id,
+        stage.as_str(),
+        total_steps,
+        JobStatus::Running.as_str(),
+        &JobStatus::names(JobStatus::ON_BACKEND)
     )
-    .bind(id)
-    .bind(stage)
-    .bind(total_steps)
-    .bind(JobStatus::Running)
-    .bind(JobStatus::names(JobStatus::ON_BACKEND))
     .fetch_optional(&mut **tx)
     .await
 }
@@ -193,7 +201,7 @@ pub async fn insert_metric_point(
     job: Uuid,
     m: &super::contract::MetricsEvent,
 ) -> Result<bool> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO metrics_points (user_id, job_id, step, epoch, train_loss, learning_rate, grad_norm,
                                      tokens_per_sec, gpu_util, elapsed_s)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -203,17 +211,17 @@ pub async fn insert_metric_point(
                 tokens_per_sec = EXCLUDED.tokens_per_sec, gpu_util = EXCLUDED.gpu_util,
                 elapsed_s = EXCLUDED.elapsed_s
           WHERE metrics_points.train_loss IS NULL",
+        user,
+        job,
+        m.step as i32,
+        m.epoch,
+        m.train_loss,
+        m.learning_rate,
+        m.grad_norm,
+        m.tokens_per_sec,
+        m.gpu_util,
+        m.elapsed_s
     )
-    .bind(user)
-    .bind(job)
-    .bind(m.step as i32)
-    .bind(m.epoch)
-    .bind(m.train_loss)
-    .bind(m.learning_rate)
-    .bind(m.grad_norm)
-    .bind(m.tokens_per_sec)
-    .bind(m.gpu_util)
-    .bind(m.elapsed_s)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -228,14 +236,14 @@ pub async fn insert_eval_point(
     step: i32,
     eval_loss: f64,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO metrics_points (user_id, job_id, step, eval_loss) VALUES ($1, $2, $3, $4)
          ON CONFLICT (job_id, step) DO UPDATE SET eval_loss = EXCLUDED.eval_loss",
+        user,
+        job,
+        step,
+        eval_loss
     )
-    .bind(user)
-    .bind(job)
-    .bind(step)
-    .bind(eval_loss)
     .execute(&mut **tx)
     .await
     .map(drop)
@@ -244,26 +252,26 @@ pub async fn insert_eval_point(
 /// A step's progress on the job; returns the cost so far, or `None` when the job has ended.
 pub async fn advance(tx: &mut Tx, id: Uuid, update: &MetricsUpdate) -> Result<Option<f64>> {
     let m = &update.metrics;
-    sqlx::query_scalar(
-        "UPDATE training_jobs
-            SET current_step = GREATEST(current_step, $2), total_steps = $3, current_epoch = $4,
-                progress = GREATEST(progress, $5), last_progress_at = now(),
-                -- The cost in the stored metrics is the row's, as the event's is.
-                current_metrics = jsonb_set($6::jsonb, '{current_cost}', to_jsonb(current_cost::float8)),
-                estimated_completion_at = now() + make_interval(secs => $7),
-                status = $8, started_at = COALESCE(started_at, now())
-          WHERE id = $1 AND status = ANY($9)
-      RETURNING current_cost::float8",
+    sqlx::query_scalar!(
+        r#"UPDATE training_jobs
+              SET current_step = GREATEST(current_step, $2), total_steps = $3, current_epoch = $4,
+                  progress = GREATEST(progress, $5), last_progress_at = now(),
+                  -- The cost in the stored metrics is the row's, as the event's is.
+                  current_metrics = jsonb_set($6::jsonb, '{current_cost}', to_jsonb(current_cost::float8)),
+                  estimated_completion_at = now() + make_interval(secs => $7),
+                  status = $8, started_at = COALESCE(started_at, now())
+            WHERE id = $1 AND status = ANY($9)
+        RETURNING current_cost::float8 AS "current_cost!""#,
+        id,
+        m.step as i32,
+        m.total_steps as i32,
+        m.epoch,
+        update.progress,
+        serde_json::to_value(update).unwrap_or_default(),
+        update.eta_s,
+        JobStatus::Running.as_str(),
+        &JobStatus::names(JobStatus::ON_BACKEND)
     )
-    .bind(id)
-    .bind(m.step as i32)
-    .bind(m.total_steps as i32)
-    .bind(m.epoch)
-    .bind(update.progress)
-    .bind(serde_json::to_value(update).unwrap_or_default())
-    .bind(update.eta_s)
-    .bind(JobStatus::Running)
-    .bind(JobStatus::names(JobStatus::ON_BACKEND))
     .fetch_optional(&mut **tx)
     .await
 }
@@ -278,13 +286,13 @@ pub async fn record_result(
         super::contract::WorkerResult::Succeeded { metrics, .. } => Some(metrics.tokens_per_sec),
         super::contract::WorkerResult::Failed { .. } => None,
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE training_jobs SET worker_result = $2, tokens_per_sec = COALESCE($3, tokens_per_sec)
           WHERE id = $1",
+        id,
+        serde_json::to_value(result).unwrap_or_default(),
+        tokens_per_sec
     )
-    .bind(id)
-    .bind(serde_json::to_value(result).unwrap_or_default())
-    .bind(tokens_per_sec)
     .execute(&mut **tx)
     .await
     .map(drop)
@@ -298,16 +306,16 @@ pub async fn record_billing(
     delay_ms: Option<i64>,
     cost: Option<f64>,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE training_jobs SET execution_ms = COALESCE($2, execution_ms), delay_ms = COALESCE($3, delay_ms),
-                current_cost = GREATEST(current_cost, COALESCE($4::numeric, current_cost))
+                current_cost = GREATEST(current_cost, COALESCE($4::float8::numeric, current_cost))
           WHERE id = $1 AND status = ANY($5)",
+        id,
+        execution_ms,
+        delay_ms,
+        cost,
+        &JobStatus::names(JobStatus::ACTIVE)
     )
-    .bind(id)
-    .bind(execution_ms)
-    .bind(delay_ms)
-    .bind(cost)
-    .bind(JobStatus::names(JobStatus::ACTIVE))
     .execute(&mut **tx)
     .await
     .map(drop)
@@ -335,10 +343,11 @@ pub async fn end(tx: &mut Tx, id: Uuid, end: EndRow<'_>) -> Result<Option<String
     } else {
         JobStatus::ACTIVE
     };
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "UPDATE training_jobs j
             SET status = $2, current_stage = $3, error_code = $4, error_message = $5, completed_at = now(),
-                final_cost = COALESCE($6::numeric, j.current_cost), current_cost = COALESCE($6::numeric, j.current_cost),
+                final_cost = COALESCE($6::float8::numeric, j.current_cost),
+                current_cost = COALESCE($6::float8::numeric, j.current_cost),
                 progress = CASE WHEN $7 THEN 100 ELSE j.progress END,
                 current_step = CASE WHEN $7 THEN COALESCE(j.total_steps, j.current_step) ELSE j.current_step END,
                 cancel_requested_at = CASE WHEN $8 THEN COALESCE(j.cancel_requested_at, now()) ELSE j.cancel_requested_at END
@@ -346,31 +355,33 @@ pub async fn end(tx: &mut Tx, id: Uuid, end: EndRow<'_>) -> Result<Option<String
           WHERE j.id = $1 AND d.id = j.dataset_id AND j.status = ANY($9)
             AND (NOT $10 OR j.external_job_id IS NULL)
       RETURNING d.name",
+        id,
+        end.status.as_str(),
+        JobStage::ending(end.status)
+            .unwrap_or(JobStage::Failed)
+            .as_str(),
+        end.error_code,
+        end.message,
+        end.cost,
+        completed,
+        end.requested,
+        &JobStatus::names(from),
+        end.only_unsubmitted
     )
-    .bind(id)
-    .bind(end.status)
-    .bind(JobStage::ending(end.status).unwrap_or(JobStage::Failed))
-    .bind(end.error_code)
-    .bind(end.message)
-    .bind(end.cost)
-    .bind(completed)
-    .bind(end.requested)
-    .bind(JobStatus::names(from))
-    .bind(end.only_unsubmitted)
     .fetch_optional(&mut **tx)
     .await
 }
 
 /// Asks the processor to stop a job on its backend. `false` when it has already ended.
 pub async fn request_cancel(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<bool> {
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE training_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, now()), current_stage = $3
           WHERE id = $1 AND user_id = $2 AND status = ANY($4)",
+        id,
+        user,
+        JobStage::Cancelling.as_str(),
+        &JobStatus::names(JobStatus::ACTIVE)
     )
-    .bind(id)
-    .bind(user)
-    .bind(JobStage::Cancelling)
-    .bind(JobStatus::names(JobStatus::ACTIVE))
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -380,7 +391,7 @@ pub async fn request_cancel(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<bool> {
 /// A failed or cancelled job starts again as a new attempt; its number, or `None` when the job
 /// cannot be retried. The old attempt's curve is dropped: a new attempt draws its own.
 pub async fn restart(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Option<i32>> {
-    let attempt: Option<i32> = sqlx::query_scalar(
+    let attempt = sqlx::query_scalar!(
         "UPDATE training_jobs
             SET status = $3, current_stage = $4, retry_count = retry_count + 1, external_job_id = NULL,
                 progress = 0, current_step = 0, current_epoch = NULL, current_metrics = NULL, current_cost = 0,
@@ -389,26 +400,28 @@ pub async fn restart(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Option<i32>> {
                 completed_at = NULL, queued_at = now()
           WHERE id = $1 AND user_id = $2 AND status = ANY($5)
       RETURNING retry_count",
+        id,
+        user,
+        JobStatus::Queued.as_str(),
+        JobStage::Queued.as_str(),
+        &JobStatus::names(JobStatus::RETRYABLE)
     )
-    .bind(id)
-    .bind(user)
-    .bind(JobStatus::Queued)
-    .bind(JobStage::Queued)
-    .bind(JobStatus::names(JobStatus::RETRYABLE))
     .fetch_optional(&mut **tx)
     .await?;
     if attempt.is_some() {
-        sqlx::query("DELETE FROM metrics_points WHERE job_id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query!(
+            "DELETE FROM metrics_points WHERE job_id = $1 AND user_id = $2",
+            id,
+            user
+        )
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(attempt)
 }
 
 /// The summary a `status` event carries.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Summary {
     pub progress: f64,
     pub current_step: i32,
@@ -419,18 +432,19 @@ pub struct Summary {
 }
 
 pub async fn summary(tx: &mut Tx, id: Uuid) -> Result<Option<Summary>> {
-    sqlx::query_as::<_, Summary>(
-        "SELECT progress, current_step, total_steps, current_cost::float8 AS current_cost,
-                final_cost::float8 AS final_cost, error_code
-           FROM training_jobs WHERE id = $1",
+    sqlx::query_as!(
+        Summary,
+        r#"SELECT progress, current_step, total_steps, current_cost::float8 AS "current_cost!",
+                  final_cost::float8 AS final_cost, error_code
+             FROM training_jobs WHERE id = $1"#,
+        id
     )
-    .bind(id)
     .fetch_optional(&mut **tx)
     .await
 }
 
 /// An unfinished job without a live task (see the processor's reconciler).
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Orphan {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -441,19 +455,20 @@ pub struct Orphan {
 
 /// Unfinished jobs whose task (keyed `job:<id>`) is gone, oldest first, locked.
 pub async fn orphans(tx: &mut Tx, limit: i64) -> Result<Vec<Orphan>> {
-    sqlx::query_as::<_, Orphan>(
-        "SELECT j.id, j.user_id, j.status, j.external_job_id, j.retry_count
-           FROM training_jobs j
-          WHERE j.status = ANY($1)
-            AND NOT EXISTS (SELECT 1 FROM work_queue q
-                             WHERE q.dedupe_key = 'job:' || j.id::text
-                               AND q.status IN ('pending', 'running'))
-          ORDER BY j.created_at
-          LIMIT $2
-            FOR UPDATE OF j SKIP LOCKED",
+    sqlx::query_as!(
+        Orphan,
+        r#"SELECT j.id, j.user_id, j.status AS "status: JobStatus", j.external_job_id, j.retry_count
+             FROM training_jobs j
+            WHERE j.status = ANY($1)
+              AND NOT EXISTS (SELECT 1 FROM work_queue q
+                               WHERE q.dedupe_key = 'job:' || j.id::text
+                                 AND q.status IN ('pending', 'running'))
+            ORDER BY j.created_at
+            LIMIT $2
+              FOR UPDATE OF j SKIP LOCKED"#,
+        &JobStatus::names(JobStatus::ACTIVE),
+        limit
     )
-    .bind(JobStatus::names(JobStatus::ACTIVE))
-    .bind(limit)
     .fetch_all(&mut **tx)
     .await
 }
@@ -465,34 +480,38 @@ pub async fn throughput_medians(
     tx: &mut Tx,
     recent: i64,
 ) -> Result<Vec<(String, String, String, f64, i64)>> {
-    sqlx::query_as(
-        "SELECT gpu_type, base_model, quantization,
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY per_gpu) AS tokens_per_sec, count(*) AS jobs
-           FROM (SELECT gpu_type, base_model, hyperparameters->>'quantization' AS quantization,
-                        tokens_per_sec / GREATEST(gpu_count, 1) AS per_gpu
-                   FROM training_jobs
-                  WHERE status = $1 AND tokens_per_sec > 0
-                  ORDER BY completed_at DESC
-                  LIMIT $2) recent
-          GROUP BY gpu_type, base_model, quantization",
+    let rows = sqlx::query!(
+        r#"SELECT gpu_type AS "gpu_type!", base_model AS "base_model!", quantization,
+                  percentile_cont(0.5) WITHIN GROUP (ORDER BY per_gpu) AS "tokens_per_sec!",
+                  count(*) AS "jobs!"
+             FROM (SELECT gpu_type, base_model, hyperparameters->>'quantization' AS quantization,
+                          tokens_per_sec / GREATEST(gpu_count, 1) AS per_gpu
+                     FROM training_jobs
+                    WHERE status = $1 AND tokens_per_sec > 0
+                    ORDER BY completed_at DESC
+                    LIMIT $2) recent
+            GROUP BY gpu_type, base_model, quantization"#,
+        JobStatus::Completed.as_str(),
+        recent
     )
-    .bind(JobStatus::Completed)
-    .bind(recent)
     .fetch_all(&mut **tx)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.gpu_type,
+                r.base_model,
+                r.quantization?,
+                r.tokens_per_sec,
+                r.jobs,
+            ))
+        })
+        .collect())
 }
 
 // ---- views -------------------------------------------------------------------------------
 
-const VIEW_COLUMNS: &str = "j.id, j.dataset_id, d.name AS dataset_name, j.base_model, j.preset, j.hyperparameters, \
-     j.gpu_type, j.gpu_count, j.backend, j.status, j.current_stage, j.progress, j.current_step, j.total_steps, \
-     j.current_cost::float8 AS current_cost, j.estimated_total_cost::float8 AS estimated_total_cost, \
-     j.budget_cap::float8 AS budget_cap, j.final_cost::float8 AS final_cost, j.estimate, j.error_message, \
-     a.id AS artifact_id, j.created_at, j.error_code, j.current_epoch, j.current_metrics, j.started_at, \
-     j.completed_at, j.estimated_completion_at, j.retry_count, j.execution_ms, j.cancel_requested_at, \
-     (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id";
-
-#[derive(sqlx::FromRow)]
 struct ViewRow {
     id: Uuid,
     dataset_id: Uuid,
@@ -570,19 +589,46 @@ impl From<ViewRow> for JobView {
     }
 }
 
+/// One query for a job and for a page of jobs: `id` picks one, else `status` filters.
+async fn views(
+    tx: &mut Tx,
+    user: Uuid,
+    id: Option<Uuid>,
+    status: Option<JobStatus>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<JobView>> {
+    let rows = sqlx::query_as!(
+        ViewRow,
+        r#"SELECT j.id, j.dataset_id, d.name AS "dataset_name?", j.base_model, j.preset, j.hyperparameters,
+                  j.gpu_type, j.gpu_count, j.backend, j.status AS "status: JobStatus",
+                  j.current_stage AS "current_stage: JobStage", j.progress, j.current_step, j.total_steps,
+                  j.current_cost::float8 AS "current_cost!", j.estimated_total_cost::float8 AS estimated_total_cost,
+                  j.budget_cap::float8 AS budget_cap, j.final_cost::float8 AS final_cost, j.estimate,
+                  j.error_message, a.id AS "artifact_id?", j.created_at, j.error_code, j.current_epoch,
+                  j.current_metrics, j.started_at, j.completed_at, j.estimated_completion_at, j.retry_count,
+                  j.execution_ms, j.cancel_requested_at,
+                  (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
+             FROM training_jobs j
+             JOIN datasets d ON d.id = j.dataset_id
+             LEFT JOIN model_artifacts a ON a.job_id = j.id
+            WHERE j.user_id = $1 AND ($2::uuid IS NULL OR j.id = $2)
+              AND ($3::text IS NULL OR j.status = $3)
+            ORDER BY j.created_at DESC, j.id LIMIT $4 OFFSET $5"#,
+        user,
+        id,
+        status.map(JobStatus::as_str),
+        limit,
+        offset
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 /// One job of `user`, as the API shows it.
 pub async fn find_view(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Option<JobView>> {
-    let row = sqlx::query_as::<_, ViewRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {VIEW_COLUMNS} FROM training_jobs j
-           JOIN datasets d ON d.id = j.dataset_id
-           LEFT JOIN model_artifacts a ON a.job_id = j.id
-          WHERE j.id = $1 AND j.user_id = $2"
-    )))
-    .bind(id)
-    .bind(user)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(Into::into))
+    Ok(views(tx, user, Some(id), None, 1, 0).await?.pop())
 }
 
 /// A page of `user`'s jobs, newest first, and the total matching `status`.
@@ -593,30 +639,18 @@ pub async fn list_views(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<JobView>, i64)> {
-    let rows = sqlx::query_as::<_, ViewRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {VIEW_COLUMNS} FROM training_jobs j
-           JOIN datasets d ON d.id = j.dataset_id
-           LEFT JOIN model_artifacts a ON a.job_id = j.id
-          WHERE j.user_id = $1 AND ($2::text IS NULL OR j.status = $2)
-          ORDER BY j.created_at DESC, j.id LIMIT $3 OFFSET $4"
-    )))
-    .bind(user)
-    .bind(status)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut **tx)
-    .await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM training_jobs WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)",
+    let jobs = views(tx, user, None, status, limit, offset).await?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM training_jobs
+            WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)"#,
+        user,
+        status.map(JobStatus::as_str)
     )
-    .bind(user)
-    .bind(status)
     .fetch_one(&mut **tx)
     .await?;
-    Ok((rows.into_iter().map(Into::into).collect(), total))
+    Ok((jobs, total))
 }
 
-#[derive(sqlx::FromRow)]
 struct PointRow {
     step: i32,
     epoch: Option<f64>,
@@ -631,12 +665,13 @@ struct PointRow {
 
 /// A job's curve, in step order.
 pub async fn curve(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Vec<MetricPoint>> {
-    let rows = sqlx::query_as::<_, PointRow>(
+    let rows = sqlx::query_as!(
+        PointRow,
         "SELECT step, epoch, train_loss, eval_loss, learning_rate, grad_norm, tokens_per_sec, gpu_util, elapsed_s
            FROM metrics_points WHERE job_id = $1 AND user_id = $2 ORDER BY step",
+        id,
+        user
     )
-    .bind(id)
-    .bind(user)
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows

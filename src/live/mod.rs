@@ -78,9 +78,7 @@ pub async fn announce(
         text = serde_json::to_string(&Announcement::JobOversized { id: record.id })
             .unwrap_or_default();
     }
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(text)
+    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, text)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -3,10 +3,9 @@ use uuid::Uuid;
 
 use crate::db::Tx;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct NotificationRow {
     pub id: Uuid,
-    #[sqlx(rename = "type")]
     pub kind: String,
     pub title: String,
     pub message: String,
@@ -17,10 +16,12 @@ pub struct NotificationRow {
 }
 
 pub async fn unread_count(tx: &mut Tx, user_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL")
-        .bind(user_id)
-        .fetch_one(&mut **tx)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM notifications WHERE user_id = $1 AND read_at IS NULL"#,
+        user_id
+    )
+    .fetch_one(&mut **tx)
+    .await
 }
 
 pub async fn recent(
@@ -28,12 +29,13 @@ pub async fn recent(
     user_id: Uuid,
     limit: i64,
 ) -> Result<Vec<NotificationRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, type, title, message, priority, action_url, read_at, created_at
-           FROM notifications WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2",
+    sqlx::query_as!(
+        NotificationRow,
+        r#"SELECT id, type AS "kind", title, message, priority, action_url, read_at, created_at
+             FROM notifications WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2"#,
+        user_id,
+        limit
     )
-    .bind(user_id)
-    .bind(limit)
     .fetch_all(&mut **tx)
     .await
 }
@@ -55,17 +57,17 @@ pub async fn create(
     user_id: Uuid,
     new: NewNotification<'_>,
 ) -> Result<Uuid, sqlx::Error> {
-    let id: Uuid = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "INSERT INTO notifications (user_id, type, title, message, priority, action_url, metadata)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        user_id,
+        new.kind,
+        new.title,
+        new.message,
+        new.priority,
+        new.action_url,
+        new.metadata
     )
-    .bind(user_id)
-    .bind(new.kind)
-    .bind(new.title)
-    .bind(new.message)
-    .bind(new.priority)
-    .bind(new.action_url)
-    .bind(new.metadata)
     .fetch_one(&mut **tx)
     .await?;
     let unread = unread_count(tx, user_id).await?;

@@ -14,7 +14,7 @@ use crate::db::{Db, Tx};
 /// How long a lease lasts without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LeasedTask {
     pub id: i64,
     pub kind: String,
@@ -25,7 +25,6 @@ pub struct LeasedTask {
     pub created_at: DateTime<Utc>,
     /// This lease's own token (`<worker>:<uuid>`): renewing, completing and failing match it,
     /// so a run never touches the successor it queued, even on the same replica.
-    #[sqlx(rename = "leased_by")]
     pub lease: String,
 }
 
@@ -52,19 +51,19 @@ pub async fn enqueue_after(
     dedupe_key: &str,
     delay: Duration,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO work_queue (kind, payload, user_id, dedupe_key, run_at)
          VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
          ON CONFLICT (dedupe_key) DO UPDATE
             SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, status = 'pending', attempts = 0,
                 run_at = EXCLUDED.run_at, leased_by = NULL, leased_until = NULL, last_error = NULL
          RETURNING id",
+        kind,
+        payload,
+        user_id,
+        dedupe_key,
+        delay.as_secs_f64()
     )
-    .bind(kind)
-    .bind(payload)
-    .bind(user_id)
-    .bind(dedupe_key)
-    .bind(delay.as_secs_f64())
     .fetch_one(&mut **tx)
     .await
 }
@@ -72,22 +71,23 @@ pub async fn enqueue_after(
 /// Takes up to `limit` due tasks (or ones whose lease expired) in one statement.
 pub async fn lease(db: &Db, worker: &str, limit: usize) -> Result<Vec<LeasedTask>, sqlx::Error> {
     let mut tx = db.system().await?;
-    let tasks = sqlx::query_as::<_, LeasedTask>(
-        "UPDATE work_queue SET status = 'running', attempts = attempts + 1,
-                leased_by = $1 || ':' || gen_random_uuid(),
-                leased_until = now() + make_interval(secs => $2)
-          WHERE id IN (
-                SELECT id FROM work_queue
-                 WHERE (status = 'pending' AND run_at <= now())
-                    OR (status = 'running' AND leased_until < now())
-                 ORDER BY run_at
-                 LIMIT $3
-                   FOR UPDATE SKIP LOCKED)
-      RETURNING id, kind, payload, user_id, attempts, max_attempts, created_at, leased_by",
+    let tasks = sqlx::query_as!(
+        LeasedTask,
+        r#"UPDATE work_queue SET status = 'running', attempts = attempts + 1,
+                  leased_by = $1 || ':' || gen_random_uuid(),
+                  leased_until = now() + make_interval(secs => $2)
+            WHERE id IN (
+                  SELECT id FROM work_queue
+                   WHERE (status = 'pending' AND run_at <= now())
+                      OR (status = 'running' AND leased_until < now())
+                   ORDER BY run_at
+                   LIMIT $3
+                     FOR UPDATE SKIP LOCKED)
+        RETURNING id, kind, payload, user_id, attempts, max_attempts, created_at, leased_by AS "lease!""#,
+        worker,
+        LEASE.as_secs_f64(),
+        limit as i64
     )
-    .bind(worker)
-    .bind(LEASE.as_secs_f64())
-    .bind(limit as i64)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -97,13 +97,13 @@ pub async fn lease(db: &Db, worker: &str, limit: usize) -> Result<Vec<LeasedTask
 /// Extends the lease of a long task; `false` when the lease was lost to another worker.
 pub async fn heartbeat(db: &Db, task: i64, worker: &str) -> Result<bool, sqlx::Error> {
     let mut tx = db.system().await?;
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE work_queue SET leased_until = now() + make_interval(secs => $3)
           WHERE id = $1 AND leased_by = $2 AND status = 'running'",
+        task,
+        worker,
+        LEASE.as_secs_f64()
     )
-    .bind(task)
-    .bind(worker)
-    .bind(LEASE.as_secs_f64())
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -113,12 +113,12 @@ pub async fn heartbeat(db: &Db, task: i64, worker: &str) -> Result<bool, sqlx::E
 
 pub async fn complete(db: &Db, task: i64, worker: &str) -> Result<(), sqlx::Error> {
     let mut tx = db.system().await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE work_queue SET status = 'done', leased_by = NULL, leased_until = NULL
           WHERE id = $1 AND leased_by = $2",
+        task,
+        worker
     )
-    .bind(task)
-    .bind(worker)
     .execute(&mut *tx)
     .await?;
     tx.commit().await
@@ -136,18 +136,18 @@ pub async fn fail(
     let retry = retryable && task.attempts < task.max_attempts;
     let backoff = 2f64.powi(task.attempts.clamp(1, 10)).min(300.0);
     let mut tx = db.system().await?;
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "UPDATE work_queue
             SET status = CASE WHEN $3 THEN 'pending' ELSE 'failed' END,
                 run_at = now() + make_interval(secs => $4), last_error = $5,
                 leased_by = NULL, leased_until = NULL
           WHERE id = $1 AND leased_by = $2",
+        task.id,
+        &task.lease,
+        retry,
+        backoff,
+        error.chars().take(2000).collect::<String>()
     )
-    .bind(task.id)
-    .bind(&task.lease)
-    .bind(retry)
-    .bind(backoff)
-    .bind(error.chars().take(2000).collect::<String>())
     .execute(&mut *tx)
     .await?
     .rows_affected();
