@@ -27,6 +27,18 @@ use crate::accounts::{LoginPage, RegisterPage};
 use crate::components::NotFound;
 use crate::components::layout::AppLayout;
 
+/// Marks the page hydrated (`<html data-hydrated>`): the end-to-end tests wait for it, and the
+/// SSR-only ones check it never appears.
+#[cfg(feature = "hydrate")]
+pub fn mark_hydrated() {
+    if let Some(root) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.document_element())
+    {
+        let _ = root.set_attribute("data-hydrated", "");
+    }
+}
+
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {

@@ -2,7 +2,7 @@ import { expect, test } from "@playwright/test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { register, uniqueEmail } from "./helpers";
+import { register, uniqueEmail, waitForHydration } from "./helpers";
 
 const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
 
@@ -21,7 +21,7 @@ function chatFile(megabytes: number): string {
 }
 
 async function hydrated(page: import("@playwright/test").Page) {
-  await page.waitForFunction(() => performance.getEntriesByType("resource").some((r) => r.name.endsWith(".wasm")));
+  await waitForHydration(page);
   await page.waitForLoadState("networkidle");
 }
 

@@ -1,7 +1,7 @@
 import { expect, test } from "@playwright/test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { register, uniqueEmail } from "./helpers";
+import { expectNotHydrated, register, uniqueEmail } from "./helpers";
 
 // JavaScript off: the dataset pages are complete server-rendered HTML. The dataset is created
 // through the REST API with the same session (as a script would).
@@ -32,6 +32,7 @@ async function uploadViaApi(page: import("@playwright/test").Page, file: string)
 
 test("datasets list, detail and problems read without JavaScript", async ({ page }) => {
   await register(page, uniqueEmail("ssr-data"));
+  await expectNotHydrated(page);
   await expect(page).toHaveURL(/\/datasets$/);
   const good = await uploadViaApi(page, "sharegpt.jsonl");
   const bad = await uploadViaApi(page, "broken-invalid-json-line.jsonl");

@@ -32,3 +32,13 @@ export async function expectSectionPage(page: Page, heading: string) {
   await expect(page.getByRole("heading", { level: 1, name: heading })).toBeVisible();
   await expect(page.getByRole("navigation", { name: "Sections" })).toBeVisible();
 }
+
+/** Waits until the WASM has hydrated the page (the app marks `<html data-hydrated>`). */
+export async function waitForHydration(page: Page) {
+  await page.locator("html[data-hydrated]").waitFor({ state: "attached" });
+}
+
+/** Checks that the page was not hydrated (the SSR-only project runs without JavaScript). */
+export async function expectNotHydrated(page: Page) {
+  await expect(page.locator("html[data-hydrated]")).toHaveCount(0);
+}

@@ -1,13 +1,7 @@
 import { expect, test } from "@playwright/test";
-import { SECTIONS, expectSectionPage, register, submitRegister, uniqueEmail } from "./helpers";
+import { SECTIONS, expectSectionPage, register, submitRegister, uniqueEmail, waitForHydration } from "./helpers";
 
 // JavaScript on: the pages hydrate, navigation is client-side, forms use server functions.
-
-async function waitForHydration(page: import("@playwright/test").Page) {
-  // The WASM bundle is loaded and has attached its handlers when wasm-bindgen's glue is ready.
-  await page.waitForFunction(() => performance.getEntriesByType("resource").some((r) => r.name.endsWith(".wasm")));
-  await page.waitForLoadState("networkidle");
-}
 
 test("the register form checks fields as you type", async ({ page }) => {
   await page.goto("/register");

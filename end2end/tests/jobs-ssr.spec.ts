@@ -1,13 +1,13 @@
 import { expect, test } from "@playwright/test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { register, uniqueEmail } from "./helpers";
+import { expectNotHydrated, register, uniqueEmail } from "./helpers";
 
 // JavaScript off: a job's page and the Jobs list are complete server-rendered HTML.
 
 const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
 
-test("the job page and the Jobs list render without JavaScript", async ({ page }) => {
+test("the job page and the Jobs list render without JavaScript", async ({ page, browser }) => {
   await register(page, uniqueEmail("jobs-ssr"));
   const origin = new URL(page.url()).origin;
   const bytes = fs.readFileSync(path.join(SAMPLES, "openai-chat.jsonl"));
@@ -40,13 +40,29 @@ test("the job page and the Jobs list render without JavaScript", async ({ page }
   await expect(page.locator(".job-status progress")).toHaveCount(1);
   await expect(page.getByRole("heading", { name: "Event log" })).toBeVisible();
   await expect(page.getByText(/Status: queued/)).toBeVisible();
+  await expectNotHydrated(page);
 
   await page.goto("/jobs");
   await expect(page.getByRole("link", { name: "support" })).toHaveAttribute("href", `/jobs/${id}`);
   await page.goto("/jobs?status=failed");
   await expect(page.getByText("No jobs with this status")).toBeVisible();
 
-  // Someone else's job is not found.
+  // An id that is nobody's job is not found.
   await page.goto(`/jobs/00000000-0000-0000-0000-000000000000`);
   await expect(page.getByRole("heading", { level: 1, name: "Job not found" })).toBeVisible();
+
+  // Someone else's real job is not found either: not its page, not its API, not its stream.
+  const stranger = await browser.newContext({ javaScriptEnabled: false });
+  const other = await stranger.newPage();
+  await register(other, uniqueEmail("stranger"));
+  await other.goto(`/jobs/${id}`);
+  await expect(other.getByRole("heading", { level: 1, name: "Job not found" })).toBeVisible();
+  await expect(other.getByText("Training on support")).toHaveCount(0);
+  expect((await other.request.get(`/api/jobs/${id}`)).status()).toBe(404);
+  expect((await other.request.get(`/api/jobs/${id}/events`)).status()).toBe(404);
+  const strangerOrigin = new URL(other.url()).origin;
+  expect(
+    (await other.request.post(`/api/jobs/${id}/cancel`, { headers: { Origin: strangerOrigin } })).status(),
+  ).toBe(404);
+  await stranger.close();
 });

@@ -1,7 +1,7 @@
 import { expect, test } from "@playwright/test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { register, uniqueEmail } from "./helpers";
+import { register, uniqueEmail, waitForHydration } from "./helpers";
 
 const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
 
@@ -35,7 +35,7 @@ test("the estimate updates in the browser with no request; Start lands on the ne
     .toBe("ready");
 
   await page.goto("/train");
-  await page.waitForFunction(() => performance.getEntriesByType("resource").some((r) => r.name.endsWith(".wasm")));
+  await waitForHydration(page);
   await page.waitForLoadState("networkidle");
   const cost = page.locator("#estimate-cost");
   await expect(cost).toContainText("$");

@@ -7,6 +7,7 @@
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(app::App);
+    app::mark_hydrated();
 }
 
 /// Benchmark hook (docs/PERFORMANCE.md, `scripts/bench/estimate.mjs`): what one keystroke on
