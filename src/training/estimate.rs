@@ -185,6 +185,7 @@ mod tests {
             price_per_second: 0.00076,
             throughput: BTreeMap::from([("medium_nf4".to_owned(), 2500.0)]),
             available: true,
+            max_count: 1,
             measured: BTreeMap::new(),
         }
     }

@@ -98,6 +98,10 @@ pub struct GpuType {
     /// type can still be estimated.
     #[serde(default = "available_by_default")]
     pub available: bool,
+    /// How many GPUs of this type one job may use ([`bounds::GPU_COUNT`]; not settable in a
+    /// catalog file until the worker trains on several).
+    #[serde(skip_deserializing, default = "max_gpus_per_job")]
+    pub max_count: u32,
     /// Cells of `throughput` measured from finished jobs: key → how many jobs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub measured: BTreeMap<String, u32>,
@@ -105,6 +109,10 @@ pub struct GpuType {
 
 fn available_by_default() -> bool {
     true
+}
+
+fn max_gpus_per_job() -> u32 {
+    bounds::GPU_COUNT.1
 }
 
 impl GpuType {
@@ -302,7 +310,9 @@ pub mod bounds {
     pub const MAX_SEQ_LEN: (u32, u32) = (128, 32768);
     pub const WARMUP_RATIO: (f64, f64) = (0.0, 0.5);
     pub const EVAL_FRACTION: (f64, f64) = (0.0, 0.3);
-    pub const GPU_COUNT: (u32, u32) = (1, 8);
+    /// One GPU per job until the worker trains data-parallel: it uses GPU 0 only, so a second
+    /// GPU would be billed but idle.
+    pub const GPU_COUNT: (u32, u32) = (1, 1);
 }
 
 /// The whole configuration of a job, from the form to the worker.
@@ -374,12 +384,14 @@ pub fn check_config(config: &TrainingConfig, catalog: &Catalog) -> Result<(), Fi
         hp.eval_fraction,
         bounds::EVAL_FRACTION,
     );
-    range_u(
-        &mut errors,
-        "gpu_count",
-        config.gpu_count,
-        bounds::GPU_COUNT,
-    );
+    if config.gpu_count < bounds::GPU_COUNT.0 {
+        errors.add("gpu_count", "Use at least 1 GPU.");
+    } else if config.gpu_count > bounds::GPU_COUNT.1 {
+        errors.add(
+            "gpu_count",
+            "One GPU per job for now: the worker trains on a single GPU, so a second would be billed but idle.",
+        );
+    }
 
     let model = catalog.model(&config.base_model);
     let gpu = catalog.gpu(&config.gpu_type);

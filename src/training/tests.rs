@@ -261,3 +261,17 @@ fn the_builtin_catalog_parses_and_has_the_demo_model_and_the_local_executor() {
     );
     assert!(Catalog::from_toml("[[gpu]]\nid = 1").is_err());
 }
+
+#[test]
+fn one_gpu_per_job_until_the_worker_trains_on_several() {
+    let mut c = config("llama-3.1-8b-instruct", "A100", PresetName::Balanced);
+    c.gpu_count = 2;
+    let errors = check_config(&c, &catalog()).unwrap_err();
+    let message = errors.get("gpu_count").expect("two GPUs are refused");
+    assert!(message.contains("billed but idle"), "{message}");
+    // The catalog says so too, whatever an operator's file would claim.
+    let catalog = Catalog::builtin();
+    assert!(catalog.gpus.iter().all(|g| g.max_count == 1));
+    let json = serde_json::to_value(&catalog.gpus[0]).unwrap();
+    assert_eq!(json["max_count"], 1);
+}

@@ -11,6 +11,7 @@ ERROR_CODES = (
     "dataset_download_failed",
     "dataset_invalid",
     "model_load_failed",
+    "no_gpu",
     "out_of_memory",
     "nan_loss",
     "upload_failed",
@@ -24,6 +25,8 @@ HINTS = {
     "dataset_invalid": "check that the dataset is OpenAI chat JSONL with at least one assistant message "
     "per example, and that max_seq_len leaves room for the assistant replies",
     "model_load_failed": "check the base model id or path, that it is a causal LM, and that the worker can reach it",
+    "no_gpu": "this worker sees no CUDA GPU: restrict the endpoint to GPU workers whose CUDA version the image "
+    "supports (see the worker README), or train the demo model, which runs on CPU",
     "out_of_memory": "reduce batch_size or max_seq_len, or pick a GPU with more memory",
     "nan_loss": "lower the learning_rate (and check the data for empty or degenerate examples)",
     "upload_failed": "the signed upload URLs may have expired; retry the job",

@@ -24,12 +24,24 @@ class Loaded:
     quantization_used: str  # "nf4" | "none"
 
 
-def plan(quantization: str) -> tuple[str, str, str]:
-    """(device, quantization_used, note for the stage message) decided before anything heavy is loaded."""
+# The operator's explicit consent to train real models on a CPU (a self-hosted box billed at 0);
+# never set on RunPod, where a CPU run would bill GPU prices until the execution timeout.
+ALLOW_CPU_ENV = "LORA_WORKER_ALLOW_CPU"
+
+
+def plan(quantization: str, base_model: str) -> tuple[str, str, str]:
+    """(device, quantization_used, note for the stage message) decided before anything is downloaded.
+
+    Without CUDA only the demo model trains (it is built for CPU); any other model fails at once with
+    `no_gpu` rather than train for hours at GPU prices on a worker whose GPU is missing or unusable.
+    """
     import torch
 
     if torch.cuda.is_available():
         return "cuda", quantization, ("QLoRA (4-bit nf4)" if quantization == "nf4" else "LoRA") + " on CUDA"
+    if base_model != DEMO_MODEL and os.environ.get(ALLOW_CPU_ENV) != "1":
+        raise WorkerError("no_gpu", f"no CUDA GPU is available to this worker (torch {torch.__version__}, "
+                          f"CUDA build {torch.version.cuda or 'none'}); {base_model} is not trained on a CPU")
     if quantization == "nf4":
         return "cpu", "none", "QLoRA needs CUDA; no GPU found, so plain LoRA in float32 on CPU is used"
     return "cpu", "none", "LoRA in float32 on CPU"

@@ -61,6 +61,9 @@ def _release(state: dict) -> None:
 
 def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[dict]:
     hp = inp.hp
+    # Where it trains is decided first: a worker that cannot train this model stops before any
+    # download (no_gpu), so a misrouted job costs seconds, not an execution timeout.
+    device, quant_used, note = model_mod.plan(hp.quantization, inp.base_model)
 
     yield contract.stage_event("downloading_dataset", "downloading the dataset", elapsed())
     ds_path = work / "dataset.jsonl"
@@ -71,7 +74,6 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[d
     examples = data.load_jsonl(ds_path)
     log.info("dataset: %d bytes, %d examples", n_bytes, len(examples))
 
-    device, quant_used, note = model_mod.plan(hp.quantization)
     yield contract.stage_event("loading_model", f"loading {inp.base_model}: {note}", elapsed())
     loaded = model_mod.load(inp.base_model, hp, device, quant_used)
     state["loaded"] = loaded

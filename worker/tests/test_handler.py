@@ -281,10 +281,25 @@ def test_dataset_invalid(store, make_job, event_validator):
     assert res["error_code"] == "dataset_invalid" and "line 4" in res["message"]
 
 
-def test_model_load_failed(make_job, event_validator, tmp_path):
+def test_model_load_failed(make_job, event_validator, tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_WORKER_ALLOW_CPU", "1")  # past the GPU check, to the loader
     events = run_handler(make_job(base_model=str(tmp_path / "no-such-model")))
     check_events(events, event_validator)
     assert failed(events)["error_code"] == "model_load_failed"
+
+
+def test_a_real_model_without_a_gpu_fails_at_once(make_job, event_validator, monkeypatch):
+    """A CPU worker never trains a real model at GPU prices: no_gpu, before any download."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("LORA_WORKER_ALLOW_CPU", raising=False)
+    events = run_handler(make_job(base_model="meta-llama/Llama-3.1-8B-Instruct"))
+    check_events(events, event_validator)
+    res = failed(events)
+    assert res["error_code"] == "no_gpu", res
+    assert "CUDA" in res["message"] and "CUDA version" in res["hint"]
+    assert [e["type"] for e in events] == ["result"], "nothing was downloaded or loaded"
 
 
 def test_nan_loss(make_job, monkeypatch, event_validator):

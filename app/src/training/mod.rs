@@ -309,8 +309,10 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
                 </select>
                 <p class="field-error">{field("gpu_type")}</p>
                 <label for="gpu_count">"GPU count"</label>
-                <input id="gpu_count" type="number" min="1" max="8" prop:value=move || gpu_count.get().to_string()
+                <input id="gpu_count" type="number" min=engine::training::bounds::GPU_COUNT.0 max=engine::training::bounds::GPU_COUNT.1
+                    aria-describedby="gpu_count-help" prop:value=move || gpu_count.get().to_string()
                     on:input=move |ev| gpu_count.set(event_target_value(&ev).parse().unwrap_or(0))/>
+                <p id="gpu_count-help" class="muted small">"One GPU per job: the worker trains on a single GPU, so more would be billed but idle."</p>
                 <p class="field-error">{field("gpu_count")}</p>
                 {view! {
                 <details class="advanced">
