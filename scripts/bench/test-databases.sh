@@ -12,7 +12,7 @@ start_test_postgres
 start_test_s3
 trap 'kill "${MOTO_PID:-}" 2>/dev/null; stop_test_postgres' EXIT
 cargo nextest run --locked -p engine -p app -p server --no-run >/dev/null 2>&1
-DB_BOUND='test(/api_|tenant_isolation|queue_leases|runpod_faults/) & !test(/every_supported_format/)'
+DB_BOUND='binary(/api_|tenant_isolation|queue_leases|runpod_faults/)'
 run() {
   local label="$1"; shift
   local started=$SECONDS

@@ -113,5 +113,8 @@ def load(base_model: str, hp, device: str, quantization_used: str) -> Loaded:
                           f"({', '.join(LORA_TARGETS)})", "pick a Llama/Mistral/Qwen-style decoder model")
     lora = LoraConfig(r=hp.rank, lora_alpha=hp.alpha, lora_dropout=hp.dropout, target_modules=targets,
                       task_type=TaskType.CAUSAL_LM, bias="none")
+    # LoRA's A matrices are drawn at random here: seeded now, so the same seed gives the same
+    # adapter init (and, with the seeded data order, the same run).
+    torch.manual_seed(hp.seed)
     model = get_peft_model(model, lora)  # device_map already placed the base on the GPU; adapters follow it
     return Loaded(model, tokenizer, device, quantization_used)

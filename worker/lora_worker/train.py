@@ -101,7 +101,8 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
 
     model, device = loaded.model, loaded.device
     pad_id = loaded.tokenizer.pad_token_id
-    torch.manual_seed(hp.seed)
+    check_token_ids(model, train_set + eval_set)
+    torch.manual_seed(hp.seed)  # dropout masks
     rng = random.Random(hp.seed)
 
     ga = hp.gradient_accumulation_steps
@@ -117,7 +118,8 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
     step = 0
     train_tokens = 0
     start = time.monotonic()
-    win_start, win_tokens, win_losses = start, 0, []
+    win_start, win_tokens, win_losses, win_grad_norms = start, 0, [], []
+    eval_s = 0.0  # time spent evaluating: not training throughput
     last_loss = float("nan")
     last_eval: float | None = None
     last_eval_step = -1
@@ -152,22 +154,28 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
             optim.zero_grad(set_to_none=True)
             step += 1
             win_losses.append(step_loss)
+            win_grad_norms.append(grad_norm)
             last_loss = step_loss
 
             if step % report_every == 0 or step == total:
                 now = time.monotonic()
                 window_loss = sum(win_losses) / len(win_losses)
+                # The window's mean, like the loss: one step's norm is noise when reports are sparse.
+                window_grad_norm = sum(win_grad_norms) / len(win_grad_norms)
                 yield contract.metrics_event(
                     step=step, total_steps=total, epoch=step / spe, train_loss=window_loss,
-                    learning_rate=lr_used, grad_norm=grad_norm,
+                    learning_rate=lr_used, grad_norm=window_grad_norm,
                     tokens_per_sec=win_tokens / max(now - win_start, 1e-9), gpu_util=_gpu_util(device),
                     elapsed_s=elapsed(),
                 )
                 last_loss = window_loss
-                win_start, win_tokens, win_losses = now, 0, []
+                win_start, win_tokens, win_losses, win_grad_norms = now, 0, [], []
         # End of epoch (or the max_steps cut): evaluate once per step count reached.
         if eval_batches and step != last_eval_step and (step == total or step % spe == 0):
+            eval_started = time.monotonic()
             last_eval = evaluate(model, eval_batches, device)
+            eval_s += time.monotonic() - eval_started
+            win_start += time.monotonic() - eval_started  # the next window's tokens/s excludes it
             if not math.isfinite(last_eval):
                 raise WorkerError("nan_loss", f"eval loss became {last_eval} at step {step}")
             last_eval_step = step
@@ -176,4 +184,15 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
             break
 
     return Summary(total_steps=step, final_train_loss=last_loss, final_eval_loss=last_eval,
-                   train_runtime_s=time.monotonic() - start, train_tokens=train_tokens)
+                   train_runtime_s=time.monotonic() - start - eval_s, train_tokens=train_tokens)
+
+
+def check_token_ids(model, examples: list[Encoded]) -> None:
+    """Every token id must index the model's embedding: a tokenizer from another model would
+    otherwise crash on the GPU mid-run (or, worse, train on the wrong rows)."""
+    size = model.get_input_embeddings().num_embeddings
+    top = max((max(e.input_ids) for e in examples if e.input_ids), default=-1)
+    if top >= size:
+        raise WorkerError("model_load_failed", f"token id {top} is outside the model's embedding table "
+                          f"({size} rows): the tokenizer does not belong to this model",
+                          "use the tokenizer shipped with the base model")

@@ -392,3 +392,42 @@ def test_harness_exits_promptly_on_sigterm(make_job):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _losses(events: list[dict]) -> list[float]:
+    return [e["train_loss"] for e in events if e["type"] == "metrics"]
+
+
+def test_the_same_seed_gives_the_same_run(make_job):
+    """Seeded before the adapter is initialised and for the data order: bit-identical losses."""
+    first = run_handler(make_job())
+    second = run_handler(make_job())
+    assert _losses(first) and _losses(first) == _losses(second)
+    other = run_handler(make_job(hyperparameters={"seed": 8}))
+    assert _losses(other) != _losses(first)
+
+
+def test_token_ids_outside_the_embedding_fail_clearly(make_job, monkeypatch, event_validator):
+    from lora_worker import train
+
+    real = train.check_token_ids
+
+    def shrunk(model, examples):
+        model.get_input_embeddings().num_embeddings = 4  # as if the tokenizer were another model's
+        real(model, examples)
+
+    monkeypatch.setattr(train, "check_token_ids", shrunk)
+    events = run_handler(make_job())
+    check_events(events, event_validator)
+    res = failed(events)
+    assert res["error_code"] == "model_load_failed" and "embedding" in res["message"], res
+
+
+def test_reported_grad_norm_is_the_window_mean(make_job, monkeypatch):
+    import torch
+
+    norms = iter([1.0, 3.0, 2.0, 6.0, 5.0, 7.0])
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: next(norms))
+    events = run_handler(make_job(report_every_steps=2))
+    reported = [e["grad_norm"] for e in events if e["type"] == "metrics"]
+    assert reported == [2.0, 4.0, 6.0], reported
