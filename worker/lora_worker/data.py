@@ -18,6 +18,7 @@ ROLES = ("system", "user", "assistant")
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    truncated: bool = False  # cut to max_seq_len (some of it is not trained on)
 
     @property
     def n_tokens(self) -> int:
@@ -64,7 +65,41 @@ def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], l
 
 
 def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except Exception as e:  # noqa: BLE001 - templates refuse conversations with raise_exception (jinja)
+        roles = "/".join(m["role"] for m in messages)
+        raise WorkerError("dataset_incompatible", f"the model's chat template refuses a conversation ({roles}): {e}",
+                          "this model's template has a rule the dataset breaks (e.g. strictly alternating "
+                          "user/assistant turns, or no system role): fix the dataset or pick another "
+                          "base model") from None
+
+
+def _with_system_folded(messages: list[dict]) -> list[dict]:
+    """The system prompt prepended to the first user turn (for templates that drop system messages)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}" if system else m["content"]
+            break
+    return rest
+
+
+def prepare_messages(tokenizer, messages: list[dict]) -> list[dict]:
+    """The conversation as this template can render it faithfully: a template that silently drops the
+    system prompt gets it folded into the first user turn instead (the model still sees it)."""
+    system = [m["content"].strip() for m in messages if m["role"] == "system" and m["content"].strip()]
+    if not system:
+        return messages
+    try:
+        full = _render(tokenizer, messages, False)
+    except WorkerError:
+        # Templates that refuse the system role (Gemma-style) get it in the first user turn.
+        return _with_system_folded(messages)
+    if all(s in full for s in system):
+        return messages
+    return _with_system_folded(messages)
 
 
 def assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
@@ -85,10 +120,18 @@ def assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tup
         if start is not None and full.startswith(start) and full.startswith(end) and len(end) > len(start):
             spans.append((len(start), len(end)))
         else:
-            # Templates that rewrite history (e.g. strip reasoning from earlier turns) break the prefix
-            # property; fall back to locating the reply text itself.
+            # Templates that rewrite history (e.g. strip reasoning from earlier turns, or move the
+            # system prompt) break the prefix property; fall back to locating the reply text itself,
+            # anchored after the preceding turn so a reply that also occurs in the user's turn
+            # cannot label the user's words.
             content = m["content"].strip()
-            idx = full.find(content, cursor) if content else -1
+            anchor = cursor
+            previous = messages[i - 1]["content"].strip() if i > 0 else ""
+            if previous:
+                at = full.find(previous, cursor)
+                if at >= 0:
+                    anchor = at + len(previous)
+            idx = full.find(content, anchor) if content else -1
             if idx < 0:
                 continue
             spans.append((idx, idx + len(content)))
@@ -98,7 +141,7 @@ def assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tup
 
 def encode(tokenizer, messages: list[dict], max_seq_len: int) -> Encoded | None:
     """Token ids + labels (IGNORE_INDEX outside assistant turns), truncated; None if no assistant token survives."""
-    text, spans = assistant_char_spans(tokenizer, messages)
+    text, spans = assistant_char_spans(tokenizer, prepare_messages(tokenizer, messages))
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
@@ -117,23 +160,35 @@ def encode(tokenizer, messages: list[dict], max_seq_len: int) -> Encoded | None:
             ids += pre + mid
             labels += [IGNORE_INDEX] * len(pre) + mid
             pos = b
+    truncated = len(ids) > max_seq_len
     ids, labels = ids[:max_seq_len], labels[:max_seq_len]
     # The first position never gets a loss after the causal shift, so it does not count as a supervised token.
     if not any(lab != IGNORE_INDEX for lab in labels[1:]):
         return None
-    return Encoded(ids, labels)
+    return Encoded(ids, labels, truncated)
 
 
-def encode_all(tokenizer, examples: list[list[dict]], max_seq_len: int) -> tuple[list[Encoded], int]:
-    """Returns (encoded examples, number dropped because no assistant token was left after truncation)."""
+@dataclass
+class EncodedSet:
+    examples: list[Encoded]
+    dropped: int  # no assistant token left within max_seq_len
+    truncated: int  # kept, but cut to max_seq_len
+
+
+def encode_all(tokenizer, examples: list[list[dict]], max_seq_len: int) -> EncodedSet:
     out, dropped = [], 0
-    for msgs in examples:
-        e = encode(tokenizer, msgs, max_seq_len)
+    for n, msgs in enumerate(examples, start=1):
+        try:
+            e = encode(tokenizer, msgs, max_seq_len)
+        except WorkerError as err:
+            err.message = f"example {n}: {err.message}"
+            err.args = (err.message,)
+            raise
         if e is None:
             dropped += 1
         else:
             out.append(e)
-    return out, dropped
+    return EncodedSet(out, dropped, sum(1 for e in out if e.truncated))
 
 
 def make_batches(examples: list[Encoded], batch_size: int, order: list[int], pad_id: int):

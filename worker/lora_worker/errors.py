@@ -10,6 +10,7 @@ ERROR_CODES = (
     "invalid_input",
     "dataset_download_failed",
     "dataset_invalid",
+    "dataset_incompatible",
     "model_load_failed",
     "no_gpu",
     "out_of_memory",
@@ -24,6 +25,8 @@ HINTS = {
     "dataset_download_failed": "the signed URL may have expired; retry the job",
     "dataset_invalid": "check that the dataset is OpenAI chat JSONL with at least one assistant message "
     "per example, and that max_seq_len leaves room for the assistant replies",
+    "dataset_incompatible": "the base model's chat template cannot render this dataset: fix the dataset or pick "
+    "another base model",
     "model_load_failed": "check the base model id or path, that it is a causal LM, and that the worker can reach it",
     "no_gpu": "this worker sees no CUDA GPU: restrict the endpoint to GPU workers whose CUDA version the image "
     "supports (see the worker README), or train the demo model, which runs on CPU",

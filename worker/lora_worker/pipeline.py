@@ -78,17 +78,22 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[d
     loaded = model_mod.load(inp.base_model, hp, device, quant_used)
     state["loaded"] = loaded
 
-    encoded, dropped = data.encode_all(loaded.tokenizer, examples, hp.max_seq_len)
-    if not encoded:
-        raise WorkerError("dataset_invalid", f"none of the {len(examples)} examples has assistant tokens left "
-                          f"within max_seq_len={hp.max_seq_len}", "increase max_seq_len or shorten the prompts")
-    train_idx, eval_idx = data.split_indices(len(encoded), hp.eval_fraction, hp.seed)
-    train_set = [encoded[i] for i in train_idx]
-    eval_set = [encoded[i] for i in eval_idx]
+    # Split before encoding: the held-out examples do not depend on max_seq_len or the tokenizer.
+    train_idx, eval_idx = data.split_indices(len(examples), hp.eval_fraction, hp.seed)
+    train_enc = data.encode_all(loaded.tokenizer, [examples[i] for i in train_idx], hp.max_seq_len)
+    eval_enc = data.encode_all(loaded.tokenizer, [examples[i] for i in eval_idx], hp.max_seq_len)
+    train_set, eval_set = train_enc.examples, eval_enc.examples
+    if not train_set:
+        raise WorkerError("dataset_invalid", f"none of the {len(train_idx)} training examples has assistant tokens "
+                          f"left within max_seq_len={hp.max_seq_len}", "increase max_seq_len or shorten the prompts")
+    dropped = train_enc.dropped + eval_enc.dropped
+    truncated = train_enc.truncated + eval_enc.truncated
     total = train_mod.total_steps_for(len(train_set), hp, inp.max_steps)
     msg = f"training {total} steps on {len(train_set)} examples ({len(eval_set)} held out for eval)"
     if dropped:
         msg += f"; {dropped} example(s) dropped: no assistant tokens within max_seq_len"
+    if truncated:
+        msg += f"; {truncated} example(s) truncated to max_seq_len={hp.max_seq_len}"
     yield contract.stage_event("training", msg, elapsed(), total_steps=total,
                                train_examples=len(train_set), eval_examples=len(eval_set))
     summary = yield from train_mod.train(loaded, train_set, eval_set, hp, inp.report_every_steps,

@@ -431,3 +431,102 @@ def test_reported_grad_norm_is_the_window_mean(make_job, monkeypatch):
     events = run_handler(make_job(report_every_steps=2))
     reported = [e["grad_norm"] for e in events if e["type"] == "metrics"]
     assert reported == [2.0, 4.0, 6.0], reported
+
+
+# ---- chat templates that cannot mislabel ------------------------------------------------------------------------
+
+
+def _tokenizer_with(template: str):
+    from transformers import AutoTokenizer
+
+    from lora_worker import demo_model
+
+    tok = AutoTokenizer.from_pretrained(demo_model.ensure_demo_model(), local_files_only=True)
+    tok.chat_template = template
+    return tok
+
+
+TURN = "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + (message['content'] | trim) + '<|eot_id|>' }}"
+GEN = "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+# Mistral's rule: strictly alternating user/assistant turns.
+ALTERNATING = ("{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+               "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+               "{% endif %}" + TURN + "{% endfor %}" + GEN)
+# Gemma's rule: no system role.
+NO_SYSTEM = ("{% for message in messages %}{% if message['role'] == 'system' %}"
+             "{{ raise_exception('System role not supported') }}{% endif %}" + TURN + "{% endfor %}" + GEN)
+# A template that silently drops system messages.
+DROPS_SYSTEM = "{% for message in messages %}{% if message['role'] != 'system' %}" + TURN + "{% endif %}{% endfor %}" + GEN
+# A template whose full rendering is not an extension of its prefixes (a closing marker on the last turn only),
+# so the worker falls back to locating each reply in the text.
+REWRITES = "{% for message in messages %}" + TURN + "{% if loop.last %}<|end|>{% endif %}{% endfor %}" + GEN
+
+
+def test_a_template_rule_the_dataset_breaks_is_a_clear_failure():
+    from lora_worker.data import encode_all
+    from lora_worker.errors import WorkerError
+
+    tok = _tokenizer_with(ALTERNATING)
+    ok = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    bad = [{"role": "user", "content": "hi"}, {"role": "user", "content": "again"},
+           {"role": "assistant", "content": "hello"}]
+    with pytest.raises(WorkerError) as failure:
+        encode_all(tok, [ok, bad], 128)
+    assert failure.value.code == "dataset_incompatible"
+    assert "example 2" in failure.value.message and "must alternate" in failure.value.message
+
+
+@pytest.mark.parametrize("template", [NO_SYSTEM, DROPS_SYSTEM], ids=["refuses-system", "drops-system"])
+def test_the_system_prompt_is_kept_when_the_template_has_no_place_for_it(template):
+    from lora_worker.data import encode
+
+    tok = _tokenizer_with(template)
+    msgs = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Hello?"},
+            {"role": "assistant", "content": "Bonjour."}]
+    enc = encode(tok, msgs, 256)
+    assert enc is not None
+    unlabelled = tok.decode([t for t, lab in zip(enc.input_ids, enc.labels) if lab == -100])
+    labelled = tok.decode([t for t, lab in zip(enc.input_ids, enc.labels) if lab != -100])
+    assert "Answer in French." in unlabelled and "Hello?" in unlabelled
+    assert labelled.startswith("Bonjour.")
+
+
+def test_a_short_reply_repeated_in_the_user_turn_labels_only_the_reply():
+    from lora_worker.data import encode
+
+    tok = _tokenizer_with(REWRITES)
+    msgs = [{"role": "user", "content": "Just say yes please"}, {"role": "assistant", "content": "yes please"}]
+    enc = encode(tok, msgs, 256)
+    assert enc is not None
+    runs = _runs(enc.labels)
+    assert len(runs) == 1
+    assert tok.decode([enc.input_ids[i] for i in runs[0]]).strip() == "yes please"
+    unlabelled = tok.decode([t for t, lab in zip(enc.input_ids, enc.labels) if lab == -100])
+    assert "Just say yes please" in unlabelled
+
+
+def test_truncated_examples_are_counted(demo_tokenizer):
+    from lora_worker.data import encode_all
+
+    short = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]
+    long = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x " * 100}]
+    hopeless = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]
+    result = encode_all(demo_tokenizer, [short, long, hopeless], 32)
+    assert (len(result.examples), result.truncated, result.dropped) == (2, 1, 1)
+
+
+def test_the_eval_split_does_not_depend_on_max_seq_len(make_job, monkeypatch):
+    from lora_worker import data
+
+    real = data.encode_all
+    seen: list[list] = []
+
+    def recording(tokenizer, examples, max_seq_len):
+        seen.append(examples)
+        return real(tokenizer, examples, max_seq_len)
+
+    monkeypatch.setattr(data, "encode_all", recording)
+    run_handler(make_job(hyperparameters={"max_seq_len": 128}))
+    run_handler(make_job(hyperparameters={"max_seq_len": 256}))
+    # encode_all is called for the train part, then the eval part, in each run.
+    assert len(seen) == 4 and seen[1] and seen[1] == seen[3]
