@@ -59,14 +59,42 @@ def _source(base_model: str) -> tuple[str, bool]:
     return base_model, False
 
 
-def load(base_model: str, hp, device: str, quantization_used: str) -> Loaded:
-    import torch
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(base_model: str):
+    """The tokenizer alone (seconds, no GPU memory): the dataset is tokenised before the model loads."""
+    from transformers import AutoTokenizer
 
     src, local_only = _source(base_model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
+    except Exception as e:  # noqa: BLE001 - any load failure is reported, not crashed on
+        raise WorkerError("model_load_failed", f"could not load the tokenizer of {base_model!r}: "
+                          f"{type(e).__name__}: {e}") from e
+    # Base models often ship without a pad token or chat template; the worker needs both.
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        log.warning("tokenizer has no chat template; using the llama-3 style default")
+        tokenizer.chat_template = demo_model.CHAT_TEMPLATE
+    if tokenizer.pad_token_id is None:
+        raise WorkerError("model_load_failed", "the tokenizer has neither a pad nor an eos token")
+    return tokenizer
+
+
+def lora_targets(model) -> list[str] | str:
+    """The usual attention and MLP projections where the model names them so; otherwise every linear
+    layer but the output head ("all-linear": Phi-3's fused qkv_proj, GPT-NeoX's query_key_value, ...)."""
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in LORA_TARGETS if t in present]
+    return targets or "all-linear"
+
+
+def load(base_model: str, hp, device: str, quantization_used: str, tokenizer) -> Loaded:
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    src, local_only = _source(base_model)
+    try:
         kwargs: dict = {"local_files_only": local_only}
         if device == "cuda":
             if quantization_used == "nf4":
@@ -93,24 +121,11 @@ def load(base_model: str, hp, device: str, quantization_used: str) -> Loaded:
         raise WorkerError("model_load_failed", f"could not load base model {base_model!r}: "
                           f"{type(e).__name__}: {e}") from e
 
-    # Base models often ship without a pad token or chat template; the worker needs both.
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if not getattr(tokenizer, "chat_template", None):
-        log.warning("tokenizer has no chat template; using the llama-3 style default")
-        tokenizer.chat_template = demo_model.CHAT_TEMPLATE
-    if tokenizer.pad_token_id is None:
-        raise WorkerError("model_load_failed", "the tokenizer has neither a pad nor an eos token")
-
     model.config.use_cache = False  # KV cache is useless in training and conflicts with checkpointing
     if quantization_used == "nf4":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
 
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in LORA_TARGETS if t in present]
-    if not targets:
-        raise WorkerError("model_load_failed", f"{base_model!r} has none of the projection layers LoRA targets "
-                          f"({', '.join(LORA_TARGETS)})", "pick a Llama/Mistral/Qwen-style decoder model")
+    targets = lora_targets(model)
     lora = LoraConfig(r=hp.rank, lora_alpha=hp.alpha, lora_dropout=hp.dropout, target_modules=targets,
                       task_type=TaskType.CAUSAL_LM, bias="none")
     # LoRA's A matrices are drawn at random here: seeded now, so the same seed gives the same

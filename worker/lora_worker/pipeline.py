@@ -74,20 +74,24 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[d
     examples = data.load_jsonl(ds_path)
     log.info("dataset: %d bytes, %d examples", n_bytes, len(examples))
 
-    yield contract.stage_event("loading_model", f"loading {inp.base_model}: {note}", elapsed())
-    loaded = model_mod.load(inp.base_model, hp, device, quant_used)
-    state["loaded"] = loaded
-
+    # Tokenised before the model loads: a dataset the model's template cannot render fails before
+    # any GPU memory is taken, and the loaded model never waits on the CPU-bound encoding.
+    tokenizer = model_mod.load_tokenizer(inp.base_model)
     # Split before encoding: the held-out examples do not depend on max_seq_len or the tokenizer.
     train_idx, eval_idx = data.split_indices(len(examples), hp.eval_fraction, hp.seed)
-    train_enc = data.encode_all(loaded.tokenizer, [examples[i] for i in train_idx], hp.max_seq_len)
-    eval_enc = data.encode_all(loaded.tokenizer, [examples[i] for i in eval_idx], hp.max_seq_len)
+    train_enc = data.encode_all(tokenizer, [examples[i] for i in train_idx], hp.max_seq_len)
+    eval_enc = data.encode_all(tokenizer, [examples[i] for i in eval_idx], hp.max_seq_len)
     train_set, eval_set = train_enc.examples, eval_enc.examples
     if not train_set:
         raise WorkerError("dataset_invalid", f"none of the {len(train_idx)} training examples has assistant tokens "
                           f"left within max_seq_len={hp.max_seq_len}", "increase max_seq_len or shorten the prompts")
     dropped = train_enc.dropped + eval_enc.dropped
     truncated = train_enc.truncated + eval_enc.truncated
+
+    yield contract.stage_event("loading_model", f"loading {inp.base_model}: {note}", elapsed())
+    loaded = model_mod.load(inp.base_model, hp, device, quant_used, tokenizer)
+    state["loaded"] = loaded
+
     total = train_mod.total_steps_for(len(train_set), hp, inp.max_steps)
     msg = f"training {total} steps on {len(train_set)} examples ({len(eval_set)} held out for eval)"
     if dropped:

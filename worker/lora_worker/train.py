@@ -44,21 +44,37 @@ def lr_factor(step_idx: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step_idx) / max(1, total - warmup))
 
 
+# Rows of logits computed at once: the vocabulary-sized logits exist for one chunk at a time.
+LOSS_CHUNK = 1024
+
+
 def compute_loss(model, batch):
     """Summed token cross-entropy over labelled positions and their count.
 
-    Summing (not averaging) per micro-batch lets gradient accumulation normalise by the label tokens of the
-    whole optimizer step, so short and long examples weigh the same however they are batched.
-    Module-level so tests can substitute it (NaN / OOM injection).
+    Only labelled positions go through the output head, in chunks: the full (batch × sequence ×
+    vocabulary) fp32 logits — gigabytes at a 128k vocabulary — are never materialised, and prompt
+    tokens (most of a chat example) cost no head compute. Summing (not averaging) per micro-batch lets
+    gradient accumulation normalise by the label tokens of the whole optimizer step, so short and long
+    examples weigh the same however they are batched. Module-level so tests can substitute it.
     """
+    import torch
     import torch.nn.functional as F
 
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    logits = out.logits[:, :-1, :].float()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    out = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    hidden = out.last_hidden_state[:, :-1, :]
     labels = batch["labels"][:, 1:]
-    loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss_sum, int((labels != IGNORE_INDEX).sum())
+    keep = labels != IGNORE_INDEX
+    rows, targets = hidden[keep], labels[keep]
+    head = base.get_output_embeddings()
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for i in range(0, rows.size(0), LOSS_CHUNK):
+        logits = head(rows[i:i + LOSS_CHUNK]).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        total = total + F.cross_entropy(logits, targets[i:i + LOSS_CHUNK], reduction="sum")
+    return total, int(keep.sum())
 
 
 def _to(batch: dict, device: str) -> dict:

@@ -530,3 +530,53 @@ def test_the_eval_split_does_not_depend_on_max_seq_len(make_job, monkeypatch):
     run_handler(make_job(hyperparameters={"max_seq_len": 256}))
     # encode_all is called for the train part, then the eval part, in each run.
     assert len(seen) == 4 and seen[1] and seen[1] == seen[3]
+
+
+# ---- memory: loss at labelled positions only ---------------------------------------------------------------------
+
+
+def test_the_loss_at_labelled_positions_equals_the_full_loss(make_job):
+    """The chunked head over labelled rows gives the loss (and the gradients) of the full-logits loss."""
+    import torch
+    import torch.nn.functional as F
+
+    from lora_worker import contract, data, model as model_mod, train
+
+    job = make_job()
+    hp = contract.validate_input(job["input"]).hp
+    tok = model_mod.load_tokenizer("tiny-random-llama")
+    loaded = model_mod.load("tiny-random-llama", hp, "cpu", "none", tok)
+    examples = [[{"role": "user", "content": f"question {i} " * (i + 1)},
+                 {"role": "assistant", "content": f"answer {i}"}] for i in range(4)]
+    encoded = data.encode_all(tok, examples, 128).examples
+    batch = data.make_batches(encoded, 4, list(range(4)), tok.pad_token_id)[0]
+
+    def full_loss():
+        out = loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        logits = out.logits[:, :-1, :].float()
+        labels = batch["labels"][:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                               ignore_index=data.IGNORE_INDEX, reduction="sum")
+
+    expected = full_loss()
+    expected.backward()
+    expected_grads = [p.grad.clone() for p in loaded.model.parameters() if p.requires_grad]
+    loaded.model.zero_grad(set_to_none=True)
+
+    train.LOSS_CHUNK = 3  # several chunks even on this small batch
+    got, n = train.compute_loss(loaded.model, batch)
+    got.backward()
+    grads = [p.grad for p in loaded.model.parameters() if p.requires_grad]
+    assert n == int((batch["labels"][:, 1:] != data.IGNORE_INDEX).sum())
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), (float(got), float(expected))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads, expected_grads))
+
+
+def test_models_without_the_named_projections_get_all_linear_layers():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from lora_worker.model import LORA_TARGETS, lora_targets
+
+    tiny = dict(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    assert lora_targets(LlamaForCausalLM(LlamaConfig(**tiny))) == list(LORA_TARGETS)
+    assert lora_targets(GPTNeoXForCausalLM(GPTNeoXConfig(**tiny))) == "all-linear"
