@@ -12,6 +12,7 @@ jobs) and the exit code is 1. SIGTERM (cancel) exits promptly with 143.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -53,11 +54,14 @@ def main(argv=None) -> int:
         job.setdefault("id", args.job_id)
         import handler as handler_mod
 
-        gen = handler_mod.handler(job)
-        if os.environ.get("LORA_WORKER_TEST_CRASH") == "1":
-            gen = _crash_after_first(gen)  # test-only hook: exercises the __error__ path
-        for event in gen:
-            _emit(out, event)
+        async def stream() -> None:
+            gen = handler_mod.handler(job)
+            if os.environ.get("LORA_WORKER_TEST_CRASH") == "1":
+                gen = _crash_after_first(gen)  # test-only hook: exercises the __error__ path
+            async for event in gen:
+                _emit(out, event)
+
+        asyncio.run(stream())
         return 0
     except Exception as e:  # noqa: BLE001 - any escape from the handler is reported as RunPod does
         print(traceback.format_exc(), file=sys.stderr, flush=True)
@@ -66,10 +70,10 @@ def main(argv=None) -> int:
         return 1
 
 
-def _crash_after_first(gen):
-    for event in gen:
+async def _crash_after_first(gen):
+    async for event in gen:
         yield event
-        gen.close()
+        await gen.aclose()
         raise RuntimeError("LORA_WORKER_TEST_CRASH: simulated handler crash")
 
 

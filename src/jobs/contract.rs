@@ -39,6 +39,10 @@ pub struct WorkerInput {
     /// A cap on optimizer steps (demo runs, tests); `None` runs every epoch.
     #[serde(default)]
     pub max_steps: Option<u32>,
+    /// The run's execution timeout: the worker stops training in time to save and upload the
+    /// adapter so far, instead of being killed with nothing to show for the time billed.
+    #[serde(default)]
+    pub execution_timeout_s: Option<u64>,
 }
 
 /// The stages a worker reports, in order.
@@ -114,6 +118,9 @@ pub struct EvalEvent {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum WorkerResult {
     Succeeded {
+        /// `deadline` when training stopped at the time limit (the adapter so far was saved).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stopped_early: Option<String>,
         files: Vec<UploadedFile>,
         metrics: FinalMetrics,
         quantization_used: String,

@@ -463,6 +463,7 @@ mod tests {
         events.push(stage(JobStage::Saving));
         events.push(stage(JobStage::Uploading));
         events.push(JobEvent::Result(WorkerResult::Succeeded {
+            stopped_early: None,
             files: vec![UploadedFile {
                 name: "adapter_model.safetensors".into(),
                 size: 10,

@@ -25,7 +25,7 @@ _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 
 _TOP_KEYS = {
     "contract_version", "job_id", "base_model", "dataset_url", "hyperparameters",
-    "upload_urls", "report_every_steps", "max_steps",
+    "upload_urls", "report_every_steps", "max_steps", "execution_timeout_s",
 }
 _HP_KEYS = {
     "learning_rate", "batch_size", "gradient_accumulation_steps", "epochs", "rank", "alpha",
@@ -58,6 +58,8 @@ class JobInput:
     upload_urls: dict[str, str]
     report_every_steps: int
     max_steps: int | None
+    # RunPod's executionTimeout for this job: the worker stops training in time to save what it has.
+    execution_timeout_s: int | None = None
 
 
 def _bad(msg: str) -> WorkerError:
@@ -97,7 +99,7 @@ def validate_input(raw: Any) -> JobInput:
     """Checks types and ranges of job["input"]; raises WorkerError(invalid_input) with a precise message."""
     if not isinstance(raw, dict):
         raise _bad("input must be a JSON object")
-    missing = sorted(k for k in _TOP_KEYS - {"max_steps"} if k not in raw)
+    missing = sorted(k for k in _TOP_KEYS - {"max_steps", "execution_timeout_s"} if k not in raw)
     if missing:
         raise _bad(f"missing field(s): {', '.join(missing)}")
     unknown = sorted(set(raw) - _TOP_KEYS)
@@ -155,7 +157,10 @@ def validate_input(raw: Any) -> JobInput:
     max_steps = raw.get("max_steps")
     if max_steps is not None:
         max_steps = _int(raw, "max_steps", 1)
-    return JobInput(job_id, base_model.strip(), dataset_url, hp, dict(uploads), report_every, max_steps)
+    timeout = raw.get("execution_timeout_s")
+    if timeout is not None:
+        timeout = _int(raw, "execution_timeout_s", 1)
+    return JobInput(job_id, base_model.strip(), dataset_url, hp, dict(uploads), report_every, max_steps, timeout)
 
 
 # ---- event constructors (the only places event dicts are built) -------------------------------------------
@@ -193,8 +198,8 @@ def eval_event(*, step: int, epoch: float, eval_loss: float, elapsed_s: float) -
 
 def succeeded_event(*, files: list[dict], final_train_loss: float, final_eval_loss: float | None,
                     total_steps: int, train_runtime_s: float, tokens_per_sec: float, train_tokens: int,
-                    quantization_used: str, device: str) -> dict:
-    return {
+                    quantization_used: str, device: str, stopped_early: str | None = None) -> dict:
+    event = {
         "type": "result", "status": "succeeded",
         "files": [{"name": f["name"], "size": int(f["size"]), "sha256": f["sha256"]} for f in files],
         "metrics": {
@@ -205,6 +210,10 @@ def succeeded_event(*, files: list[dict], final_train_loss: float, final_eval_lo
         },
         "quantization_used": quantization_used, "device": device,
     }
+    if stopped_early:
+        # The adapter trained so far was saved and uploaded, but the run did not finish its steps.
+        event["stopped_early"] = stopped_early
+    return event
 
 
 def failed_event(err: WorkerError) -> dict:

@@ -175,9 +175,11 @@ class EncodedSet:
     truncated: int  # kept, but cut to max_seq_len
 
 
-def encode_all(tokenizer, examples: list[list[dict]], max_seq_len: int) -> EncodedSet:
+def encode_all(tokenizer, examples: list[list[dict]], max_seq_len: int, check=lambda: None) -> EncodedSet:
+    """`check` is called between examples (it raises to stop: a cancel during a long tokenisation)."""
     out, dropped = [], 0
     for n, msgs in enumerate(examples, start=1):
+        check()
         try:
             e = encode(tokenizer, msgs, max_seq_len)
         except WorkerError as err:

@@ -10,13 +10,24 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import contract, data, model as model_mod, train as train_mod, transfer
+from .control import Cancelled, Control
 from .errors import HINTS, WorkerError, is_oom
 
 log = logging.getLogger(__name__)
 
 
-def run(job: dict) -> Iterator[dict]:
-    """Yields contract events; expected failures end with a `result/failed` event instead of an exception."""
+def control_for(job: dict) -> Control:
+    """The stop flag and deadline of a job (its execution timeout, when the platform sent one)."""
+    raw = job.get("input") if isinstance(job, dict) else None
+    timeout = raw.get("execution_timeout_s") if isinstance(raw, dict) else None
+    ok = isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+    return Control(float(timeout) if ok else None)
+
+
+def run(job: dict, control: Control | None = None) -> Iterator[dict]:
+    """Yields contract events; expected failures end with a `result/failed` event instead of an exception.
+    A cancel (through `control`) ends the stream without a result: nobody is waiting for one."""
+    control = control or control_for(job)
     t0 = time.monotonic()
 
     def elapsed() -> float:
@@ -33,7 +44,9 @@ def run(job: dict) -> Iterator[dict]:
                               "the platform must offer upload URLs for adapter_config.json and "
                               "adapter_model.safetensors; this is a platform bug, report it")
         with tempfile.TemporaryDirectory(prefix="lora-job-") as work:
-            yield from _run(inp, Path(work), elapsed, state)
+            yield from _run(inp, Path(work), elapsed, state, control)
+    except Cancelled:
+        log.warning("job cancelled after %.1f s: stopped", elapsed())
     except WorkerError as e:
         log.warning("job failed: %s: %s", e.code, e.message)
         yield contract.failed_event(e)
@@ -59,7 +72,7 @@ def _release(state: dict) -> None:
         pass
 
 
-def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[dict]:
+def _run(inp: contract.JobInput, work: Path, elapsed, state: dict, control: Control) -> Iterator[dict]:
     hp = inp.hp
     # Where it trains is decided first: a worker that cannot train this model stops before any
     # download (no_gpu), so a misrouted job costs seconds, not an execution timeout.
@@ -71,6 +84,7 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[d
         n_bytes = transfer.download(inp.dataset_url, ds_path)
     except transfer.TransferError as e:
         raise WorkerError("dataset_download_failed", str(e)) from None
+    control.check()
     examples = data.load_jsonl(ds_path)
     log.info("dataset: %d bytes, %d examples", n_bytes, len(examples))
 
@@ -79,8 +93,8 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[d
     tokenizer = model_mod.load_tokenizer(inp.base_model)
     # Split before encoding: the held-out examples do not depend on max_seq_len or the tokenizer.
     train_idx, eval_idx = data.split_indices(len(examples), hp.eval_fraction, hp.seed)
-    train_enc = data.encode_all(tokenizer, [examples[i] for i in train_idx], hp.max_seq_len)
-    eval_enc = data.encode_all(tokenizer, [examples[i] for i in eval_idx], hp.max_seq_len)
+    train_enc = data.encode_all(tokenizer, [examples[i] for i in train_idx], hp.max_seq_len, control.check)
+    eval_enc = data.encode_all(tokenizer, [examples[i] for i in eval_idx], hp.max_seq_len, control.check)
     train_set, eval_set = train_enc.examples, eval_enc.examples
     if not train_set:
         raise WorkerError("dataset_invalid", f"none of the {len(train_idx)} training examples has assistant tokens "
@@ -91,6 +105,7 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[d
     yield contract.stage_event("loading_model", f"loading {inp.base_model}: {note}", elapsed())
     loaded = model_mod.load(inp.base_model, hp, device, quant_used, tokenizer)
     state["loaded"] = loaded
+    control.check()
 
     total = train_mod.total_steps_for(len(train_set), hp, inp.max_steps)
     msg = f"training {total} steps on {len(train_set)} examples ({len(eval_set)} held out for eval)"
@@ -101,7 +116,8 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[d
     yield contract.stage_event("training", msg, elapsed(), total_steps=total,
                                train_examples=len(train_set), eval_examples=len(eval_set))
     summary = yield from train_mod.train(loaded, train_set, eval_set, hp, inp.report_every_steps,
-                                         inp.max_steps, elapsed)
+                                         inp.max_steps, elapsed, control)
+    control.check()
 
     yield contract.stage_event("saving", "saving the adapter and tokenizer", elapsed())
     out = work / "adapter"
@@ -110,12 +126,14 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict) -> Iterator[d
 
     yield contract.stage_event("uploading", "uploading the adapter files", elapsed())
     files = _upload_all(out, inp.upload_urls)
+    control.check()
 
     yield contract.succeeded_event(
         files=files, final_train_loss=summary.final_train_loss, final_eval_loss=summary.final_eval_loss,
         total_steps=summary.total_steps, train_runtime_s=summary.train_runtime_s,
         tokens_per_sec=summary.tokens_per_sec, train_tokens=summary.train_tokens,
         quantization_used=loaded.quantization_used, device=loaded.device,
+        stopped_early=summary.stopped_early,
     )
 
 

@@ -26,6 +26,8 @@ class Summary:
     final_eval_loss: float | None
     train_runtime_s: float
     train_tokens: int
+    # "deadline" when training stopped at the job's time limit (the adapter so far is still saved).
+    stopped_early: str | None = None
 
     @property
     def tokens_per_sec(self) -> float:
@@ -111,9 +113,17 @@ def evaluate(model, batches: list[dict], device: str) -> float:
 
 
 def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_every: int,
-          max_steps: int | None, elapsed: Callable[[], float]) -> Iterator[dict]:
-    """Yields metrics/eval events; returns a Summary (via StopIteration, use `yield from`)."""
+          max_steps: int | None, elapsed: Callable[[], float], control=None) -> Iterator[dict]:
+    """Yields metrics/eval events; returns a Summary (via StopIteration, use `yield from`).
+
+    `control` is checked every micro-batch: a cancel raises at once; at the deadline training stops after
+    the current optimizer step, evaluates and returns, so the adapter so far is saved in time."""
     import torch
+
+    from .control import Control
+
+    control = control or Control()
+    stopped_early: str | None = None
 
     model, device = loaded.model, loaded.device
     pad_id = loaded.tokenizer.pad_token_id
@@ -147,10 +157,15 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
         for g in range(0, len(micro), ga):
             if step >= total:
                 break
+            if control.past_deadline():
+                stopped_early = "deadline"
+                log.warning("deadline reached at step %d of %d: stopping to save the adapter", step, total)
+                break
             group = micro[g:g + ga]
             n_labels = max(1, sum(_label_tokens(b) for b in group))
             step_loss = 0.0
             for b in group:
+                control.check()
                 b = _to(b, device)
                 loss_sum, _ = compute_loss(model, b)
                 loss = loss_sum / n_labels
@@ -173,7 +188,7 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
             win_grad_norms.append(grad_norm)
             last_loss = step_loss
 
-            if step % report_every == 0 or step == total:
+            if step % report_every == 0 or step == total or control.past_deadline():
                 now = time.monotonic()
                 window_loss = sum(win_losses) / len(win_losses)
                 # The window's mean, like the loss: one step's norm is noise when reports are sparse.
@@ -186,8 +201,8 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
                 )
                 last_loss = window_loss
                 win_start, win_tokens, win_losses, win_grad_norms = now, 0, [], []
-        # End of epoch (or the max_steps cut): evaluate once per step count reached.
-        if eval_batches and step != last_eval_step and (step == total or step % spe == 0):
+        # End of epoch (or the max_steps cut, or the deadline): evaluate once per step count reached.
+        if eval_batches and step != last_eval_step and (step == total or step % spe == 0 or stopped_early):
             eval_started = time.monotonic()
             last_eval = evaluate(model, eval_batches, device)
             eval_s += time.monotonic() - eval_started
@@ -196,11 +211,12 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
                 raise WorkerError("nan_loss", f"eval loss became {last_eval} at step {step}")
             last_eval_step = step
             yield contract.eval_event(step=step, epoch=step / spe, eval_loss=last_eval, elapsed_s=elapsed())
-        if step >= total:
+        if step >= total or stopped_early:
             break
 
     return Summary(total_steps=step, final_train_loss=last_loss, final_eval_loss=last_eval,
-                   train_runtime_s=time.monotonic() - start - eval_s, train_tokens=train_tokens)
+                   train_runtime_s=time.monotonic() - start - eval_s, train_tokens=train_tokens,
+                   stopped_early=stopped_early)
 
 
 def check_token_ids(model, examples: list[Encoded]) -> None:

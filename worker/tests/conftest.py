@@ -174,4 +174,4 @@ def make_job(store):
 def run_handler(job: dict) -> list[dict]:
     import handler
 
-    return list(handler.handler(job))
+    return handler.run_sync(job)

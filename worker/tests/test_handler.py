@@ -521,9 +521,9 @@ def test_the_eval_split_does_not_depend_on_max_seq_len(make_job, monkeypatch):
     real = data.encode_all
     seen: list[list] = []
 
-    def recording(tokenizer, examples, max_seq_len):
+    def recording(tokenizer, examples, max_seq_len, *rest):
         seen.append(examples)
-        return real(tokenizer, examples, max_seq_len)
+        return real(tokenizer, examples, max_seq_len, *rest)
 
     monkeypatch.setattr(data, "encode_all", recording)
     run_handler(make_job(hyperparameters={"max_seq_len": 128}))
@@ -580,3 +580,133 @@ def test_models_without_the_named_projections_get_all_linear_layers():
     tiny = dict(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     assert lora_targets(LlamaForCausalLM(LlamaConfig(**tiny))) == list(LORA_TARGETS)
     assert lora_targets(GPTNeoXForCausalLM(GPTNeoXConfig(**tiny))) == "all-linear"
+
+
+# ---- stopping: cancel and deadline -------------------------------------------------------------------------------
+
+
+def _run_with(job: dict, control) -> list[dict]:
+    import asyncio
+
+    import handler
+
+    async def collect():
+        return [e async for e in handler.handler(job, control)]
+
+    return asyncio.run(collect())
+
+
+def test_a_cancel_during_the_download_stops_before_tokenising(make_job, monkeypatch):
+    from lora_worker import model as model_mod, transfer
+    from lora_worker.control import Control
+
+    control = Control()
+    real = transfer.download
+
+    def then_cancel(url, dest):
+        n = real(url, dest)
+        control.cancel()
+        return n
+
+    monkeypatch.setattr(transfer, "download", then_cancel)
+    monkeypatch.setattr(model_mod, "load_tokenizer", lambda *_: pytest.fail("tokenised after the cancel"))
+    events = _run_with(make_job(), control)
+    assert [e.get("stage") for e in events] == ["downloading_dataset"], events
+
+
+def test_a_cancel_while_tokenising_stops_between_examples(make_job, monkeypatch):
+    from lora_worker import data, model as model_mod
+    from lora_worker.control import Control
+
+    control = Control()
+    real = data.encode
+    calls = {"n": 0}
+
+    def cancel_on_first(tokenizer, messages, max_seq_len):
+        calls["n"] += 1
+        control.cancel()
+        return real(tokenizer, messages, max_seq_len)
+
+    monkeypatch.setattr(data, "encode", cancel_on_first)
+    monkeypatch.setattr(model_mod, "load", lambda *_: pytest.fail("the model was loaded after the cancel"))
+    events = _run_with(make_job(), control)
+    assert calls["n"] == 1, "stopped at the next example"
+    assert not any(e["type"] == "result" for e in events)
+
+
+def test_a_cancel_during_training_stops_at_the_next_micro_batch(make_job, monkeypatch):
+    from lora_worker import train
+    from lora_worker.control import Control
+
+    control = Control()
+    real = train.compute_loss
+    calls = {"n": 0}
+
+    def cancel_on_third(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            control.cancel()
+        return real(model, batch)
+
+    monkeypatch.setattr(train, "compute_loss", cancel_on_third)
+    events = _run_with(make_job(max_steps=50, hyperparameters={"epochs": 20}), control)
+    assert calls["n"] == 3, "no micro-batch after the cancel"
+    assert not any(e["type"] == "result" for e in events)
+    assert not any(e.get("stage") == "saving" for e in events)
+
+
+def test_a_handler_stopped_by_runpod_stops_its_pipeline(make_job):
+    """RunPod cancels a job by cancelling the handler's task: the pipeline thread is told and stops."""
+    import asyncio
+    import threading
+
+    import handler
+    from lora_worker.control import Control
+
+    control = Control()
+
+    async def first_then_stop():
+        gen = handler.handler(make_job(max_steps=None, hyperparameters={"epochs": 1000}), control)
+        first = await gen.__anext__()
+        await gen.aclose()  # what cancelling the consuming task does to the generator
+        return first
+
+    first = asyncio.run(first_then_stop())
+    assert first["stage"] == "downloading_dataset"
+    assert control.cancelled
+    assert not any(t.name == "lora-pipeline" and t.is_alive() for t in threading.enumerate())
+
+
+def test_the_deadline_saves_and_uploads_the_adapter_so_far(store, make_job, monkeypatch, event_validator):
+    from lora_worker import train
+    from lora_worker.control import Control
+
+    control = Control(execution_timeout_s=3600)
+    real = train.compute_loss
+    calls = {"n": 0}
+
+    def expire_on_fifth(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            control.expire()
+        return real(model, batch)
+
+    monkeypatch.setattr(train, "compute_loss", expire_on_fifth)
+    events = _run_with(make_job(max_steps=50, hyperparameters={"epochs": 20}), control)
+    check_events(events, event_validator)
+    result = events[-1]
+    assert result["status"] == "succeeded" and result["stopped_early"] == "deadline", result
+    # Micro-batches of 2 per optimizer step: the deadline came during step 3, which still finished.
+    assert result["metrics"]["total_steps"] == 3
+    assert "/out/adapter_model.safetensors" in store.uploads
+
+
+def test_the_deadline_leaves_time_to_save():
+    from lora_worker.control import Control
+
+    ticks = iter([0.0, 100.0, 5000.0])
+    control = Control(execution_timeout_s=3600, margin_s=120, clock=lambda: next(ticks))
+    assert control.deadline == 3480.0
+    assert not control.past_deadline()
+    assert control.past_deadline()
+    assert Control().deadline is None

@@ -83,6 +83,17 @@ fn ended_on_backend(backend: &BackendState<'_>) -> Option<Ending> {
     Some(match backend.status {
         RunpodStatus::InQueue | RunpodStatus::InProgress => return None,
         RunpodStatus::Completed => match backend.result {
+            Some(WorkerResult::Succeeded {
+                stopped_early: Some(_),
+                metrics,
+                ..
+            }) => Ending::failed(
+                "stopped_at_deadline",
+                format!(
+                    "The run reached its time limit after {} steps and stopped; the adapter trained so far was saved. Retry with fewer epochs, or a faster GPU.",
+                    metrics.total_steps
+                ),
+            ),
             Some(WorkerResult::Succeeded { .. }) => Ending::Completed { cost: backend.cost },
             Some(WorkerResult::Failed {
                 error_code,
@@ -188,6 +199,7 @@ mod tests {
 
     fn succeeded() -> WorkerResult {
         WorkerResult::Succeeded {
+            stopped_early: None,
             files: vec![],
             metrics: FinalMetrics {
                 final_train_loss: 1.0,
@@ -243,6 +255,28 @@ mod tests {
             assert!(matches!(decision, Decision::Finish(_)), "{status:?}");
             assert_eq!(code(&decision), Some(expected), "{status:?}");
         }
+    }
+
+    #[test]
+    fn a_run_stopped_at_its_deadline_is_not_a_completed_job() {
+        let mut partial = succeeded();
+        if let WorkerResult::Succeeded { stopped_early, .. } = &mut partial {
+            *stopped_early = Some("deadline".into());
+        }
+        let decision = decide(&observe(
+            JobStatus::Running,
+            Some(backend(RunpodStatus::Completed, Some(&partial))),
+        ));
+        assert_eq!(code(&decision), Some("stopped_at_deadline"));
+        let Decision::Finish(ending) = decision else {
+            panic!("{decision:?}")
+        };
+        assert!(
+            ending
+                .message()
+                .unwrap()
+                .contains("adapter trained so far was saved")
+        );
     }
 
     #[test]

@@ -197,6 +197,7 @@ impl Processor {
             upload_urls,
             report_every_steps: self.config.report_every_steps,
             max_steps: None,
+            execution_timeout_s: Some(execution_timeout(job.estimate.as_ref()).as_secs()),
         })
     }
 }
