@@ -22,6 +22,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from lora_worker import hub  # noqa: E402
+
+hub.configure_cache()  # before transformers is imported: it reads HF_HOME once
+
 from lora_worker import pipeline  # noqa: E402
 from lora_worker.control import Control  # noqa: E402
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import demo_model
+from . import demo_model, hub
 from .contract import DEMO_MODEL
 from .errors import WorkerError, is_oom
 
@@ -68,7 +68,7 @@ def load_tokenizer(base_model: str):
         tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
     except Exception as e:  # noqa: BLE001 - any load failure is reported, not crashed on
         raise WorkerError("model_load_failed", f"could not load the tokenizer of {base_model!r}: "
-                          f"{type(e).__name__}: {e}") from e
+                          f"{type(e).__name__}: {e}", hub.load_failure_hint(e)) from e
     # Base models often ship without a pad token or chat template; the worker needs both.
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -119,7 +119,7 @@ def load(base_model: str, hp, device: str, quantization_used: str, tokenizer) ->
             raise WorkerError("out_of_memory", f"the base model does not fit in GPU memory: {e}",
                               "pick a GPU with more memory, or use quantization nf4") from e
         raise WorkerError("model_load_failed", f"could not load base model {base_model!r}: "
-                          f"{type(e).__name__}: {e}") from e
+                          f"{type(e).__name__}: {e}", hub.load_failure_hint(e)) from e
 
     model.config.use_cache = False  # KV cache is useless in training and conflicts with checkpointing
     if quantization_used == "nf4":

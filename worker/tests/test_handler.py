@@ -710,3 +710,34 @@ def test_the_deadline_leaves_time_to_save():
     assert not control.past_deadline()
     assert control.past_deadline()
     assert Control().deadline is None
+
+
+# ---- cold starts ---------------------------------------------------------------------------------------------
+
+
+def test_the_hugging_face_cache_goes_to_the_network_volume(tmp_path):
+    from lora_worker.hub import configure_cache
+
+    volume = tmp_path / "runpod-volume"
+    assert configure_cache({}, volume) is None, "no volume: the default cache"
+    volume.mkdir()
+    env: dict = {}
+    assert configure_cache(env, volume) == str(volume / "huggingface") == env["HF_HOME"]
+    assert configure_cache({"HF_HOME": "/models"}, volume) == "/models", "the operator's setting wins"
+
+
+def test_a_gated_model_says_to_set_hf_token(make_job, monkeypatch, event_validator):
+    import transformers
+
+    class GatedRepoError(Exception):
+        pass
+
+    def gated(*_, **__):
+        raise GatedRepoError("401 Client Error: Access to model meta-llama/Llama-3.1-8B is restricted")
+
+    monkeypatch.setenv("LORA_WORKER_ALLOW_CPU", "1")
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", gated)
+    events = run_handler(make_job(base_model="meta-llama/Llama-3.1-8B"))
+    check_events(events, event_validator)
+    res = failed(events)
+    assert res["error_code"] == "model_load_failed" and "HF_TOKEN" in res["hint"], res
