@@ -193,6 +193,35 @@ def encode_all(tokenizer, examples: list[list[dict]], max_seq_len: int, check=la
     return EncodedSet(out, dropped, sum(1 for e in out if e.truncated))
 
 
+# Batches whose examples are sorted by length together: large enough to group similar lengths, small enough
+# that the order stays well mixed across the epoch.
+GROUP_BATCHES = 50
+
+
+def length_grouped_order(lengths: list[int], batch_size: int, rng) -> list[int]:
+    """A seeded epoch order in which each batch holds examples of similar length (less padding, same
+    examples): shuffle, sort within windows of GROUP_BATCHES batches, then shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * GROUP_BATCHES
+    batches: list[list[int]] = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w:w + window], key=lambda i: lengths[i])
+        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return [i for b in batches for i in b]
+
+
+def padding_share(lengths: list[int], batch_size: int, order: list[int]) -> float:
+    """Padding tokens over all tokens of the padded batches this order makes."""
+    padded = real = 0
+    for k in range(0, len(order), batch_size):
+        chunk = [lengths[i] for i in order[k:k + batch_size]]
+        padded += max(chunk) * len(chunk)
+        real += sum(chunk)
+    return 1 - real / padded if padded else 0.0
+
+
 def make_batches(examples: list[Encoded], batch_size: int, order: list[int], pad_id: int):
     """Right-padded tensors per micro-batch; labels are IGNORE_INDEX on padding."""
     import torch

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from . import contract
-from .data import IGNORE_INDEX, Encoded, make_batches, steps_per_epoch
+from .data import IGNORE_INDEX, Encoded, length_grouped_order, make_batches, steps_per_epoch
 from .errors import WorkerError
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,8 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
     last_eval_step = -1
 
     for epoch in range(hp.epochs):
-        order = list(range(len(train_set)))
-        rng.shuffle(order)  # seeded: same data order for the same seed
+        # Seeded (same order for the same seed), batches of similar lengths (less padding).
+        order = length_grouped_order([e.n_tokens for e in train_set], hp.batch_size, rng)
         micro = make_batches(train_set, hp.batch_size, order, pad_id)
         for g in range(0, len(micro), ga):
             if step >= total:

@@ -741,3 +741,21 @@ def test_a_gated_model_says_to_set_hf_token(make_job, monkeypatch, event_validat
     check_events(events, event_validator)
     res = failed(events)
     assert res["error_code"] == "model_load_failed" and "HF_TOKEN" in res["hint"], res
+
+
+# ---- padding ---------------------------------------------------------------------------------------------------
+
+
+def test_length_grouped_batches_cut_padding_and_keep_every_example():
+    import random
+
+    from lora_worker.data import length_grouped_order, padding_share
+
+    rng = random.Random(1)
+    lengths = [rng.choice([40, 60, 200, 900, 1500]) + rng.randrange(30) for _ in range(2000)]
+    shuffled = list(range(len(lengths)))
+    random.Random(7).shuffle(shuffled)
+    grouped = length_grouped_order(lengths, 8, random.Random(7))
+    assert sorted(grouped) == list(range(len(lengths))), "every example once per epoch"
+    assert grouped == length_grouped_order(lengths, 8, random.Random(7)), "seeded"
+    assert padding_share(lengths, 8, grouped) < padding_share(lengths, 8, shuffled) / 3
