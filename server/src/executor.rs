@@ -29,6 +29,7 @@ use crate::settings::WorkerSettings;
 #[include = "contract/*.json"]
 #[include = "requirements*.txt"]
 #[exclude = "tests/*"]
+#[exclude = "bench/*"]
 #[exclude = "**/__pycache__/*"]
 struct WorkerSource;
 

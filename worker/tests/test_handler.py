@@ -759,3 +759,14 @@ def test_length_grouped_batches_cut_padding_and_keep_every_example():
     assert sorted(grouped) == list(range(len(lengths))), "every example once per epoch"
     assert grouped == length_grouped_order(lengths, 8, random.Random(7)), "seeded"
     assert padding_share(lengths, 8, grouped) < padding_share(lengths, 8, shuffled) / 3
+
+
+def test_the_throughput_benchmark_runs_both_loops_on_cpu():
+    """worker/bench/throughput.py's CPU smoke test: the worker's loop and Trainer + PEFT both train."""
+    sys.path.insert(0, str(WORKER / "bench"))
+    import throughput
+
+    rows = throughput.main(["--tiny", "--steps", "2"])
+    assert [r[0] for r in rows] == ["ours", "Trainer + PEFT"]
+    assert all(tps > 0 for _, tps, _, _ in rows)
+    assert rows[0][3] <= rows[1][3], "length grouping pads no more than the shuffled sampler"
