@@ -58,14 +58,7 @@ impl Task {
     }
 
     fn payload(&self) -> serde_json::Value {
-        match self {
-            Self::ValidateDataset { dataset_id } => {
-                serde_json::json!({ "dataset_id": dataset_id })
-            }
-            Self::SubmitJob(job) | Self::PollJob(job) => {
-                serde_json::to_value(job).unwrap_or_default()
-            }
-        }
+        crate::jobs::event::content_of(self)
     }
 
     /// Reads a stored task back.

@@ -59,19 +59,20 @@ impl JobEvent {
 
     /// The stored payload (the `payload` half of the serialised event).
     pub fn payload(&self) -> serde_json::Value {
-        match self {
-            Self::Status(p) => serde_json::to_value(p),
-            Self::Stage(p) => serde_json::to_value(p),
-            Self::Metrics(p) => serde_json::to_value(p),
-            Self::Eval(p) => serde_json::to_value(p),
-            Self::Result(p) => serde_json::to_value(p),
-        }
-        .unwrap_or_default()
+        content_of(self)
     }
 
     /// Reads a stored event back from its two columns.
     pub fn from_parts(kind: &str, payload: serde_json::Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(serde_json::json!({ "kind": kind, "payload": payload }))
+    }
+}
+
+/// The `payload` half of an adjacently tagged value, as serde writes it (events and tasks alike).
+pub(crate) fn content_of(tagged: &impl Serialize) -> serde_json::Value {
+    match serde_json::to_value(tagged) {
+        Ok(serde_json::Value::Object(mut fields)) => fields.remove("payload").unwrap_or_default(),
+        _ => serde_json::Value::Null,
     }
 }
 

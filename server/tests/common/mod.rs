@@ -44,40 +44,35 @@ pub async fn fresh_database() -> PgConnectOptions {
     if std::env::var_os(NO_TEMPLATE_ENV).is_some() {
         return empty_database().await;
     }
-    let admin = admin_options();
-    let mut conn = admin
-        .connect()
-        .await
-        .expect("connect to the test cluster as superuser");
-    ensure_app_role(&mut conn).await;
-    let template = template_database(&admin, &mut conn).await;
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {name} TEMPLATE {template} OWNER {APP_ROLE}"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("copy the template database");
-    conn.close().await.ok();
-    admin.username(APP_ROLE).password("").database(&name)
+    create_database(true).await
 }
 
 /// Creates an empty database (no migrations applied) owned by an ordinary (non-superuser) role;
 /// returns the options the app should connect with.
 pub async fn empty_database() -> PgConnectOptions {
+    create_database(false).await
+}
+
+/// A new database owned by the app role, a copy of the migrated template or empty.
+async fn create_database(from_template: bool) -> PgConnectOptions {
     let admin = admin_options();
     let mut conn = admin
         .connect()
         .await
         .expect("connect to the test cluster as superuser");
     ensure_app_role(&mut conn).await;
+    let template = if from_template {
+        format!(" TEMPLATE {}", template_database(&admin, &mut conn).await)
+    } else {
+        String::new()
+    };
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {name} OWNER {APP_ROLE}"
+        "CREATE DATABASE {name}{template} OWNER {APP_ROLE}"
     )))
     .execute(&mut conn)
     .await
-    .expect("create test database");
+    .expect("create the test database");
     conn.close().await.ok();
     admin.username(APP_ROLE).password("").database(&name)
 }

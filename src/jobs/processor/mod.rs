@@ -125,11 +125,18 @@ impl Processor {
         }
     }
 
-    fn rate_per_second(&self, job: &ProcessingRow) -> f64 {
-        self.catalog
+    /// What the backend's reported execution time costs: seconds × the GPU's rate × GPUs.
+    fn billed_cost(
+        &self,
+        job: &ProcessingRow,
+        status: &crate::runpod::StatusResponse,
+    ) -> Option<f64> {
+        let rate = self
+            .catalog
             .gpu(&job.gpu_type)
             .map_or(0.0, |g| g.price_per_second)
-            * f64::from(job.gpu_count.max(1))
+            * f64::from(job.gpu_count.max(1));
+        status.execution_time.map(|ms| ms as f64 / 1000.0 * rate)
     }
 
     /// Ends the job (in its own transaction, on its attempt) if it has not ended already.

@@ -55,9 +55,7 @@ impl Processor {
                 status: s.status,
                 result: result.as_ref(),
                 error: s.error.as_deref(),
-                cost: s
-                    .execution_time
-                    .map(|ms| ms as f64 / 1000.0 * self.rate_per_second(&now)),
+                cost: self.billed_cost(&now, s),
             }),
             current_cost: now.current_cost,
             budget_cap: now.budget_cap,
@@ -130,9 +128,7 @@ impl Processor {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        let cost = status
-            .execution_time
-            .map(|ms| ms as f64 / 1000.0 * self.rate_per_second(job));
+        let cost = self.billed_cost(job, &status);
         if let Some(mut tx) = self.attempt_tx(job).await? {
             store::record_billing(
                 &mut tx,
