@@ -61,9 +61,16 @@ test("the estimate updates in the browser with no request; Start lands on the ne
   await expect(page).toHaveURL(/\/jobs\/[0-9a-f-]{36}$/);
   await expect(page.getByRole("heading", { level: 1, name: "Training on coach" })).toBeVisible();
 
+  // The bell's unread count, before the job ends (it follows the page's live stream).
+  const bell = page.locator(".topbar .bell");
+  const unread = async () => Number((await bell.getAttribute("aria-label"))?.match(/(\d+) unread/)?.[1] ?? 0);
+  const unreadWhileTraining = await unread();
+
   // The job trains on the demo model in the local executor; the page follows it live.
   const badge = page.locator(".job-status .badge");
   await expect(badge).toHaveText("completed", { timeout: 180_000 });
+  // "Training finished" reached the bell without a reload.
+  await expect.poll(unread).toBeGreaterThan(unreadWhileTraining);
   await expect(page.locator(".job-status progress")).toHaveAttribute("value", "100");
   const progress: string[] = await page.evaluate(() => (window as any).__progress);
   expect(progress.map(Number).some((v) => v > 0 && v < 100), `the bar moved through ${progress}`).toBe(true);
