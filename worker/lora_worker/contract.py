@@ -25,8 +25,12 @@ _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 
 _TOP_KEYS = {
     "contract_version", "job_id", "base_model", "dataset_url", "hyperparameters",
-    "upload_urls", "report_every_steps", "max_steps", "execution_timeout_s",
+    "upload_urls", "report_every_steps", "max_steps", "execution_timeout_s", "report_interval_s", "checkpoint",
 }
+_OPTIONAL_KEYS = {"max_steps", "execution_timeout_s", "report_interval_s", "checkpoint"}
+# Metrics at most this often by default: a step never waits on a stream post, and a fast run does not
+# flood the platform with one event per step.
+DEFAULT_REPORT_INTERVAL_S = 1.0
 _HP_KEYS = {
     "learning_rate", "batch_size", "gradient_accumulation_steps", "epochs", "rank", "alpha",
     "dropout", "max_seq_len", "warmup_ratio", "quantization", "eval_fraction", "seed",
@@ -50,6 +54,22 @@ class Hyperparameters:
 
 
 @dataclass(frozen=True)
+class Resume:
+    """The checkpoint a run continues from (the platform's record of the latest one uploaded)."""
+    url: str
+    step: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """Save a checkpoint every `every_s` seconds of training to `upload_url`; resume from `resume`."""
+    every_s: float
+    upload_url: str
+    resume: Resume | None = None
+
+
+@dataclass(frozen=True)
 class JobInput:
     job_id: str
     base_model: str
@@ -60,6 +80,8 @@ class JobInput:
     max_steps: int | None
     # RunPod's executionTimeout for this job: the worker stops training in time to save what it has.
     execution_timeout_s: int | None = None
+    report_interval_s: float = DEFAULT_REPORT_INTERVAL_S
+    checkpoint: CheckpointPlan | None = None
 
 
 def _bad(msg: str) -> WorkerError:
@@ -99,7 +121,7 @@ def validate_input(raw: Any) -> JobInput:
     """Checks types and ranges of job["input"]; raises WorkerError(invalid_input) with a precise message."""
     if not isinstance(raw, dict):
         raise _bad("input must be a JSON object")
-    missing = sorted(k for k in _TOP_KEYS - {"max_steps", "execution_timeout_s"} if k not in raw)
+    missing = sorted(k for k in _TOP_KEYS - _OPTIONAL_KEYS if k not in raw)
     if missing:
         raise _bad(f"missing field(s): {', '.join(missing)}")
     unknown = sorted(set(raw) - _TOP_KEYS)
@@ -160,7 +182,37 @@ def validate_input(raw: Any) -> JobInput:
     timeout = raw.get("execution_timeout_s")
     if timeout is not None:
         timeout = _int(raw, "execution_timeout_s", 1)
-    return JobInput(job_id, base_model.strip(), dataset_url, hp, dict(uploads), report_every, max_steps, timeout)
+    interval = DEFAULT_REPORT_INTERVAL_S
+    if raw.get("report_interval_s") is not None:
+        interval = _float(raw, "report_interval_s", 0.0, 3600.0)
+    checkpoint = _checkpoint(raw.get("checkpoint"))
+    return JobInput(job_id, base_model.strip(), dataset_url, hp, dict(uploads), report_every, max_steps, timeout,
+                    interval, checkpoint)
+
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _checkpoint(raw: Any) -> CheckpointPlan | None:
+    if raw is None:
+        return None
+    w = "checkpoint."
+    if not isinstance(raw, dict):
+        raise _bad("checkpoint must be an object")
+    unknown = sorted(set(raw) - {"every_s", "upload_url", "resume"})
+    if unknown:
+        raise _bad(f"unknown checkpoint field(s): {', '.join(unknown)}")
+    every = _float(raw, "every_s", 0.0, 86400.0, where=w)
+    upload = _http_url(raw.get("upload_url"), "checkpoint.upload_url")
+    resume = raw.get("resume")
+    if resume is not None:
+        if not isinstance(resume, dict) or set(resume) != {"url", "step", "sha256"}:
+            raise _bad("checkpoint.resume must be {url, step, sha256}")
+        if not isinstance(resume["sha256"], str) or not _SHA256_RE.fullmatch(resume["sha256"]):
+            raise _bad("checkpoint.resume.sha256 must be 64 lowercase hex digits")
+        resume = Resume(_http_url(resume["url"], "checkpoint.resume.url"),
+                        _int(resume, "step", 1, where="checkpoint.resume."), resume["sha256"])
+    return CheckpointPlan(every, upload, resume)
 
 
 # ---- event constructors (the only places event dicts are built) -------------------------------------------
@@ -178,17 +230,29 @@ def stage_event(stage: str, message: str, elapsed_s: float, **training_counts: i
         ev["total_steps"] = int(training_counts["total_steps"])
         ev["train_examples"] = int(training_counts["train_examples"])
         ev["eval_examples"] = int(training_counts["eval_examples"])
+        if training_counts.get("resumed_from_step"):
+            ev["resumed_from_step"] = int(training_counts["resumed_from_step"])
     return ev
 
 
 def metrics_event(*, step: int, total_steps: int, epoch: float, train_loss: float, learning_rate: float,
-                  grad_norm: float, tokens_per_sec: float, gpu_util: float | None, elapsed_s: float) -> dict:
-    return {
+                  grad_norm: float, tokens_per_sec: float, gpu_util: float | None, elapsed_s: float,
+                  gpu_memory_gb: float | None = None) -> dict:
+    ev = {
         "type": "metrics", "step": int(step), "total_steps": int(total_steps), "epoch": _r(epoch, 4),
         "train_loss": _r(train_loss), "learning_rate": float(f"{learning_rate:.8g}"), "grad_norm": _r(grad_norm),
         "tokens_per_sec": _r(tokens_per_sec, 2), "gpu_util": None if gpu_util is None else _r(gpu_util, 1),
         "elapsed_s": _r(elapsed_s, 3),
     }
+    if gpu_memory_gb is not None:
+        ev["gpu_memory_gb"] = _r(gpu_memory_gb, 2)
+    return ev
+
+
+def checkpoint_event(*, step: int, size: int, sha256: str, elapsed_s: float) -> dict:
+    """A checkpoint was uploaded: a retry (or a resumed lost run) may continue from `step`."""
+    return {"type": "checkpoint", "step": int(step), "size": int(size), "sha256": sha256,
+            "elapsed_s": _r(elapsed_s, 3)}
 
 
 def eval_event(*, step: int, epoch: float, eval_loss: float, elapsed_s: float) -> dict:

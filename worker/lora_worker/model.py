@@ -15,6 +15,40 @@ log = logging.getLogger(__name__)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
+# For tokenizers without a chat template (base models): plain role headers, and every turn ends with the
+# model's own EOS token, so the adapter learns to stop where the model's generation stops. A borrowed
+# template's end-of-turn marker (llama-3's <|eot_id|>) is not a token of another model's vocabulary: it
+# would be learned as a few ordinary pieces and generation would run on past the reply.
+BASE_CHAT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + (message['content'] | trim) + eos_token + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+# Bytes of activations kept for backward per token and decoder layer, in bf16, without gradient
+# checkpointing: the layer input, norms, q/k/v/o and residual (~8 × hidden) and the MLP's gate, up,
+# activation and product (~4 × intermediate). With checkpointing only the layer input (hidden) stays,
+# and one layer's full set is rebuilt at a time. The platform's estimate (src/training) uses the same.
+def activation_bytes(hidden: int, intermediate: int, layers: int, tokens: int, checkpointing: bool) -> int:
+    full_layer = 2 * (8 * hidden + 4 * intermediate) * tokens
+    if checkpointing:
+        return 2 * hidden * tokens * layers + full_layer
+    return full_layer * layers
+
+
+# Checkpointing costs about a third more compute: used only where the activations would not fit.
+ACTIVATION_SHARE = 0.7
+
+
+def needs_gradient_checkpointing(config, tokens: int, free_bytes: int) -> bool:
+    """Whether a micro-batch of `tokens` tokens needs gradient checkpointing to fit in `free_bytes`."""
+    hidden = getattr(config, "hidden_size", 0)
+    intermediate = getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden
+    layers = getattr(config, "num_hidden_layers", 0)
+    return activation_bytes(hidden, intermediate, layers, tokens, False) > ACTIVATION_SHARE * free_bytes
+
 
 @dataclass
 class Loaded:
@@ -73,8 +107,8 @@ def load_tokenizer(base_model: str):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
-        log.warning("tokenizer has no chat template; using the llama-3 style default")
-        tokenizer.chat_template = demo_model.CHAT_TEMPLATE
+        log.warning("tokenizer has no chat template; using the default that ends each turn with its EOS")
+        tokenizer.chat_template = BASE_CHAT_TEMPLATE
     if tokenizer.pad_token_id is None:
         raise WorkerError("model_load_failed", "the tokenizer has neither a pad nor an eos token")
     return tokenizer
@@ -88,9 +122,20 @@ def lora_targets(model) -> list[str] | str:
     return targets or "all-linear"
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Non-reentrant checkpointing: works with frozen inputs and LoRA, and recomputes each layer once."""
+    log.info("gradient checkpointing on: the activations of a micro-batch would not fit in GPU memory")
+    # transformers 5 renamed it (the old name still works there but warns).
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+
+
 def load(base_model: str, hp, device: str, quantization_used: str, tokenizer) -> Loaded:
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
 
     src, local_only = _source(base_model)
@@ -122,8 +167,15 @@ def load(base_model: str, hp, device: str, quantization_used: str, tokenizer) ->
                           f"{type(e).__name__}: {e}", hub.load_failure_hint(e)) from e
 
     model.config.use_cache = False  # KV cache is useless in training and conflicts with checkpointing
-    if quantization_used == "nf4":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    # Only the adapter trains. Unlike peft's prepare_model_for_kbit_training, the embeddings, norms and
+    # output head stay in bf16: upcasting them to fp32 runs the whole residual stream in fp32 (twice the
+    # activation memory, slower matmuls) with no benefit once the compute dtype is bf16.
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if device == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+        if needs_gradient_checkpointing(model.config, hp.batch_size * hp.max_seq_len, free):
+            enable_gradient_checkpointing(model)
 
     targets = lora_targets(model)
     lora = LoraConfig(r=hp.rank, lora_alpha=hp.alpha, lora_dropout=hp.dropout, target_modules=targets,

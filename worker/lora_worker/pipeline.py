@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import contract, data, model as model_mod, train as train_mod, transfer
+from . import checkpoint as ckpt, contract, data, model as model_mod, train as train_mod, transfer
 from .control import Cancelled, Control
 from .errors import HINTS, WorkerError, is_oom
 
@@ -102,21 +102,33 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict, control: Cont
     dropped = train_enc.dropped + eval_enc.dropped
     truncated = train_enc.truncated + eval_enc.truncated
 
+    # The checkpoint is fetched before the model loads, so the GPU is not billed while it downloads.
+    total = train_mod.total_steps_for(len(train_set), hp, inp.max_steps)
+    fingerprint = ckpt.fingerprint(inp.base_model, hp, len(train_set), len(eval_set), total)
+    resume, resume_note = _resume_state(inp.checkpoint, work, fingerprint)
+    control.check()
+
     yield contract.stage_event("loading_model", f"loading {inp.base_model}: {note}", elapsed())
     loaded = model_mod.load(inp.base_model, hp, device, quant_used, tokenizer)
     state["loaded"] = loaded
     control.check()
 
-    total = train_mod.total_steps_for(len(train_set), hp, inp.max_steps)
+    resumed_from = resume["position"]["step"] if resume is not None else None
     msg = f"training {total} steps on {len(train_set)} examples ({len(eval_set)} held out for eval)"
+    if resumed_from:
+        msg += f"; resumed from the checkpoint at step {resumed_from}"
+    elif resume_note:
+        msg += f"; {resume_note}"
     if dropped:
         msg += f"; {dropped} example(s) dropped: no assistant tokens within max_seq_len"
     if truncated:
         msg += f"; {truncated} example(s) truncated to max_seq_len={hp.max_seq_len}"
-    yield contract.stage_event("training", msg, elapsed(), total_steps=total,
-                               train_examples=len(train_set), eval_examples=len(eval_set))
+    yield contract.stage_event("training", msg, elapsed(), total_steps=total, train_examples=len(train_set),
+                               eval_examples=len(eval_set), resumed_from_step=resumed_from)
+    sink = _Uploader(inp.checkpoint, work, fingerprint) if inp.checkpoint is not None else None
     summary = yield from train_mod.train(loaded, train_set, eval_set, hp, inp.report_every_steps,
-                                         inp.max_steps, elapsed, control)
+                                         inp.max_steps, elapsed, control, report_interval_s=inp.report_interval_s,
+                                         checkpoints=sink, resume=resume)
     control.check()
 
     yield contract.stage_event("saving", "saving the adapter and tokenizer", elapsed())
@@ -135,6 +147,52 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict, control: Cont
         quantization_used=loaded.quantization_used, device=loaded.device,
         stopped_early=summary.stopped_early,
     )
+
+
+def _resume_state(plan: contract.CheckpointPlan | None, work: Path, fingerprint: dict) -> tuple[dict | None, str]:
+    """The checkpoint to continue from, read and checked; or None and why the run starts over instead.
+    A checkpoint that cannot be used costs the recomputation, never the run: training starts from step 0."""
+    if plan is None or plan.resume is None:
+        return None, ""
+    path = work / "resume.pt"
+    try:
+        transfer.download(plan.resume.url, path)
+        _, sha = transfer.file_digest(path)
+        if sha != plan.resume.sha256:
+            raise ckpt.Unusable(f"its sha256 is {sha}, the platform recorded {plan.resume.sha256}")
+        state = ckpt.read(path, fingerprint)
+        if state["position"]["step"] != plan.resume.step:
+            raise ckpt.Unusable(f"it is at step {state['position']['step']}, not {plan.resume.step}")
+        return state, ""
+    except (transfer.TransferError, ckpt.Unusable) as e:
+        log.warning("not resuming from the checkpoint at step %d: %s", plan.resume.step, e)
+        return None, f"the checkpoint at step {plan.resume.step} could not be used ({e}), so training starts over"
+    finally:
+        path.unlink(missing_ok=True)
+
+
+class _Uploader(train_mod.CheckpointSink):
+    """Writes each checkpoint to the job's work directory and uploads it to the signed URL."""
+
+    def __init__(self, plan: contract.CheckpointPlan, work: Path, fingerprint: dict):
+        self.every_s = plan.every_s
+        self.fingerprint = fingerprint
+        self._url = plan.upload_url
+        self._path = work / "checkpoint.pt"
+
+    def save(self, step: int, write, elapsed_s: float) -> dict | None:
+        started = time.monotonic()
+        try:
+            write(self._path)
+            size, sha = transfer.file_digest(self._path)
+            transfer.upload(self._url, self._path)
+        except (transfer.TransferError, OSError) as e:
+            log.warning("checkpoint at step %d not saved: %s", step, e)
+            return None
+        finally:
+            self._path.unlink(missing_ok=True)
+        log.info("checkpoint at step %d: %d bytes in %.1f s", step, size, time.monotonic() - started)
+        return contract.checkpoint_event(step=step, size=size, sha256=sha, elapsed_s=elapsed_s)
 
 
 def _upload_all(out: Path, urls: dict[str, str]) -> list[dict]:

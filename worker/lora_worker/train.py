@@ -83,15 +83,46 @@ def _to(batch: dict, device: str) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _gpu_util(device: str) -> float | None:
-    if device != "cuda":
-        return None
-    try:
-        import torch
+class GpuStats:
+    """GPU utilisation and memory in use from NVML (nvidia-ml-py), for the device torch trains on.
+    Readings are dropped (None) on CPU or when NVML is unavailable, never guessed."""
 
-        return float(torch.cuda.utilization())
-    except Exception:  # noqa: BLE001 - needs pynvml/NVML; a missing reading is not worth failing a job
-        return None
+    def __init__(self, device: str):
+        self._handle = None
+        self._nvml = None
+        if device != "cuda":
+            return
+        try:
+            import pynvml
+            import torch
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(_physical_index(torch.cuda.current_device()))
+        except Exception as e:  # noqa: BLE001 - a missing reading is not worth failing a job
+            log.warning("GPU utilisation and memory will not be reported: NVML unavailable (%s)", e)
+            self._handle = None
+
+    def read(self) -> tuple[float | None, float | None]:
+        """(utilisation percent, memory in use in GiB)."""
+        if self._handle is None:
+            return None, None
+        try:
+            util = float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
+            used = float(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used) / 2**30
+            return util, used
+        except Exception:  # noqa: BLE001 - transient NVML errors drop one reading
+            return None, None
+
+
+def _physical_index(index: int) -> int:
+    """NVML numbers every GPU of the host; torch only those CUDA_VISIBLE_DEVICES lists."""
+    import os
+
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if index < len(visible) and visible[index].isdigit():
+        return int(visible[index])
+    return index
 
 
 def _label_tokens(batch: dict) -> int:
@@ -112,14 +143,30 @@ def evaluate(model, batches: list[dict], device: str) -> float:
     return total / max(1, n)
 
 
+class CheckpointSink:
+    """Where checkpoints go: `save` writes one with the given writer, uploads it and returns its event
+    (None when the upload failed: a checkpoint is insurance, never a reason to stop training)."""
+
+    every_s: float
+    fingerprint: dict
+
+    def save(self, step: int, write: Callable[[object], None], elapsed_s: float) -> dict | None:
+        raise NotImplementedError
+
+
 def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_every: int,
-          max_steps: int | None, elapsed: Callable[[], float], control=None) -> Iterator[dict]:
-    """Yields metrics/eval events; returns a Summary (via StopIteration, use `yield from`).
+          max_steps: int | None, elapsed: Callable[[], float], control=None, *, report_interval_s: float = 0.0,
+          checkpoints: CheckpointSink | None = None, resume: dict | None = None) -> Iterator[dict]:
+    """Yields metrics/eval/checkpoint events; returns a Summary (via StopIteration, use `yield from`).
 
     `control` is checked every micro-batch: a cancel raises at once; at the deadline training stops after
-    the current optimizer step, evaluates and returns, so the adapter so far is saved in time."""
+    the current optimizer step, evaluates and returns, so the adapter so far is saved in time.
+    Metrics are reported every `report_every` steps but at most once per `report_interval_s`.
+    With `checkpoints`, a checkpoint is saved every `checkpoints.every_s` seconds of training; `resume`
+    (a checkpoint read by `checkpoint.read`) continues a run exactly where that checkpoint was taken."""
     import torch
 
+    from . import checkpoint as ckpt
     from .control import Control
 
     control = control or Control()
@@ -140,21 +187,34 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: lr_factor(i, total, warmup))
     eval_batches = make_batches(eval_set, hp.batch_size, list(range(len(eval_set))), pad_id) if eval_set else []
 
+    position = ckpt.Position(epoch=0, micro=0, step=0)
+    counters = ckpt.Counters()
+    if resume is not None:
+        try:
+            restored = ckpt.restore(resume, model, optim, sched)
+        except ckpt.Unusable as e:
+            raise WorkerError("internal", f"the checkpoint matched this run but could not be restored: {e}") from None
+        position, counters = restored.position, restored.counters
+        rng.setstate(restored.order_rng_state)
+        log.info("resumed at step %d (epoch %d, micro-batch %d)", position.step, position.epoch, position.micro)
+
     model.train()
-    step = 0
-    train_tokens = 0
+    step = position.step
+    gpu = GpuStats(device)
     start = time.monotonic()
     win_start, win_tokens, win_losses, win_grad_norms = start, 0, [], []
-    eval_s = 0.0  # time spent evaluating: not training throughput
-    last_loss = float("nan")
-    last_eval: float | None = None
-    last_eval_step = -1
+    last_report = float("-inf")
+    last_checkpoint = start
+    eval_s = 0.0  # time spent evaluating or checkpointing: not training throughput
 
-    for epoch in range(hp.epochs):
-        # Seeded (same order for the same seed), batches of similar lengths (less padding).
+    for epoch in range(position.epoch, hp.epochs):
+        # Seeded (same order for the same seed), batches of similar lengths (less padding). The RNG's state
+        # before the draw is what a checkpoint keeps, so a resumed run draws this epoch's order again.
+        order_rng_state = rng.getstate()
         order = length_grouped_order([e.n_tokens for e in train_set], hp.batch_size, rng)
         micro = make_batches(train_set, hp.batch_size, order, pad_id)
-        for g in range(0, len(micro), ga):
+        first = position.micro if epoch == position.epoch else 0
+        for g in range(first, len(micro), ga):
             if step >= total:
                 break
             if control.past_deadline():
@@ -174,7 +234,7 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
                 loss.backward()
                 step_loss += float(loss.detach())
                 tokens = int(b["attention_mask"].sum())
-                train_tokens += tokens
+                counters.train_tokens += tokens
                 win_tokens += tokens
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))  # pre-clip norm is returned
             if not math.isfinite(grad_norm):
@@ -186,37 +246,54 @@ def train(loaded, train_set: list[Encoded], eval_set: list[Encoded], hp, report_
             step += 1
             win_losses.append(step_loss)
             win_grad_norms.append(grad_norm)
-            last_loss = step_loss
+            counters.last_loss = step_loss
 
-            if step % report_every == 0 or step == total or control.past_deadline():
-                now = time.monotonic()
+            now = time.monotonic()
+            due = step % report_every == 0 and now - last_report >= report_interval_s
+            if due or step == total or control.past_deadline():
                 window_loss = sum(win_losses) / len(win_losses)
                 # The window's mean, like the loss: one step's norm is noise when reports are sparse.
                 window_grad_norm = sum(win_grad_norms) / len(win_grad_norms)
+                util, memory = gpu.read()
                 yield contract.metrics_event(
                     step=step, total_steps=total, epoch=step / spe, train_loss=window_loss,
                     learning_rate=lr_used, grad_norm=window_grad_norm,
-                    tokens_per_sec=win_tokens / max(now - win_start, 1e-9), gpu_util=_gpu_util(device),
-                    elapsed_s=elapsed(),
+                    tokens_per_sec=win_tokens / max(now - win_start, 1e-9), gpu_util=util,
+                    gpu_memory_gb=memory, elapsed_s=elapsed(),
                 )
-                last_loss = window_loss
+                counters.last_loss = window_loss
+                last_report = now
                 win_start, win_tokens, win_losses, win_grad_norms = now, 0, [], []
+
+            if checkpoints is not None and step < total and now - last_checkpoint >= checkpoints.every_s:
+                at = ckpt.Position(epoch=epoch, micro=g + ga, step=step)
+                counters.train_runtime_s += now - start - eval_s
+                start, eval_s = now, 0.0
+                event = checkpoints.save(step, lambda path: ckpt.save(
+                    path, fingerprint=checkpoints.fingerprint, model=model, optimizer=optim, scheduler=sched,
+                    order_rng_state=order_rng_state, position=at, counters=counters), elapsed())
+                if event is not None:
+                    yield event
+                last_checkpoint = time.monotonic()
+                eval_s += last_checkpoint - now
+                win_start += last_checkpoint - now  # the next window's tokens/s excludes it
         # End of epoch (or the max_steps cut, or the deadline): evaluate once per step count reached.
-        if eval_batches and step != last_eval_step and (step == total or step % spe == 0 or stopped_early):
+        if eval_batches and step != counters.last_eval_step and (step == total or step % spe == 0 or stopped_early):
             eval_started = time.monotonic()
-            last_eval = evaluate(model, eval_batches, device)
+            counters.last_eval = evaluate(model, eval_batches, device)
             eval_s += time.monotonic() - eval_started
             win_start += time.monotonic() - eval_started  # the next window's tokens/s excludes it
-            if not math.isfinite(last_eval):
-                raise WorkerError("nan_loss", f"eval loss became {last_eval} at step {step}")
-            last_eval_step = step
-            yield contract.eval_event(step=step, epoch=step / spe, eval_loss=last_eval, elapsed_s=elapsed())
+            if not math.isfinite(counters.last_eval):
+                raise WorkerError("nan_loss", f"eval loss became {counters.last_eval} at step {step}")
+            counters.last_eval_step = step
+            yield contract.eval_event(step=step, epoch=step / spe, eval_loss=counters.last_eval,
+                                      elapsed_s=elapsed())
         if step >= total or stopped_early:
             break
 
-    return Summary(total_steps=step, final_train_loss=last_loss, final_eval_loss=last_eval,
-                   train_runtime_s=time.monotonic() - start - eval_s, train_tokens=train_tokens,
-                   stopped_early=stopped_early)
+    return Summary(total_steps=step, final_train_loss=counters.last_loss, final_eval_loss=counters.last_eval,
+                   train_runtime_s=counters.train_runtime_s + time.monotonic() - start - eval_s,
+                   train_tokens=counters.train_tokens, stopped_early=stopped_early)
 
 
 def check_token_ids(model, examples: list[Encoded]) -> None:

@@ -43,7 +43,7 @@ def failed(events: list[dict]) -> dict:
 
 def test_examples_validate(event_validator, input_validator):
     examples = CONTRACT / "examples"
-    kinds = {"stage", "metrics", "eval", "result_succeeded", "result_failed"}
+    kinds = {"stage", "metrics", "eval", "checkpoint", "result_succeeded", "result_failed"}
     assert {p.stem for p in examples.glob("*.json")} == kinds | {"input"}
     input_validator.validate(json.loads((examples / "input.json").read_text()))
     for kind in kinds:
