@@ -2,9 +2,7 @@ import { expect, test } from "@playwright/test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { register, uniqueEmail, waitForHydration } from "./helpers";
-
-const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
+import { register, uniqueEmail, waitForHydration, SAMPLES } from "./helpers";
 
 /** A valid OpenAI chat JSONL of about `megabytes` MB. */
 function chatFile(megabytes: number): string {

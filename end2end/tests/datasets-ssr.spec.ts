@@ -1,12 +1,11 @@
 import { expect, test } from "@playwright/test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { expectNotHydrated, register, uniqueEmail } from "./helpers";
+import { expectNotHydrated, register, uniqueEmail, SAMPLES } from "./helpers";
 
 // JavaScript off: the dataset pages are complete server-rendered HTML. The dataset is created
 // through the REST API with the same session (as a script would).
 
-const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
 
 async function uploadViaApi(page: import("@playwright/test").Page, file: string): Promise<string> {
   const bytes = fs.readFileSync(path.join(SAMPLES, file));

@@ -1,4 +1,8 @@
 import { expect, Page } from "@playwright/test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+export const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
 
 export const SECTIONS = [
   { path: "/datasets", heading: "Datasets" },
@@ -41,4 +45,24 @@ export async function waitForHydration(page: Page) {
 /** Checks that the page was not hydrated (the SSR-only project runs without JavaScript). */
 export async function expectNotHydrated(page: Page) {
   await expect(page.locator("html[data-hydrated]")).toHaveCount(0);
+}
+
+/** Uploads a sample through the API with the page's session and waits until it is validated;
+ *  returns the dataset's id. */
+export async function readyDataset(page: Page, name: string, sample = "openai-chat.jsonl"): Promise<string> {
+  const bytes = fs.readFileSync(path.join(SAMPLES, sample));
+  const origin = new URL(page.url()).origin;
+  const created = await (
+    await page.request.post("/api/datasets", {
+      headers: { Origin: origin },
+      data: { name, file_name: `${name}.jsonl`, file_size: bytes.length },
+    })
+  ).json();
+  expect((await page.request.put(created.data.uploadUrl, { data: bytes })).status()).toBe(200);
+  const id = created.data.dataset.id;
+  await page.request.post(`/api/datasets/${id}/confirm`, { headers: { Origin: origin } });
+  await expect
+    .poll(async () => (await (await page.request.get(`/api/datasets/${id}`)).json()).data.status)
+    .toBe("ready");
+  return id;
 }

@@ -1,28 +1,12 @@
 import { expect, test } from "@playwright/test";
-import * as fs from "node:fs";
-import * as path from "node:path";
-import { expectNotHydrated, register, uniqueEmail } from "./helpers";
+import { expectNotHydrated, readyDataset, register, uniqueEmail } from "./helpers";
 
 // JavaScript off: a job's page and the Jobs list are complete server-rendered HTML.
-
-const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
 
 test("the job page and the Jobs list render without JavaScript", async ({ page, browser }) => {
   await register(page, uniqueEmail("jobs-ssr"));
   const origin = new URL(page.url()).origin;
-  const bytes = fs.readFileSync(path.join(SAMPLES, "openai-chat.jsonl"));
-  const created = await (
-    await page.request.post("/api/datasets", {
-      headers: { Origin: origin },
-      data: { name: "support", file_name: "support.jsonl", file_size: bytes.length },
-    })
-  ).json();
-  expect((await page.request.put(created.data.uploadUrl, { data: bytes })).status()).toBe(200);
-  const dataset = created.data.dataset.id;
-  await page.request.post(`/api/datasets/${dataset}/confirm`, { headers: { Origin: origin } });
-  await expect
-    .poll(async () => (await (await page.request.get(`/api/datasets/${dataset}`)).json()).data.status)
-    .toBe("ready");
+  const dataset = await readyDataset(page, "support");
   const catalog = await (await page.request.get("/api/catalog")).json();
   const hyperparameters = { ...catalog.data.presets.fast, quantization: "none" };
   const job = await page.request.post("/api/jobs", {

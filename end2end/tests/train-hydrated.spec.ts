@@ -1,9 +1,5 @@
 import { expect, test } from "@playwright/test";
-import * as fs from "node:fs";
-import * as path from "node:path";
-import { register, uniqueEmail, waitForHydration } from "./helpers";
-
-const SAMPLES = path.resolve(__dirname, "../../../shared/datasets");
+import { readyDataset, register, uniqueEmail, waitForHydration } from "./helpers";
 
 test("the estimate updates in the browser with no request; Start lands on the new job, which trains live to the end", async ({ page }) => {
   test.setTimeout(240_000);
@@ -19,20 +15,7 @@ test("the estimate updates in the browser with no request; Start lands on the ne
   });
   await register(page, uniqueEmail("train"));
   // A ready dataset, uploaded through the API with this session.
-  const bytes = fs.readFileSync(path.join(SAMPLES, "openai-chat.jsonl"));
-  const origin = new URL(page.url()).origin;
-  const created = await (
-    await page.request.post("/api/datasets", {
-      headers: { Origin: origin },
-      data: { name: "coach", file_name: "coach.jsonl", file_size: bytes.length },
-    })
-  ).json();
-  expect((await page.request.put(created.data.uploadUrl, { data: bytes })).status()).toBe(200);
-  const id = created.data.dataset.id;
-  await page.request.post(`/api/datasets/${id}/confirm`, { headers: { Origin: origin } });
-  await expect
-    .poll(async () => (await (await page.request.get(`/api/datasets/${id}`)).json()).data.status)
-    .toBe("ready");
+  await readyDataset(page, "coach");
 
   await page.goto("/train");
   await waitForHydration(page);
@@ -84,4 +67,44 @@ test("the estimate updates in the browser with no request; Start lands on the ne
   await page.goto("/jobs");
   await expect(page.getByRole("link", { name: "coach" })).toBeVisible();
   await expect(page.locator(".jobs-table .badge").first()).toHaveText("completed");
+});
+
+test("a cancelled job's retry continues from its checkpoint, and the page says so", async ({ page }) => {
+  test.setTimeout(240_000);
+  await register(page, uniqueEmail("resume"));
+  const dataset = await readyDataset(page, "resume");
+  const origin = new URL(page.url()).origin;
+  const catalog = await (await page.request.get("/api/catalog")).json();
+  // Long enough to be cancelled mid-run (the e2e server saves a checkpoint every second).
+  const hyperparameters = {
+    ...catalog.data.presets.fast, quantization: "none", epochs: 12, batch_size: 4,
+    gradient_accumulation_steps: 1, max_seq_len: 256,
+  };
+  const created = await page.request.post("/api/jobs", {
+    headers: { Origin: origin },
+    data: { dataset_id: dataset, base_model: "tiny-random-llama", preset: "custom", hyperparameters, gpu_type: "local", gpu_count: 1 },
+  });
+  expect(created.status()).toBe(201);
+  const id = (await created.json()).data.job.id;
+
+  await page.goto(`/jobs/${id}`);
+  await waitForHydration(page);
+  // The checkpoint's step appears live while the job trains.
+  await expect(page.locator(".job-checkpoint")).toContainText(/checkpoint at step \d+/, { timeout: 180_000 });
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.getByRole("button", { name: "Cancel job" }).click();
+  const badge = page.locator(".job-status .badge");
+  await expect(badge).toHaveText("cancelled", { timeout: 60_000 });
+  const retryFrom = page.locator(".job-retry-from");
+  await expect(retryFrom).toContainText(/Retry continues from the checkpoint at step \d+\./);
+  const step = (await retryFrom.textContent())!.match(/step (\d+)/)![1];
+
+  await page.getByRole("button", { name: "Retry" }).click();
+  const resumed = page.locator(".job-resumed");
+  await expect(resumed).toContainText(`Resumed from step ${step}:`);
+  await expect(badge).toHaveText("completed", { timeout: 180_000 });
+  await expect(resumed).toContainText(`Resumed from step ${step}:`);
+  await expect(page.getByText(`Retrying from the checkpoint at step ${step}.`)).toBeVisible();
+  await expect(page.getByText(new RegExp(`resumed from the checkpoint at step ${step}`))).toBeVisible();
+  await expect(page.locator(".job-steps")).toContainText(/step (\d+) of \1/);
 });

@@ -197,6 +197,7 @@ async fn main() {
             total_steps: None,
             train_examples: None,
             eval_examples: None,
+            resumed_from_step: None,
         });
         let recorded = events::record(&mut tx, user, job, &format!("bench:{i}"), &event)
             .await

@@ -134,6 +134,28 @@ pub struct GpuOptions {
         default_value_t = 900
     )]
     pub stall_timeout_s: u64,
+    /// Seconds of training between two resumable checkpoints (a retry or a lost run continues
+    /// from the latest; at most this much training is paid for twice).
+    #[arg(
+        long = "checkpoint-interval-s",
+        env = "CHECKPOINT_INTERVAL_S",
+        default_value_t = 600
+    )]
+    pub checkpoint_interval_s: u64,
+    /// Times a run lost with its GPU backend is resumed automatically before the job fails.
+    #[arg(
+        long = "max-auto-resumes",
+        env = "MAX_AUTO_RESUMES",
+        default_value_t = 3
+    )]
+    pub max_auto_resumes: u32,
+    /// The worker reports metrics at most once per this many milliseconds.
+    #[arg(
+        long = "job-report-interval-ms",
+        env = "JOB_REPORT_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub report_interval_ms: u64,
 }
 
 pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
@@ -189,6 +211,21 @@ pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
             "JOB_STALL_TIMEOUT_S must be at least 5".into(),
         ));
     }
+    if !(1..=86_400).contains(&options.checkpoint_interval_s) {
+        return Err(SettingsError(
+            "CHECKPOINT_INTERVAL_S must be from 1 to 86400".into(),
+        ));
+    }
+    if options.max_auto_resumes > 100 {
+        return Err(SettingsError(
+            "MAX_AUTO_RESUMES must be from 0 to 100".into(),
+        ));
+    }
+    if options.report_interval_ms > 60_000 {
+        return Err(SettingsError(
+            "JOB_REPORT_INTERVAL_MS must be from 0 to 60000".into(),
+        ));
+    }
     Ok(GpuSettings {
         runpod,
         executor: WorkerSettings {
@@ -199,6 +236,9 @@ pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
         processor: engine::jobs::processor::ProcessorConfig {
             poll_interval: std::time::Duration::from_millis(options.poll_interval_ms),
             stall_after: std::time::Duration::from_secs(options.stall_timeout_s),
+            checkpoint_every: std::time::Duration::from_secs(options.checkpoint_interval_s),
+            max_auto_resumes: options.max_auto_resumes,
+            report_interval: std::time::Duration::from_millis(options.report_interval_ms),
             ..Default::default()
         },
         task_concurrency: 32,

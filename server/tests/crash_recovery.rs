@@ -63,6 +63,7 @@ fn start_server(database_url: &str, data: &std::path::Path, port: u16, executor:
         .env("RUNPOD_API_KEY", KEY)
         .env("RUNPOD_ENDPOINT_ID", "local")
         .env("JOB_POLL_INTERVAL_MS", "200")
+        .env("JOB_REPORT_INTERVAL_MS", "0")
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("start the server")
@@ -111,38 +112,21 @@ async fn job(client: &reqwest::Client, base: &str, id: &str) -> Value {
     body["data"]["job"].clone()
 }
 
-#[tokio::test]
-async fn a_killed_server_takes_its_job_over_after_restart_without_duplicates() {
-    let options = fresh_database().await;
-    let database_url = format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().expect("database name")
-    );
-    let data = tempfile::tempdir().expect("data dir");
-    let executor_data = tempfile::tempdir().expect("executor data dir");
-    let (mut executor, executor_url) = start_executor(executor_data.path());
-    // The same port across restarts: the worker's signed upload URLs name it.
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = start_server(&database_url, data.path(), port, &executor_url);
-    wait_ready(&base).await;
-
-    let client = common::TestApp::browser();
+/// Registers `email`, uploads a sample, waits for its validation and starts a demo job long
+/// enough to be interrupted; returns the job's id.
+async fn create_job(client: &reqwest::Client, base: &str, email: &str, gpu_type: &str) -> String {
     let registered = post(
-        &client,
-        &base,
+        client,
+        base,
         "/api/auth/register",
-        json!({ "email": "crash@example.com", "password": PASSWORD }),
+        json!({ "email": email, "password": PASSWORD }),
     )
     .await;
     assert_eq!(registered.status(), 201);
     let bytes = sample("openai-chat.jsonl");
     let created: Value = post(
-        &client,
-        &base,
+        client,
+        base,
         "/api/datasets",
         json!({ "name": "crash", "file_name": "crash.jsonl", "file_size": bytes.len() }),
     )
@@ -162,8 +146,8 @@ async fn a_killed_server_takes_its_job_over_after_restart_without_duplicates() {
         .expect("upload");
     assert_eq!(put.status(), 200);
     post(
-        &client,
-        &base,
+        client,
+        base,
         &format!("/api/datasets/{dataset}/confirm"),
         json!({}),
     )
@@ -199,23 +183,46 @@ async fn a_killed_server_takes_its_job_over_after_restart_without_duplicates() {
     hp["gradient_accumulation_steps"] = json!(1);
     hp["max_seq_len"] = json!(256);
     let created: Value = post(
-        &client,
-        &base,
+        client,
+        base,
         "/api/jobs",
         json!({
             "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "custom",
-            // A RunPod GPU type: the standalone executor stands in for RunPod.
-            "hyperparameters": hp, "gpu_type": "A4000", "gpu_count": 1,
+            "hyperparameters": hp, "gpu_type": gpu_type, "gpu_count": 1,
         }),
     )
     .await
     .json()
     .await
     .expect("json");
-    let id = created["data"]["job"]["id"]
+    created["data"]["job"]["id"]
         .as_str()
         .expect("job id")
-        .to_owned();
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_killed_server_takes_its_job_over_after_restart_without_duplicates() {
+    let options = fresh_database().await;
+    let database_url = format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().expect("database name")
+    );
+    let data = tempfile::tempdir().expect("data dir");
+    let executor_data = tempfile::tempdir().expect("executor data dir");
+    let (mut executor, executor_url) = start_executor(executor_data.path());
+    // The same port across restarts: the worker's signed upload URLs name it.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start_server(&database_url, data.path(), port, &executor_url);
+    wait_ready(&base).await;
+
+    let client = common::TestApp::browser();
+    // A RunPod GPU type: the standalone executor stands in for RunPod.
+    let id = create_job(&client, &base, "crash@example.com", "A4000").await;
 
     // Kill the server once training is under way.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -313,4 +320,142 @@ async fn a_killed_server_takes_its_job_over_after_restart_without_duplicates() {
     );
     signal(&executor, "-TERM");
     let _ = executor.wait();
+}
+
+/// `serve` on embedded defaults: its own local executor, whose worker dies with it.
+fn start_embedded(database_url: &str, data: &std::path::Path, port: u16) -> Child {
+    Command::new(BIN)
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("DATA_DIR", data)
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove("RUNPOD_API_KEY")
+        .env_remove("RUNPOD_ENDPOINT_ID")
+        .env("WORKER_PYTHON", worker_python())
+        .env(
+            "WORKER_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../worker"),
+        )
+        .env("JOB_POLL_INTERVAL_MS", "200")
+        .env("JOB_REPORT_INTERVAL_MS", "0")
+        .env("CHECKPOINT_INTERVAL_S", "1")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start the server")
+}
+
+/// `kill -9` of `serve` on embedded defaults mid-training: the run dies with it. After the
+/// restart the processor finds the run lost, starts the next attempt from the latest
+/// checkpoint by itself, and the job completes: one metric row per step, and no step before
+/// the checkpoint trained twice.
+#[tokio::test]
+async fn a_run_lost_with_the_server_resumes_from_its_latest_checkpoint() {
+    let options = fresh_database().await;
+    let database_url = format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().expect("database name")
+    );
+    let data = tempfile::tempdir().expect("data dir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start_embedded(&database_url, data.path(), port);
+    wait_ready(&base).await;
+    let client = common::TestApp::browser();
+    let id = create_job(&client, &base, "lost@example.com", "local").await;
+
+    // Kill the server once a checkpoint is saved and training has gone past it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = job(&client, &base, &id).await;
+        let saved = j["checkpoint_step"].as_i64().unwrap_or(0);
+        if saved >= 1 && j["current_step"].as_i64().unwrap_or(0) > saved {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && j["status"] != "completed" && j["status"] != "failed",
+            "a checkpoint was saved mid-training: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&server, "-KILL");
+    let _ = server.wait();
+
+    let mut server = start_embedded(&database_url, data.path(), port);
+    wait_ready(&base).await;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let finished = loop {
+        let j = job(&client, &base, &id).await;
+        if matches!(
+            j["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the job finished: {j}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(finished["status"], "completed", "{finished}");
+    assert_eq!(finished["retry_count"], 1, "one automatic resume");
+    let total = finished["total_steps"].as_i64().expect("total steps");
+
+    let db = engine::db::Db::connect(options, 2).await.expect("pool");
+    let mut tx = db.system().await.expect("tx");
+    let job_id: uuid::Uuid = id.parse().expect("uuid");
+    let (rows, steps): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT step) FROM metrics_points WHERE job_id = $1 AND train_loss IS NOT NULL",
+    )
+    .bind(job_id)
+    .fetch_one(&mut *tx)
+    .await
+    .expect("metrics");
+    // The latest checkpoint of the lost attempt, and the steps each attempt trained.
+    let (checkpoint, lost_last, first_resumed): (Option<i64>, Option<i64>, Option<i64>) =
+        sqlx::query_as(
+            "SELECT max((payload->>'step')::bigint) FILTER (WHERE dedupe_key LIKE 'a0:checkpoint:%'),
+                    max((payload->>'step')::bigint) FILTER (WHERE dedupe_key LIKE 'a0:metrics:%'),
+                    min((payload->>'step')::bigint) FILTER (WHERE dedupe_key LIKE 'a1:metrics:%')
+               FROM job_events WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("events");
+    let auto_resumes: i32 =
+        sqlx::query_scalar("SELECT auto_resumes FROM training_jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await
+            .expect("job");
+    tx.commit().await.expect("commit");
+    let checkpoint = checkpoint.expect("the lost attempt saved a checkpoint");
+    let lost_last = lost_last.expect("the lost attempt trained");
+    assert_eq!(
+        finished["resumed_from_step"].as_i64(),
+        Some(checkpoint),
+        "resumed from the latest checkpoint"
+    );
+    assert_eq!(
+        first_resumed,
+        Some(checkpoint + 1),
+        "no step up to the checkpoint trained again"
+    );
+    assert!(
+        lost_last > checkpoint,
+        "the run was lost past its checkpoint"
+    );
+    assert_eq!(auto_resumes, 1);
+    assert_eq!(
+        (rows, steps),
+        (total, total),
+        "one metric row per step, across both attempts"
+    );
+    println!(
+        "resume: lost at step {lost_last} of {total}, resumed from the checkpoint at step {checkpoint}; {} steps trained twice",
+        lost_last - checkpoint
+    );
+    signal(&server, "-TERM");
+    let _ = server.wait();
 }

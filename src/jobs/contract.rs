@@ -43,6 +43,33 @@ pub struct WorkerInput {
     /// adapter so far, instead of being killed with nothing to show for the time billed.
     #[serde(default)]
     pub execution_timeout_s: Option<u64>,
+    /// Metrics at most once per this many seconds (the worker's default: 1).
+    #[serde(default)]
+    pub report_interval_s: Option<f64>,
+    /// Where checkpoints go, and the one to resume from.
+    #[serde(default)]
+    pub checkpoint: Option<CheckpointPlan>,
+}
+
+/// Save a resumable checkpoint every `every_s` seconds of training to `upload_url`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointPlan {
+    pub every_s: f64,
+    /// Signed PUT URL of this attempt's checkpoint file.
+    pub upload_url: String,
+    /// The latest checkpoint of an earlier attempt: training continues from it.
+    #[serde(default)]
+    pub resume: Option<ResumeFrom>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeFrom {
+    /// Signed GET URL of the checkpoint file.
+    pub url: String,
+    pub step: u32,
+    pub sha256: String,
 }
 
 /// The stages a worker reports, in order.
@@ -75,7 +102,17 @@ pub enum WorkerEvent {
     Stage(StageEvent),
     Metrics(MetricsEvent),
     Eval(EvalEvent),
+    Checkpoint(CheckpointEvent),
     Result(WorkerResult),
+}
+
+/// A checkpoint was uploaded: a retry, or a run lost with its backend, resumes from `step`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointEvent {
+    pub step: u32,
+    pub size: u64,
+    pub sha256: String,
+    pub elapsed_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +127,9 @@ pub struct StageEvent {
     pub train_examples: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_examples: Option<u64>,
+    /// Only on `training`: the run continued from the checkpoint at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from_step: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +144,9 @@ pub struct MetricsEvent {
     #[serde(default)]
     pub gpu_util: Option<f64>,
     pub elapsed_s: f64,
+    /// GPU memory in use (NVML), GiB; absent on CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_gb: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +218,7 @@ mod tests {
             "stage.json",
             "metrics.json",
             "eval.json",
+            "checkpoint.json",
             "result_succeeded.json",
             "result_failed.json",
         ] {

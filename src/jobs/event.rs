@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::contract::{EvalEvent, MetricsEvent, WorkerResult};
 use super::lifecycle::{JobStage, JobStatus};
 use super::{JobView, MetricPoint};
+use crate::format::bytes as format_bytes;
 
 /// What happened to a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +24,8 @@ pub enum JobEvent {
     Metrics(MetricsUpdate),
     /// An evaluation on the held-out set.
     Eval(EvalEvent),
+    /// A resumable checkpoint was saved.
+    Checkpoint(CheckpointSaved),
     /// The worker's final result.
     Result(WorkerResult),
 }
@@ -35,6 +38,7 @@ pub enum JobEventKind {
     Stage,
     Metrics,
     Eval,
+    Checkpoint,
     Result,
 }
 
@@ -43,6 +47,7 @@ super::lifecycle::text_enum!(JobEventKind {
     Stage => "stage",
     Metrics => "metrics",
     Eval => "eval",
+    Checkpoint => "checkpoint",
     Result => "result",
 });
 
@@ -53,6 +58,7 @@ impl JobEvent {
             Self::Stage(_) => JobEventKind::Stage,
             Self::Metrics(_) => JobEventKind::Metrics,
             Self::Eval(_) => JobEventKind::Eval,
+            Self::Checkpoint(_) => JobEventKind::Checkpoint,
             Self::Result(_) => JobEventKind::Result,
         }
     }
@@ -93,6 +99,17 @@ pub struct StatusChange {
     pub current_cost: f64,
     #[serde(default)]
     pub final_cost: Option<f64>,
+    /// The attempt continues from the checkpoint at this step (a retry, or a lost run resumed).
+    #[serde(default)]
+    pub resumed_from_step: Option<i32>,
+}
+
+/// A checkpoint the worker saved: a retry continues from `step`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointSaved {
+    pub step: u32,
+    pub size: u64,
+    pub elapsed_s: f64,
 }
 
 /// A stage change; the worker's stage events carry timing and the step count.
@@ -109,6 +126,9 @@ pub struct StageChange {
     pub train_examples: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_examples: Option<u64>,
+    /// On `training`: the step the worker continued from (absent: from the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from_step: Option<u32>,
 }
 
 /// The worker's metrics with what the platform derives from them.
@@ -206,6 +226,14 @@ impl JobEvent {
                     eval.step, eval.eval_loss
                 ),
             ),
+            Self::Checkpoint(saved) => (
+                LogLevel::Info,
+                format!(
+                    "Checkpoint saved at step {} ({}): a retry continues from here",
+                    saved.step,
+                    format_bytes(saved.size)
+                ),
+            ),
             Self::Result(WorkerResult::Succeeded { files, .. }) => (
                 LogLevel::Success,
                 format!("The worker finished: {} files uploaded", files.len()),
@@ -272,11 +300,12 @@ impl JobView {
                         self.error_code = change.error_code.clone();
                     }
                     JobStatus::Queued => {
-                        // A retry starts a fresh attempt.
+                        // A retry starts a fresh attempt (from a checkpoint, when there is one).
                         self.error_message = None;
                         self.error_code = None;
                         self.current_metrics = None;
                         self.current_epoch = None;
+                        self.resumed_from_step = change.resumed_from_step;
                     }
                     JobStatus::Initializing | JobStatus::Running | JobStatus::Completed => {
                         self.error_message = None;
@@ -291,7 +320,13 @@ impl JobView {
                 if let Some(total) = stage.total_steps {
                     self.total_steps = Some(total as i32);
                 }
+                if stage.stage == JobStage::Training {
+                    // The worker says where it really continued from (it starts over from a
+                    // checkpoint it cannot use).
+                    self.resumed_from_step = stage.resumed_from_step.map(|s| s as i32);
+                }
             }
+            JobEvent::Checkpoint(saved) => self.checkpoint_step = Some(saved.step as i32),
             JobEvent::Metrics(update) => {
                 let m = &update.metrics;
                 self.current_step = self.current_step.max(m.step as i32);
@@ -321,6 +356,21 @@ impl JobView {
 
 /// Adds an event's point to a training curve kept in step order (metrics and eval events).
 pub fn apply_to_curve(points: &mut Vec<MetricPoint>, event: &JobEvent) {
+    // A new attempt draws the curve again from where it continues: a retry from its checkpoint's
+    // step (known when it is queued), confirmed by the worker when training starts.
+    let keep_upto = match event {
+        JobEvent::Status(change) if change.status == JobStatus::Queued => {
+            Some(change.resumed_from_step.unwrap_or(0))
+        }
+        JobEvent::Stage(stage) if stage.stage == JobStage::Training => {
+            Some(stage.resumed_from_step.map_or(0, |s| s as i32))
+        }
+        _ => None,
+    };
+    if let Some(last) = keep_upto {
+        points.retain(|p| p.step <= last);
+        return;
+    }
     let step = match event {
         JobEvent::Metrics(update) => update.metrics.step as i32,
         JobEvent::Eval(eval) => eval.step as i32,
@@ -374,6 +424,7 @@ mod tests {
                 tokens_per_sec: 1000.0,
                 gpu_util: Some(80.0),
                 elapsed_s: f64::from(step),
+                gpu_memory_gb: Some(12.5),
             },
             0.01 * f64::from(step),
         ))
@@ -390,6 +441,7 @@ mod tests {
             total_steps: Some(4),
             current_cost: 0.01 * f64::from(step),
             final_cost: status.is_terminal().then_some(0.04),
+            resumed_from_step: None,
         })
     }
 
@@ -401,6 +453,7 @@ mod tests {
             total_steps: (stage == JobStage::Training).then_some(4),
             train_examples: None,
             eval_examples: None,
+            resumed_from_step: None,
         })
     }
 
@@ -437,6 +490,8 @@ mod tests {
             retry_count: 0,
             execution_ms: None,
             cancel_requested: false,
+            resumed_from_step: None,
+            checkpoint_step: None,
             last_event_id: 0,
         }
     }
@@ -589,5 +644,50 @@ mod tests {
         let done = status(JobStatus::Completed, JobStage::Completed, 100.0, 4);
         assert_eq!(done.describe().unwrap().0, LogLevel::Success);
         assert!(metrics(1, 1.0).describe().is_none(), "metrics are charted");
+    }
+
+    #[test]
+    fn a_resumed_attempt_redraws_the_curve_after_its_checkpoint() {
+        let mut points = Vec::new();
+        let mut job = view();
+        for step in 1..=4 {
+            apply_to_curve(&mut points, &metrics(step, 2.0 - f64::from(step) * 0.1));
+        }
+        let saved = JobEvent::Checkpoint(CheckpointSaved {
+            step: 2,
+            size: 1 << 20,
+            elapsed_s: 3.0,
+        });
+        job.apply(&saved);
+        assert_eq!(job.checkpoint_step, Some(2));
+        assert!(saved.describe().unwrap().1.contains("step 2 (1.0 MB)"));
+
+        let JobEvent::Status(mut queued) = status(JobStatus::Queued, JobStage::Queued, 50.0, 2)
+        else {
+            unreachable!()
+        };
+        queued.resumed_from_step = Some(2);
+        let queued = JobEvent::Status(queued);
+        apply_to_curve(&mut points, &queued);
+        job.apply(&queued);
+        assert_eq!(points.iter().map(|p| p.step).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(job.resumed_from_step, Some(2));
+
+        // The worker could not use the checkpoint and started over: the whole curve is redrawn.
+        let JobEvent::Stage(mut training) = stage(JobStage::Training) else {
+            unreachable!()
+        };
+        training.resumed_from_step = None;
+        let training = JobEvent::Stage(training);
+        apply_to_curve(&mut points, &training);
+        job.apply(&training);
+        assert!(points.is_empty());
+        assert_eq!(job.resumed_from_step, None);
+        apply_to_curve(&mut points, &metrics(1, 1.5));
+        assert_eq!(
+            points[0].train_loss,
+            Some(1.5),
+            "the new attempt's value, not the old one"
+        );
     }
 }

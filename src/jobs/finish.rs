@@ -105,6 +105,7 @@ pub async fn finish(
             total_steps: None,
             train_examples: None,
             eval_examples: None,
+            resumed_from_step: None,
         });
         let key = format!("a{}:stage:{}", job.attempt, JobStage::Finalizing);
         if events::record(tx, job.user_id, job.id, &key, &finalizing)

@@ -74,6 +74,10 @@ pub struct JobView {
     /// Billed execution time so far, from the backend.
     pub execution_ms: Option<i64>,
     pub cancel_requested: bool,
+    /// This attempt continues from the checkpoint at this step.
+    pub resumed_from_step: Option<i32>,
+    /// The step of the latest checkpoint a retry would continue from.
+    pub checkpoint_step: Option<i32>,
     /// The newest event id: where a live stream opened after this snapshot starts.
     pub last_event_id: i64,
 }

@@ -218,10 +218,12 @@ pub async fn cancel(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> 
     Ok(job)
 }
 
-/// Runs a failed or cancelled job again from the start, as a new attempt.
+/// Runs a failed or cancelled job again as a new attempt: from its latest checkpoint when it
+/// has one (the same data order, so only the steps since that checkpoint are paid for again),
+/// else from the start.
 pub async fn retry(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
     let mut tx = db.tenant(user).await?;
-    let Some(attempt) = store::restart(&mut tx, user, id).await? else {
+    let Some(restarted) = store::restart(&mut tx, user, id, store::Restart::ByOwner).await? else {
         return match find(&mut tx, user, id).await? {
             None => Err(JobError::NotFound),
             Some(job) => Err(JobError::Conflict(format!(
@@ -230,17 +232,21 @@ pub async fn retry(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
             ))),
         };
     };
-    Task::SubmitJob(JobTask::start(id, attempt))
+    Task::SubmitJob(JobTask::start(id, restarted.attempt))
         .enqueue(&mut tx, Some(user), Duration::ZERO)
         .await?;
+    let message = match restarted.resumed_from_step {
+        Some(step) => format!("Retrying from the checkpoint at step {step}."),
+        None => "Retrying from the start.".to_owned(),
+    };
     events::record_status(
         &mut tx,
         user,
         id,
-        attempt,
+        restarted.attempt,
         JobStatus::Queued,
         JobStage::Queued,
-        Some("Retrying."),
+        Some(&message),
     )
     .await?;
     let job = find(&mut tx, user, id).await?.ok_or(JobError::NotFound)?;

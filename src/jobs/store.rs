@@ -40,6 +40,11 @@ pub struct ProcessingRow {
     pub started_at: Option<DateTime<Utc>>,
     pub normalized_key: Option<String>,
     pub dataset_name: String,
+    /// The latest checkpoint: the attempt whose folder holds it, its step and sha256.
+    pub checkpoint_attempt: Option<i32>,
+    pub checkpoint_step: Option<i32>,
+    pub checkpoint_sha256: Option<String>,
+    pub auto_resumes: i32,
 }
 
 impl ProcessingRow {
@@ -56,7 +61,8 @@ pub async fn load_for_processing(tx: &mut Tx, id: Uuid) -> Result<Option<Process
                   j.cancel_requested_at, j.budget_cap::float8 AS budget_cap,
                   j.current_cost::float8 AS "current_cost!", j.gpu_type, j.gpu_count, j.backend,
                   j.base_model, j.hyperparameters, j.estimate, j.last_progress_at, j.started_at,
-                  d.normalized_key, d.name AS dataset_name
+                  d.normalized_key, d.name AS dataset_name, j.checkpoint_attempt, j.checkpoint_step,
+                  j.checkpoint_sha256, j.auto_resumes
              FROM training_jobs j JOIN datasets d ON d.id = j.dataset_id WHERE j.id = $1"#,
         id
     )
@@ -391,36 +397,113 @@ pub async fn request_cancel(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<bool> {
     Ok(changed == 1)
 }
 
-/// A failed or cancelled job starts again as a new attempt; its number, or `None` when the job
-/// cannot be retried. The old attempt's curve is dropped: a new attempt draws its own.
-pub async fn restart(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Option<i32>> {
-    let attempt = sqlx::query_scalar!(
-        "UPDATE training_jobs
+/// Who starts a job's next attempt.
+#[derive(Debug, Clone, Copy)]
+pub enum Restart {
+    /// The owner retries a failed or cancelled job.
+    ByOwner,
+    /// The processor resumes a run its backend lost, within the automatic budget.
+    Lost { attempt: i32, max_auto_resumes: i32 },
+}
+
+/// A new attempt: its number and the checkpoint step it continues from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restarted {
+    pub attempt: i32,
+    pub resumed_from_step: Option<i32>,
+}
+
+/// Starts the job's next attempt, from its latest checkpoint when it has one; `None` when the
+/// job cannot restart (its status, or the automatic budget). The curve keeps the steps up to
+/// the checkpoint: the new attempt draws the rest.
+pub async fn restart(tx: &mut Tx, user: Uuid, id: Uuid, how: Restart) -> Result<Option<Restarted>> {
+    let (from, lost_attempt, max_auto) = match how {
+        Restart::ByOwner => (JobStatus::RETRYABLE, None, None),
+        Restart::Lost {
+            attempt,
+            max_auto_resumes,
+        } => (JobStatus::ON_BACKEND, Some(attempt), Some(max_auto_resumes)),
+    };
+    let restarted = sqlx::query_as!(
+        Restarted,
+        r#"UPDATE training_jobs
             SET status = $3, current_stage = $4, retry_count = retry_count + 1, external_job_id = NULL,
-                progress = 0, current_step = 0, current_epoch = NULL, current_metrics = NULL, current_cost = 0,
+                resumed_from_step = checkpoint_step, current_step = COALESCE(checkpoint_step, 0),
+                progress = CASE WHEN checkpoint_step IS NOT NULL AND total_steps > 0
+                                THEN LEAST(99, 100.0 * checkpoint_step / total_steps) ELSE 0 END,
+                current_epoch = NULL, current_metrics = NULL, current_cost = 0,
                 final_cost = NULL, execution_ms = NULL, delay_ms = NULL, error_code = NULL, error_message = NULL,
                 cancel_requested_at = NULL, last_progress_at = NULL, worker_result = NULL, started_at = NULL,
-                completed_at = NULL, queued_at = now()
+                completed_at = NULL, queued_at = now(),
+                auto_resumes = auto_resumes + CASE WHEN $6::int IS NULL THEN 0 ELSE 1 END
           WHERE id = $1 AND user_id = $2 AND status = ANY($5)
-      RETURNING retry_count",
+            AND ($6::int IS NULL OR (retry_count = $6 AND auto_resumes < $7))
+      RETURNING retry_count AS attempt, resumed_from_step"#,
         id,
         user,
         JobStatus::Queued.as_str(),
         JobStage::Queued.as_str(),
-        &JobStatus::names(JobStatus::RETRYABLE)
+        &JobStatus::names(from),
+        lost_attempt,
+        max_auto
     )
     .fetch_optional(&mut **tx)
     .await?;
-    if attempt.is_some() {
-        sqlx::query!(
-            "DELETE FROM metrics_points WHERE job_id = $1 AND user_id = $2",
-            id,
-            user
-        )
-        .execute(&mut **tx)
-        .await?;
+    if let Some(r) = restarted {
+        truncate_curve(tx, id, r.resumed_from_step.unwrap_or(0)).await?;
     }
-    Ok(attempt)
+    Ok(restarted)
+}
+
+/// Drops the curve's points after `step` (an attempt redraws them).
+pub async fn truncate_curve(tx: &mut Tx, id: Uuid, step: i32) -> Result<()> {
+    sqlx::query!(
+        "DELETE FROM metrics_points WHERE job_id = $1 AND step > $2",
+        id,
+        step
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records the worker's latest checkpoint (its file is in `attempt`'s folder).
+pub async fn record_checkpoint(
+    tx: &mut Tx,
+    id: Uuid,
+    attempt: i32,
+    step: i32,
+    size: i64,
+    sha256: &str,
+) -> Result<bool> {
+    let changed = sqlx::query!(
+        "UPDATE training_jobs
+            SET checkpoint_attempt = $2, checkpoint_step = $3, checkpoint_size = $4, checkpoint_sha256 = $5
+          WHERE id = $1 AND retry_count = $2 AND status = ANY($6)",
+        id,
+        attempt,
+        step,
+        size,
+        sha256,
+        &JobStatus::names(JobStatus::ACTIVE)
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+/// Where the worker says the attempt continued from (it starts over from a checkpoint it
+/// cannot use).
+pub async fn set_resumed_from(tx: &mut Tx, id: Uuid, step: Option<i32>) -> Result<()> {
+    sqlx::query!(
+        "UPDATE training_jobs SET resumed_from_step = $2 WHERE id = $1",
+        id,
+        step
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The summary a `status` event carries.
@@ -432,13 +515,14 @@ pub struct Summary {
     pub current_cost: f64,
     pub final_cost: Option<f64>,
     pub error_code: Option<String>,
+    pub resumed_from_step: Option<i32>,
 }
 
 pub async fn summary(tx: &mut Tx, id: Uuid) -> Result<Option<Summary>> {
     sqlx::query_as!(
         Summary,
         r#"SELECT progress, current_step, total_steps, current_cost::float8 AS "current_cost!",
-                  final_cost::float8 AS final_cost, error_code
+                  final_cost::float8 AS final_cost, error_code, resumed_from_step
              FROM training_jobs WHERE id = $1"#,
         id
     )

@@ -263,7 +263,21 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
                 <span>{move || format!("{:.0}%", progress())}</span>" · "
                 <span class="job-steps">{step_text}</span>
                 {move || { let t = eta_text(); (!t.is_empty()).then(|| view! { " · " <span>{t}</span> }) }}
+                {move || job.with(|j| j.checkpoint_step).filter(|_| running()).map(|step| view! {
+                    " · " <span class="job-checkpoint" title="A retry, or a run the GPU backend loses, continues from here">
+                        {format!("checkpoint at step {}", thousands(i64::from(step)))}
+                    </span>
+                })}
             </p>
+            {move || job.with(|j| j.checkpoint_step).filter(|_| status.get().can_retry()).map(|step| view! {
+                <p class="small job-retry-from">{format!("Retry continues from the checkpoint at step {}.", thousands(i64::from(step)))}</p>
+            })}
+            {move || job.with(|j| j.resumed_from_step).map(|step| view! {
+                <p class="small job-resumed">
+                    {format!("Resumed from step {}: ", thousands(i64::from(step)))}
+                    "the steps before it were kept from the checkpoint, not trained or paid for again."
+                </p>
+            })}
             {move || job.with(|j| j.error_message.clone()).filter(|_| matches!(status.get(), JobStatus::Failed | JobStatus::Cancelled)).map(|m| view! {
                 <p class="callout callout-danger" role="alert">{m}</p>
             })}

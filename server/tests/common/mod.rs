@@ -368,6 +368,8 @@ pub fn test_gpu_settings() -> server::settings::GpuSettings {
         .into();
     gpu.executor.worker_dir = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../worker").into());
     gpu.processor.poll_interval = std::time::Duration::from_millis(200);
+    // Every step reported: the tests count them.
+    gpu.processor.report_interval = std::time::Duration::ZERO;
     gpu
 }
 

@@ -130,15 +130,27 @@ fn ended_on_backend(backend: &BackendState<'_>) -> Option<Ending> {
     })
 }
 
-/// What a failed backend call means: an ending, or `None` to try again later.
-pub fn on_backend_error(error: &RunpodError) -> Option<Ending> {
+/// What becomes of a job after a failed backend call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterError {
+    /// Transient: poll again later.
+    TryLater,
+    /// The backend lost the run (it restarted, or lost its worker): start the next attempt from
+    /// the latest checkpoint.
+    Resume,
+    Finish(Ending),
+}
+
+/// What a failed backend call means. `resumes_left`: automatic resumes this job may still use.
+pub fn on_backend_error(error: &RunpodError, resumes_left: u32) -> AfterError {
     match error {
-        RunpodError::NotFound => Some(Ending::failed(
+        RunpodError::NotFound if resumes_left > 0 => AfterError::Resume,
+        RunpodError::NotFound => AfterError::Finish(Ending::failed(
             "backend_lost",
-            "The GPU backend no longer knows this job (its results expired, or the backend restarted). Retry the job.",
+            "The GPU backend lost this run again after the automatic resumes (it restarted, or its results expired). Retry the job: it continues from its latest checkpoint.",
         )),
-        e if e.is_transient() => None,
-        e => Some(Ending::failed("backend_rejected", e.to_string())),
+        e if e.is_transient() => AfterError::TryLater,
+        e => AfterError::Finish(Ending::failed("backend_rejected", e.to_string())),
     }
 }
 
@@ -317,9 +329,14 @@ mod tests {
     #[test]
     fn backend_errors_retry_with_backoff_then_give_up() {
         assert_eq!(
-            on_backend_error(&RunpodError::NotFound).unwrap().code(),
-            Some("backend_lost")
+            on_backend_error(&RunpodError::NotFound, 1),
+            AfterError::Resume,
+            "a lost run is resumed while the budget lasts"
         );
+        let AfterError::Finish(lost) = on_backend_error(&RunpodError::NotFound, 0) else {
+            panic!("a lost run ends once the budget is spent")
+        };
+        assert_eq!(lost.code(), Some("backend_lost"));
         let interval = Duration::from_secs(1);
         let e = RunpodError::NotFound;
         assert_eq!(

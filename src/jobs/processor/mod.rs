@@ -32,6 +32,10 @@ mod submit;
 
 /// Largest adapter file a worker may upload (a rank-256 adapter of a 70B model is ~2 GB).
 const MAX_ADAPTER_FILE: u64 = 8 << 30;
+/// Largest checkpoint: the adapter with its two Adam moments, in fp32 (4× the adapter).
+const MAX_CHECKPOINT_FILE: u64 = 4 * MAX_ADAPTER_FILE;
+/// The checkpoint's file name in an attempt's folder.
+pub const CHECKPOINT_FILE: &str = "checkpoint.pt";
 
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
@@ -44,6 +48,12 @@ pub struct ProcessorConfig {
     /// Consecutive failed polls (backend down, malformed answers) before a job is failed.
     pub max_poll_errors: u32,
     pub report_every_steps: u32,
+    /// The worker reports metrics at most this often.
+    pub report_interval: Duration,
+    /// The worker saves a resumable checkpoint after this much training time.
+    pub checkpoint_every: Duration,
+    /// Runs lost with their backend are resumed automatically this many times per job.
+    pub max_auto_resumes: u32,
 }
 
 impl Default for ProcessorConfig {
@@ -54,6 +64,9 @@ impl Default for ProcessorConfig {
             stall_after: Duration::from_secs(15 * 60),
             max_poll_errors: 30,
             report_every_steps: 1,
+            report_interval: Duration::from_secs(1),
+            checkpoint_every: Duration::from_secs(600),
+            max_auto_resumes: 3,
         }
     }
 }

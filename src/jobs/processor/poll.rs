@@ -6,15 +6,18 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::Processor;
-use super::decide::{self, BackendState, Decision, Observation};
-use crate::jobs::contract::{EvalEvent, MetricsEvent, StageEvent, WorkerEvent, WorkerResult};
-use crate::jobs::event::{JobEvent, MetricsUpdate, StageChange};
+use std::time::Duration;
+
+use super::decide::{self, AfterError, BackendState, Decision, Observation};
+use crate::jobs::contract::{
+    CheckpointEvent, EvalEvent, MetricsEvent, StageEvent, WorkerEvent, WorkerResult,
+};
+use crate::jobs::event::{CheckpointSaved, JobEvent, MetricsUpdate, StageChange};
 use crate::jobs::events;
 use crate::jobs::lifecycle::{JobStage, JobStatus};
-use crate::jobs::store::{self, ProcessingRow};
+use crate::jobs::store::{self, ProcessingRow, Restart};
 use crate::runpod::{RunpodClient, RunpodError, RunpodStatus, StatusResponse};
-use crate::tasks::JobTask;
-use crate::tasks::TaskError;
+use crate::tasks::{JobTask, Task, TaskError};
 
 impl Processor {
     pub async fn poll(&self, task: &JobTask) -> Result<(), TaskError> {
@@ -155,10 +158,55 @@ impl Processor {
         task: &JobTask,
         error: RunpodError,
     ) -> Result<(), TaskError> {
-        match decide::on_backend_error(&error) {
-            Some(ending) => self.finish(job, ending).await,
-            None => self.retry_later(job, task, &error).await,
+        let left = self
+            .config
+            .max_auto_resumes
+            .saturating_sub(job.auto_resumes.max(0) as u32);
+        match decide::on_backend_error(&error, left) {
+            AfterError::Finish(ending) => self.finish(job, ending).await,
+            AfterError::TryLater => self.retry_later(job, task, &error).await,
+            AfterError::Resume => self.resume_lost(job).await,
         }
+    }
+
+    /// The backend lost the run: the next attempt starts from the latest checkpoint, at once.
+    async fn resume_lost(&self, job: &ProcessingRow) -> Result<(), TaskError> {
+        let Some(mut tx) = self.attempt_tx(job).await? else {
+            return Ok(());
+        };
+        let how = Restart::Lost {
+            attempt: job.retry_count,
+            max_auto_resumes: self.config.max_auto_resumes as i32,
+        };
+        let Some(restarted) = store::restart(&mut tx, job.user_id, job.id, how).await? else {
+            tx.rollback().await?;
+            return Ok(()); // it ended or moved on meanwhile
+        };
+        Task::SubmitJob(JobTask::start(job.id, restarted.attempt))
+            .enqueue(&mut tx, Some(job.user_id), Duration::ZERO)
+            .await?;
+        let from = match restarted.resumed_from_step {
+            Some(step) => format!("from the checkpoint at step {step}"),
+            None => "from the start (no checkpoint was saved yet)".to_owned(),
+        };
+        let message = format!(
+            "The GPU backend lost the run (it restarted, or lost its worker); resuming {from}, automatic resume {} of {}.",
+            job.auto_resumes + 1,
+            self.config.max_auto_resumes
+        );
+        tracing::warn!(job = %job.id, attempt = restarted.attempt, resumed_from = ?restarted.resumed_from_step, "resuming a lost run");
+        events::record_status(
+            &mut tx,
+            job.user_id,
+            job.id,
+            restarted.attempt,
+            JobStatus::Queued,
+            JobStage::Queued,
+            Some(&message),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A transient failure: poll again later, or give up after too many in a row.
@@ -250,6 +298,7 @@ async fn apply_event(
             total_steps,
             train_examples,
             eval_examples,
+            resumed_from_step,
         }) => {
             let stage = JobStage::from(stage);
             let event = JobEvent::Stage(StageChange {
@@ -259,6 +308,7 @@ async fn apply_event(
                 total_steps,
                 train_examples,
                 eval_examples,
+                resumed_from_step,
             });
             let key = format!("{attempt}:stage:{stage}");
             if events::record(tx, job.user_id, job.id, &key, &event)
@@ -268,6 +318,12 @@ async fn apply_event(
                 let before =
                     store::enter_worker_stage(tx, job.id, stage, total_steps.map(|t| t as i32))
                         .await?;
+                if stage == JobStage::Training {
+                    // Where the worker really continues from: the curve after it is redrawn.
+                    let from = resumed_from_step.map(|s| s as i32);
+                    store::set_resumed_from(tx, job.id, from).await?;
+                    store::truncate_curve(tx, job.id, from.unwrap_or(0)).await?;
+                }
                 if before == Some(JobStatus::Initializing) {
                     events::record_status(
                         tx,
@@ -293,6 +349,33 @@ async fn apply_event(
                 .is_some()
             {
                 store::insert_eval_point(tx, job.user_id, job.id, step as i32, eval_loss).await?;
+            }
+        }
+        WorkerEvent::Checkpoint(CheckpointEvent {
+            step,
+            size,
+            sha256,
+            elapsed_s,
+        }) => {
+            let key = format!("{attempt}:checkpoint:{step}");
+            let event = JobEvent::Checkpoint(CheckpointSaved {
+                step,
+                size,
+                elapsed_s,
+            });
+            if events::record(tx, job.user_id, job.id, &key, &event)
+                .await?
+                .is_some()
+            {
+                store::record_checkpoint(
+                    tx,
+                    job.id,
+                    job.retry_count,
+                    step as i32,
+                    size as i64,
+                    &sha256,
+                )
+                .await?;
             }
         }
         WorkerEvent::Result(result) => {

@@ -3,8 +3,13 @@
 
 use std::time::Duration;
 
-use super::{MAX_ADAPTER_FILE, Processor, execution_timeout, output_key};
-use crate::jobs::contract::{ADAPTER_FILES, CONTRACT_VERSION, WorkerInput};
+use super::{
+    CHECKPOINT_FILE, MAX_ADAPTER_FILE, MAX_CHECKPOINT_FILE, Processor, execution_timeout,
+    output_key,
+};
+use crate::jobs::contract::{
+    ADAPTER_FILES, CONTRACT_VERSION, CheckpointPlan, ResumeFrom, WorkerInput,
+};
 use crate::jobs::event::{JobEvent, StageChange};
 use crate::jobs::events;
 use crate::jobs::finish::Ending;
@@ -145,6 +150,7 @@ impl Processor {
             total_steps: None,
             train_examples: None,
             eval_examples: None,
+            resumed_from_step: None,
         });
         let key = format!("{}:stage:{stage}", job.attempt());
         if events::record(tx, job.user_id, job.id, &key, &event)
@@ -188,6 +194,38 @@ impl Processor {
                 .map_err(|e| format!("cannot sign an upload link: {e}"))?;
             upload_urls.insert(name.to_owned(), signed.url);
         }
+        let checkpoint_key = output_key(job.user_id, job.id, job.retry_count, CHECKPOINT_FILE);
+        let checkpoint_url = self
+            .storage
+            .presign_put_upto(
+                Bucket::Models,
+                &checkpoint_key,
+                MAX_CHECKPOINT_FILE,
+                lifetime,
+            )
+            .await
+            .map_err(|e| format!("cannot sign the checkpoint link: {e}"))?;
+        // The latest checkpoint of an earlier attempt: this one continues from it.
+        let resume = match (
+            job.checkpoint_attempt,
+            job.checkpoint_step,
+            job.checkpoint_sha256.as_ref(),
+        ) {
+            (Some(attempt), Some(step), Some(sha256)) if attempt < job.retry_count => {
+                let key = output_key(job.user_id, job.id, attempt, CHECKPOINT_FILE);
+                let signed = self
+                    .storage
+                    .presign_get(Bucket::Models, &key, lifetime)
+                    .await
+                    .map_err(|e| format!("cannot sign the checkpoint link: {e}"))?;
+                Some(ResumeFrom {
+                    url: signed.url,
+                    step: step as u32,
+                    sha256: sha256.clone(),
+                })
+            }
+            _ => None,
+        };
         Ok(WorkerInput {
             contract_version: CONTRACT_VERSION,
             job_id: job.id,
@@ -198,6 +236,12 @@ impl Processor {
             report_every_steps: self.config.report_every_steps,
             max_steps: None,
             execution_timeout_s: Some(execution_timeout(job.estimate.as_ref()).as_secs()),
+            report_interval_s: Some(self.config.report_interval.as_secs_f64()),
+            checkpoint: Some(CheckpointPlan {
+                every_s: self.config.checkpoint_every.as_secs_f64(),
+                upload_url: checkpoint_url.url,
+                resume,
+            }),
         })
     }
 }

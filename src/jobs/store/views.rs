@@ -42,6 +42,8 @@ struct ViewRow {
     retry_count: i32,
     execution_ms: Option<i64>,
     cancel_requested_at: Option<DateTime<Utc>>,
+    resumed_from_step: Option<i32>,
+    checkpoint_step: Option<i32>,
     last_event_id: Option<i64>,
 }
 
@@ -82,6 +84,8 @@ impl From<ViewRow> for JobView {
             retry_count: r.retry_count,
             execution_ms: r.execution_ms,
             cancel_requested: r.cancel_requested_at.is_some(),
+            resumed_from_step: r.resumed_from_step,
+            checkpoint_step: r.checkpoint_step,
             last_event_id: r.last_event_id.unwrap_or(0),
         }
     }
@@ -105,7 +109,7 @@ async fn views(
                   j.budget_cap::float8 AS budget_cap, j.final_cost::float8 AS final_cost, j.estimate,
                   j.error_message, a.id AS "artifact_id?", j.created_at, j.error_code, j.current_epoch,
                   j.current_metrics, j.started_at, j.completed_at, j.estimated_completion_at, j.retry_count,
-                  j.execution_ms, j.cancel_requested_at,
+                  j.execution_ms, j.cancel_requested_at, j.resumed_from_step, j.checkpoint_step,
                   (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
              FROM training_jobs j
              JOIN datasets d ON d.id = j.dataset_id
