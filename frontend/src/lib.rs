@@ -40,6 +40,7 @@ pub fn bench_estimate(n: u32) -> f64 {
             context_length: 131_072,
             chat_template: "llama-3".into(),
             demo: false,
+            shape: None,
         }],
     };
     let started = js_sys::Date::now();

@@ -199,6 +199,7 @@ mod tests {
             context_length: 8192,
             chat_template: "llama-3".into(),
             demo: false,
+            shape: None,
         }
     }
 

@@ -141,6 +141,22 @@ pub struct BaseModel {
     /// The demo model (random weights): labelled as such wherever it appears.
     #[serde(default)]
     pub demo: bool,
+    /// The architecture's dimensions, for the memory estimate; without them a rougher rule is
+    /// used.
+    #[serde(default)]
+    pub shape: Option<ModelShape>,
+}
+
+/// A decoder's dimensions (its `config.json`: hidden_size, intermediate_size,
+/// num_hidden_layers, num_key_value_heads × head_dim, vocab_size).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelShape {
+    pub hidden: u32,
+    pub intermediate: u32,
+    pub layers: u32,
+    /// Width of the key and value projections (grouped-query attention makes it narrower).
+    pub kv: u32,
+    pub vocab: u32,
 }
 
 /// What the operator offers: GPU types and base models.
@@ -325,13 +341,38 @@ pub struct TrainingConfig {
     pub gpu_count: u32,
 }
 
-/// GPU memory a run needs, in GB: the base weights at their precision plus a margin for the
-/// adapter, optimizer state and activations (grows with batch × sequence length).
+/// Rows of logits the worker computes at once (its `LOSS_CHUNK`): only labelled positions go
+/// through the output head, a chunk at a time.
+const LOSS_CHUNK: f64 = 1024.0;
+
+/// GPU memory a run needs, in GB, as the worker trains: the base weights at their precision;
+/// the adapter in fp32 with its gradients and two Adam moments (16 bytes a parameter); the
+/// activations of one micro-batch — with gradient checkpointing, which the worker turns on when
+/// the full set would not fit, only each layer's input plus one layer's full set (the worker's
+/// `activation_bytes`); one chunk of fp32 logits with its softmax and gradient; and a gigabyte
+/// for the CUDA context and allocator slack.
 pub fn memory_needed_gb(model: &BaseModel, hp: &Hyperparameters) -> f64 {
     let weights = model.parameters_b * hp.quantization.bytes_per_parameter();
-    let activations =
-        model.parameters_b.sqrt() * f64::from(hp.batch_size) * f64::from(hp.max_seq_len) / 4096.0;
-    weights * 1.15 + activations + 1.0
+    let Some(shape) = model.shape else {
+        // No dimensions: a rule of thumb that grows with the model and the micro-batch.
+        let activations =
+            model.parameters_b.sqrt() * f64::from(hp.batch_size) * f64::from(hp.max_seq_len)
+                / 4096.0;
+        return weights * 1.15 + activations + 1.0;
+    };
+    let (h, i, kv) = (
+        f64::from(shape.hidden),
+        f64::from(shape.intermediate),
+        f64::from(shape.kv),
+    );
+    let layers = f64::from(shape.layers);
+    // LoRA on q, k, v, o, gate, up, down: r × (in + out) each.
+    let adapter_params = f64::from(hp.rank) * (9.0 * h + 2.0 * kv + 3.0 * i) * layers;
+    let tokens = f64::from(hp.batch_size) * f64::from(hp.max_seq_len);
+    let layer_inputs = 2.0 * h * tokens * layers;
+    let one_layer = 2.0 * (8.0 * h + 4.0 * i) * tokens;
+    let logits = LOSS_CHUNK.min(tokens) * f64::from(shape.vocab) * 4.0 * 3.0;
+    weights + (adapter_params * 16.0 + layer_inputs + one_layer + logits) / 1e9 + 1.0
 }
 
 /// The one set of rules: every field's bound, the model and GPU in the catalog, and whether

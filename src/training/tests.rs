@@ -275,3 +275,39 @@ fn one_gpu_per_job_until_the_worker_trains_on_several() {
     let json = serde_json::to_value(&catalog.gpus[0]).unwrap();
     assert_eq!(json["max_count"], 1);
 }
+
+#[test]
+fn the_memory_estimate_counts_what_the_worker_holds() {
+    let catalog = catalog();
+    let llama8b = catalog
+        .model("llama-3.1-8b-instruct")
+        .expect("in the catalog");
+    assert!(
+        llama8b.shape.is_some(),
+        "catalog models carry their dimensions"
+    );
+    let mut hp = PresetName::Balanced.hyperparameters();
+    hp.quantization = Quantization::Nf4;
+    hp.batch_size = 4;
+    hp.max_seq_len = 2048;
+    hp.rank = 16;
+    // 4.8 GB of nf4 weights, 0.7 GB of adapter and Adam state, 3.6 GB of checkpointed
+    // activations, 1.6 GB for a chunk of 128k-vocabulary logits, 1 GB of CUDA context.
+    let qlora = memory_needed_gb(llama8b, &hp);
+    assert!((11.0..12.5).contains(&qlora), "{qlora}");
+    hp.quantization = Quantization::None;
+    let lora = memory_needed_gb(llama8b, &hp);
+    assert!(
+        (lora - qlora - 8.03 * 1.4).abs() < 0.01,
+        "bf16 weights: {lora}"
+    );
+    // Activations grow with the micro-batch.
+    hp.max_seq_len = 8192;
+    assert!(memory_needed_gb(llama8b, &hp) > lora + 8.0);
+    // A 24 GB card trains the 8B with QLoRA at batch 4 × 2048; the rules agree.
+    let mut c = config("llama-3.1-8b-instruct", "4090", PresetName::Custom);
+    c.hyperparameters.quantization = Quantization::Nf4;
+    c.hyperparameters.batch_size = 4;
+    c.hyperparameters.max_seq_len = 2048;
+    assert_eq!(check_config(&c, &catalog), Ok(()));
+}

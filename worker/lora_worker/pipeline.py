@@ -81,7 +81,7 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict, control: Cont
     yield contract.stage_event("downloading_dataset", "downloading the dataset", elapsed())
     ds_path = work / "dataset.jsonl"
     try:
-        n_bytes = transfer.download(inp.dataset_url, ds_path)
+        n_bytes = transfer.download(inp.dataset_url, ds_path, control.check)
     except transfer.TransferError as e:
         raise WorkerError("dataset_download_failed", str(e)) from None
     control.check()

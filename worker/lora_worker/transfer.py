@@ -10,7 +10,6 @@ import hashlib
 import http.client
 import logging
 import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -52,9 +51,8 @@ def _with_retries(what: str, url: str, fn):
     for attempt in range(ATTEMPTS):
         try:
             return fn()
-        except BaseException as exc:  # noqa: BLE001 - classified below, non-transient re-raised as TransferError
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt / SystemExit (SIGTERM) must stop us now
+        except (OSError, http.client.HTTPException) as exc:  # URLError and HTTPError are OSErrors
+            # Anything else (a cancel, SIGTERM's SystemExit, a bug) is not a transfer failure: it goes on up.
             last = exc
             if not _transient(exc) or attempt == ATTEMPTS - 1:
                 break
@@ -72,14 +70,25 @@ def _describe(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def download(url: str, dest: Path) -> int:
-    """Streams url to dest (never holding the whole dataset in memory); returns the byte count."""
+def download(url: str, dest: Path, check=None) -> int:
+    """Streams url to dest (never holding the whole dataset in memory); returns the byte count.
+    `check` is called between chunks: a cancel raises there instead of after the whole file."""
 
     def once() -> int:
         req = urllib.request.Request(url, method="GET")
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp, open(dest, "wb") as out:
-            shutil.copyfileobj(resp, out, CHUNK)
-            return out.tell()
+            # read1: whatever has arrived (up to a chunk), so a slow link still checks often.
+            while chunk := resp.read1(CHUNK):
+                out.write(chunk)
+                if check is not None:
+                    check()
+            got = out.tell()
+            # http.client ends a body cut short by a dropped connection quietly (no IncompleteRead when
+            # read in chunks): half a dataset would parse as a broken last line, or train on half the data.
+            announced = resp.headers.get("Content-Length")
+            if announced is not None and announced.isdigit() and got != int(announced):
+                raise http.client.IncompleteRead(b"", int(announced) - got)
+            return got
 
     return _with_retries("download of", url, once)
 

@@ -54,7 +54,8 @@ def worker_env(tmp_path_factory):
 
 
 class FakeStore:
-    """Serves GET objects and records PUT bodies; `fail[path]` is a list of status codes returned first."""
+    """Serves GET objects and records PUT bodies; `fail[path]` is a list of status codes returned first
+    ("cut": a GET whose connection drops halfway through the body)."""
 
     def __init__(self):
         self.objects: dict[str, bytes] = {}
@@ -91,6 +92,16 @@ def store():
             code = st._next_failure(path)
             if code is None and path not in st.objects:
                 code = 404
+            if code == "cut":
+                # The connection drops mid-body: the full length announced, half of it sent.
+                body = st.objects[path]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
             if code is not None:
                 self.send_error(code)
                 return

@@ -225,6 +225,16 @@ def _without(d: dict, key: str) -> dict:
     return d
 
 
+def test_a_download_cut_off_mid_file_starts_again_and_trains_on_every_example(store, make_job, event_validator):
+    store.fail["/ds.jsonl"] = ["cut"]
+    events = run_handler(make_job())
+    check_events(events, event_validator)
+    assert events[-1]["status"] == "succeeded"
+    assert [r for r in store.requests if r == ("GET", "/ds.jsonl")] == [("GET", "/ds.jsonl")] * 2
+    training = next(e for e in events if e.get("stage") == "training")
+    assert training["train_examples"] + training["eval_examples"] == 24, "the whole file, not the first half"
+
+
 @pytest.mark.parametrize("mutate", [
     lambda i: i["hyperparameters"].update(epochs=0),
     lambda i: i.pop("dataset_url"),
@@ -596,22 +606,27 @@ def _run_with(job: dict, control) -> list[dict]:
     return asyncio.run(collect())
 
 
-def test_a_cancel_during_the_download_stops_before_tokenising(make_job, monkeypatch):
+def test_a_cancel_during_the_download_stops_at_the_next_chunk(store, make_job, monkeypatch):
     from lora_worker import model as model_mod, transfer
     from lora_worker.control import Control
 
+    monkeypatch.setattr(transfer, "CHUNK", 256)  # the 4 kB dataset arrives in many chunks
     control = Control()
-    real = transfer.download
+    checks = {"n": 0}
+    real_check = control.check
 
-    def then_cancel(url, dest):
-        n = real(url, dest)
-        control.cancel()
-        return n
+    def cancel_on_second_chunk():
+        checks["n"] += 1
+        if checks["n"] == 2:
+            control.cancel()
+        real_check()
 
-    monkeypatch.setattr(transfer, "download", then_cancel)
+    monkeypatch.setattr(control, "check", cancel_on_second_chunk)
     monkeypatch.setattr(model_mod, "load_tokenizer", lambda *_: pytest.fail("tokenised after the cancel"))
     events = _run_with(make_job(), control)
     assert [e.get("stage") for e in events] == ["downloading_dataset"], events
+    assert checks["n"] == 2, "no chunk read after the cancel"
+    assert store.requests.count(("GET", "/ds.jsonl")) == 1, "a cancel is not a failure to retry"
 
 
 def test_a_cancel_while_tokenising_stops_between_examples(make_job, monkeypatch):
