@@ -668,23 +668,54 @@ async fn malformed_answers_fail_the_job_after_max_poll_errors() {
     assert_eq!(fake.count(Ep::Cancel), 0);
 }
 
-/// 4. `/stream` answers 404 (the backend forgot the job after its ttl): the job fails as lost.
+/// 4. `/stream` answers 404 (the backend lost the run: it restarted, or forgot the job after
+/// its ttl): the next attempt starts at once, automatically, until the budget is spent; then the
+/// job fails as lost.
 #[tokio::test]
-async fn a_job_the_backend_forgot_fails_as_lost() {
+async fn a_run_the_backend_lost_is_resumed_then_fails_as_lost() {
     let fake = Fake::start().await;
     fake.push(
         Ep::Stream,
         stream_reply("IN_PROGRESS", &[stage_training(10)]),
     );
     fake.set_default(Ep::Stream, error_reply(404, "request does not exist"));
-    let (app, client, job) = job_on(&fake, |_| {}).await;
+    let (app, client, job) = job_on(&fake, |gpu| gpu.processor.max_auto_resumes = 2).await;
 
     let detail = expect_end(&app, &client, &fake, &job, "failed", Some("backend_lost")).await;
-    assert!(message(&detail).contains("no longer knows"), "{detail}");
-    // A 404 is final: not retried inside the client.
-    assert_eq!(fake.count(Ep::Stream), 2, "{:?}", fake.log());
-    assert_no_duplicates(&app, &job, "failed").await;
+    assert!(
+        message(&detail).contains("lost this run again after the automatic resumes"),
+        "{detail}"
+    );
+    assert_eq!(detail["retry_count"], 2, "{detail}");
+    assert_eq!(
+        fake.count(Ep::Run),
+        3,
+        "the first run and two automatic resumes: {:?}",
+        fake.log()
+    );
+    // A 404 is final for each attempt: not retried inside the client.
+    assert_eq!(fake.count(Ep::Stream), 4, "{:?}", fake.log());
     assert_eq!(fake.count(Ep::Cancel), 0);
+    let id: uuid::Uuid = job.parse().expect("a job id");
+    let mut tx = app.db.system().await.expect("a system transaction");
+    let resumes: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'message' FROM job_events
+          WHERE job_id = $1 AND kind = 'status' AND payload->>'status' = 'queued'
+            AND dedupe_key <> 'a0:status:queued' ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .expect("status events");
+    tx.commit().await.expect("commit");
+    assert_eq!(resumes.len(), 2, "{resumes:?}");
+    for (n, text) in resumes.iter().enumerate() {
+        assert!(
+            text.contains("resuming from the start (no checkpoint was saved yet)")
+                && text.contains(&format!("automatic resume {} of 2", n + 1)),
+            "{text}"
+        );
+    }
 }
 
 /// 5. COMPLETED, but the worker's result says it failed: the job fails with the worker's code,
