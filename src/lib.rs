@@ -11,6 +11,7 @@ pub mod error;
 pub mod format;
 pub mod jobs;
 pub mod live;
+pub mod models;
 pub mod notifications;
 pub mod training;
 pub mod validation;

@@ -38,6 +38,9 @@ pub enum Task {
     /// Follow a job on its GPU backend (reschedules itself). Key `job:<job>`.
     #[serde(rename = "job_poll")]
     PollJob(JobTask),
+    /// Verify a succeeded run's files and make its model (the job's last task).
+    #[serde(rename = "model_finalize")]
+    FinalizeModel(JobTask),
 }
 
 impl Task {
@@ -47,13 +50,16 @@ impl Task {
             Self::ValidateDataset { .. } => "validate_dataset",
             Self::SubmitJob(_) => "job_submit",
             Self::PollJob(_) => "job_poll",
+            Self::FinalizeModel(_) => "model_finalize",
         }
     }
 
     pub fn dedupe_key(&self) -> String {
         match self {
             Self::ValidateDataset { dataset_id } => format!("validate:{dataset_id}"),
-            Self::SubmitJob(job) | Self::PollJob(job) => job_key(job.job_id),
+            Self::SubmitJob(job) | Self::PollJob(job) | Self::FinalizeModel(job) => {
+                job_key(job.job_id)
+            }
         }
     }
 
@@ -261,6 +267,7 @@ async fn dispatch(context: &Context, task: &Task) -> Result<(), TaskError> {
         }
         Task::SubmitJob(job) => context.processor.submit(job).await,
         Task::PollJob(job) => context.processor.poll(job).await,
+        Task::FinalizeModel(job) => context.processor.finalize(job).await,
     }
 }
 
@@ -272,7 +279,9 @@ async fn give_up(context: &Context, task: &Task, error: &str) {
                 .await
                 .map_err(TaskError::from)
         }
-        Task::SubmitJob(job) | Task::PollJob(job) => context.processor.give_up(job, error).await,
+        Task::SubmitJob(job) | Task::PollJob(job) | Task::FinalizeModel(job) => {
+            context.processor.give_up(job, error).await
+        }
     };
     if let Err(e) = outcome {
         tracing::warn!(error = %e, "could not leave the subject in a terminal state");

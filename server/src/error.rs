@@ -150,6 +150,7 @@ from_engine_errors!(
     TokenError,
     engine::datasets::service::DatasetError,
     engine::jobs::service::JobError,
+    engine::models::service::ModelError,
 );
 
 /// The success envelope: `{"success": true, "data": …}`.

@@ -114,6 +114,8 @@ struct Script {
     run_bodies: Vec<Value>,
     /// Requests without `Authorization: Bearer test-key`.
     unauthorized: usize,
+    /// The files the fake worker uploads when a job is submitted.
+    upload: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Script {
@@ -133,6 +135,7 @@ impl Script {
             calls: Vec::new(),
             run_bodies: Vec::new(),
             unauthorized: 0,
+            upload: common::fake_adapter(RANK, ALPHA),
         }
     }
 
@@ -234,6 +237,11 @@ impl Fake {
     fn unauthorized(&self) -> usize {
         self.script.lock().unwrap().unauthorized
     }
+
+    /// What the fake worker uploads from now on.
+    fn set_upload(&self, files: Vec<(&'static str, Vec<u8>)>) {
+        self.script.lock().unwrap().upload = files;
+    }
 }
 
 /// Logs the call, checks the API key and answers from the script.
@@ -270,6 +278,18 @@ fn answer(
 
 async fn on_run(State(fake): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // Like a worker that trains at once: the adapter goes to the signed upload URLs, so a
+    // succeeded result names real files (finalisation reads them back).
+    let upload = fake.lock().unwrap().upload.clone();
+    for (name, bytes) in upload {
+        if let Some(url) = body["input"]["upload_urls"][name].as_str() {
+            let put = reqwest::Client::new().put(url).body(bytes).send().await;
+            assert!(
+                put.is_ok_and(|r| r.status().is_success()),
+                "the fake worker uploads {name}"
+            );
+        }
+    }
     answer(
         &fake,
         Ep::Run,
@@ -374,12 +394,17 @@ fn eval(step: u32, total_steps: u32) -> Value {
 }
 
 fn succeeded(total_steps: u32) -> Value {
+    succeeded_with(
+        total_steps,
+        common::reported_files(&common::fake_adapter(RANK, ALPHA)),
+    )
+}
+
+/// A succeeded result that reports `files` (name, size, sha256).
+fn succeeded_with(total_steps: u32, files: Value) -> Value {
     json!({
         "type": "result", "status": "succeeded",
-        "files": [
-            { "name": "adapter_config.json", "size": 512, "sha256": "00" },
-            { "name": "adapter_model.safetensors", "size": 4096, "sha256": "11" },
-        ],
+        "files": files,
         "metrics": {
             "final_train_loss": 1.5, "final_eval_loss": 1.7, "total_steps": total_steps,
             "train_runtime_s": 5.0, "tokens_per_sec": 100.0, "train_tokens": 1000,
@@ -399,6 +424,9 @@ fn full_output(total_steps: u32) -> Vec<Value> {
 
 /// The jobs of these tests run on a RunPod GPU type, so they go to the (fake) RunPod backend.
 const RUNPOD_GPU: &str = "A4000";
+/// The LoRA rank and alpha of `start_job_on`'s jobs (the Fast preset's).
+const RANK: u64 = 8;
+const ALPHA: u64 = 16;
 
 // ---------------------------------------------------------------------------------------------
 // The platform under test
@@ -1129,4 +1157,173 @@ async fn a_failed_job_retried_runs_to_completion() {
         .map(|p| p["step"].as_i64().unwrap())
         .collect();
     assert_eq!(steps, [1, 2, 3, 4], "one point per step of the new attempt");
+}
+
+/// 16. A succeeded run becomes a model once: its files are read back and checked, it is rated
+/// from the run's curve, it gets a card, and the owner is told — and a finaliser that runs
+/// again (a crash after its commit, a duplicate task) changes nothing.
+#[tokio::test]
+async fn a_succeeded_run_becomes_a_rated_model_exactly_once() {
+    const STEPS: u32 = 6;
+    let fake = Fake::start().await;
+    fake.set_default(
+        Ep::Status,
+        status_reply("COMPLETED", json!({ "output": full_output(STEPS) })),
+    );
+    fake.set_default(Ep::Stream, stream_reply("COMPLETED", &[]));
+    let (app, client, job) = job_on(&fake, |_| {}).await;
+    let detail = expect_end(&app, &client, &fake, &job, "completed", None).await;
+    let model_id = detail["artifact_id"]
+        .as_str()
+        .expect("the job links its model")
+        .to_owned();
+
+    let model: Value = app
+        .get_json(&client, &format!("/api/models/{model_id}"))
+        .await;
+    let model = &model["data"]["model"];
+    assert_eq!(model["job_id"], job.as_str());
+    let names: Vec<&str> = model["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "README.md"
+        ]
+    );
+    assert!(
+        model["files"][0].get("key").is_none(),
+        "storage keys stay private"
+    );
+    // Train loss 1.9 → 1.4 over six steps: 26% lower → 3 stars; eval 1.7 is 0.3 above train.
+    let quality = &model["quality_metrics"];
+    assert_eq!(quality["overall_score"], 3, "{quality}");
+    assert!(
+        quality["explanation"]
+            .as_str()
+            .unwrap()
+            .starts_with("3 stars: loss fell 2"),
+        "{quality}"
+    );
+    assert!((quality["perplexity"].as_f64().unwrap() - 1.7f64.exp()).abs() < 1e-3);
+    let card = model["model_card"].as_str().unwrap();
+    assert!(
+        card.starts_with("---\nbase_model: \"tiny-random-llama\"") && card.contains("PeftModel"),
+        "{card}"
+    );
+
+    // The finaliser runs again, as after a crash between its commit and the task's completion.
+    let id: uuid::Uuid = job.parse().unwrap();
+    let mut tx = app.db.system().await.unwrap();
+    sqlx::query(
+        "INSERT INTO work_queue (kind, payload, user_id, dedupe_key) SELECT 'model_finalize', $1, user_id, 'rerun:' || id FROM training_jobs WHERE id = $2",
+    )
+    .bind(json!({ "job_id": id, "attempt": 0 }))
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut tx = app.db.system().await.unwrap();
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM work_queue WHERE dedupe_key = 'rerun:' || $1::text AND status <> 'done'")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rerun finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut tx = app.db.system().await.unwrap();
+    let (models, notes): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM model_artifacts WHERE job_id = $1),
+                (SELECT count(*) FROM notifications n JOIN training_jobs j ON j.user_id = n.user_id
+                  WHERE j.id = $1 AND n.type = 'artifact_ready')",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((models, notes), (1, 1), "one model, one notification");
+    assert_no_duplicates(&app, &job, "completed").await;
+}
+
+/// 17. Files that are not the adapter the job asked for fail the job with a precise code and
+/// message, and no model is made: a missing file, a wrong sha256, a config that disagrees with
+/// the job, a truncated safetensors file.
+#[tokio::test]
+async fn adapters_that_do_not_check_out_fail_the_job_precisely() {
+    let good = common::fake_adapter(RANK, ALPHA);
+    let config = good[0].clone();
+    let weights = good[1].clone();
+    let truncated = (
+        "adapter_model.safetensors",
+        weights.1[..weights.1.len() - 64].to_vec(),
+    );
+    let other_rank = common::fake_adapter(4, ALPHA);
+    // (case, what the worker uploads, what it reports, code, message part)
+    type Files = Vec<(&'static str, Vec<u8>)>;
+    let cases: Vec<(&str, Files, Value, &str, &str)> = vec![
+        (
+            "missing",
+            vec![weights.clone()],
+            common::reported_files(&good),
+            "artifact_missing",
+            "adapter_config.json was reported uploaded but is not in storage",
+        ),
+        (
+            "wrong sha256",
+            good.clone(),
+            {
+                let mut files = common::reported_files(&good);
+                files[1]["sha256"] = json!("0".repeat(64));
+                files
+            },
+            "artifact_corrupt",
+            "adapter_model.safetensors has sha256",
+        ),
+        (
+            "config mismatch",
+            other_rank.clone(),
+            common::reported_files(&other_rank),
+            "artifact_mismatch",
+            "rank r = 4; the job asked for 8",
+        ),
+        (
+            "truncated",
+            vec![config.clone(), truncated.clone()],
+            common::reported_files(&[config.clone(), truncated.clone()]),
+            "artifact_corrupt",
+            "truncated or corrupt",
+        ),
+    ];
+    for (case, upload, reported, code, expected) in cases {
+        let fake = Fake::start().await;
+        fake.set_upload(upload);
+        let mut output = full_output(4);
+        *output.last_mut().unwrap() = succeeded_with(4, reported);
+        fake.set_default(
+            Ep::Status,
+            status_reply("COMPLETED", json!({ "output": output })),
+        );
+        fake.set_default(Ep::Stream, stream_reply("COMPLETED", &[]));
+        let (app, client, job) = job_on(&fake, |_| {}).await;
+        let detail = expect_end(&app, &client, &fake, &job, "failed", Some(code)).await;
+        assert!(message(&detail).contains(expected), "{case}: {detail}");
+        assert!(detail["artifact_id"].is_null(), "{case}: no model");
+        let models: Value = app.get_json(&client, "/api/models").await;
+        assert_eq!(models["data"]["pagination"]["total"], 0, "{case}: {models}");
+    }
 }

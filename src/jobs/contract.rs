@@ -168,12 +168,26 @@ pub enum WorkerResult {
         metrics: FinalMetrics,
         quantization_used: String,
         device: String,
+        /// Answers to held-out prompts from the base model and from the adapter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        samples: Option<Vec<Sample>>,
     },
     Failed {
         error_code: String,
         message: String,
         hint: String,
     },
+}
+
+/// An answer to one held-out prompt, greedy, from the base model and from the adapter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The conversation up to the reply, as plain text.
+    pub prompt: String,
+    /// The dataset's own reply.
+    pub reference: String,
+    pub base: String,
+    pub adapter: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -513,6 +513,7 @@ mod tests {
         events.push(stage(JobStage::Saving));
         events.push(stage(JobStage::Uploading));
         events.push(JobEvent::Result(WorkerResult::Succeeded {
+            samples: None,
             stopped_early: None,
             files: vec![UploadedFile {
                 name: "adapter_model.safetensors".into(),

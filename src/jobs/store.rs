@@ -535,13 +535,15 @@ pub struct Orphan {
     pub status: JobStatus,
     pub external_job_id: Option<String>,
     pub retry_count: i32,
+    pub current_stage: JobStage,
 }
 
 /// Unfinished jobs whose task (keyed `job:<id>`) is gone, oldest first, locked.
 pub async fn orphans(tx: &mut Tx, limit: i64) -> Result<Vec<Orphan>> {
     sqlx::query_as!(
         Orphan,
-        r#"SELECT j.id, j.user_id, j.status AS "status: JobStatus", j.external_job_id, j.retry_count
+        r#"SELECT j.id, j.user_id, j.status AS "status: JobStatus", j.external_job_id, j.retry_count,
+                  j.current_stage AS "current_stage: JobStage"
              FROM training_jobs j
             WHERE j.status = ANY($1)
               AND NOT EXISTS (SELECT 1 FROM work_queue q

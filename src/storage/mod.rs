@@ -193,6 +193,24 @@ impl Storage {
         }
     }
 
+    /// Stores a small object from memory (a model card), through a temporary file.
+    pub async fn put_bytes(
+        &self,
+        bucket: Bucket,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<u64, StorageError> {
+        let io = |source| StorageError::Io {
+            key: key.to_owned(),
+            source,
+        };
+        let path = std::env::temp_dir().join(format!("lora-pipeline-put-{}", uuid::Uuid::new_v4()));
+        tokio::fs::write(&path, bytes).await.map_err(io)?;
+        let stored = self.put_file(bucket, key, &path).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        stored
+    }
+
     pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
         match &*self.backend {
             Backend::Local(store) => store.delete(bucket, key).await,

@@ -262,7 +262,8 @@ def eval_event(*, step: int, epoch: float, eval_loss: float, elapsed_s: float) -
 
 def succeeded_event(*, files: list[dict], final_train_loss: float, final_eval_loss: float | None,
                     total_steps: int, train_runtime_s: float, tokens_per_sec: float, train_tokens: int,
-                    quantization_used: str, device: str, stopped_early: str | None = None) -> dict:
+                    quantization_used: str, device: str, stopped_early: str | None = None,
+                    samples: list[dict] | None = None) -> dict:
     event = {
         "type": "result", "status": "succeeded",
         "files": [{"name": f["name"], "size": int(f["size"]), "sha256": f["sha256"]} for f in files],
@@ -277,6 +278,8 @@ def succeeded_event(*, files: list[dict], final_train_loss: float, final_eval_lo
     if stopped_early:
         # The adapter trained so far was saved and uploaded, but the run did not finish its steps.
         event["stopped_early"] = stopped_early
+    if samples:
+        event["samples"] = [{k: str(sm[k]) for k in ("prompt", "reference", "base", "adapter")} for sm in samples]
     return event
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import checkpoint as ckpt, contract, data, model as model_mod, train as train_mod, transfer
+from . import checkpoint as ckpt, contract, data, model as model_mod, samples as samples_mod, train as train_mod, transfer
 from .control import Cancelled, Control
 from .errors import HINTS, WorkerError, is_oom
 
@@ -131,8 +131,15 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict, control: Cont
                                          checkpoints=sink, resume=resume)
     control.check()
 
+    # Before/after answers to held-out prompts: what the adapter learned, without deploying it.
+    samples = samples_mod.generate(loaded, [examples[i] for i in eval_idx], control.check)
+
     yield contract.stage_event("saving", "saving the adapter and tokenizer", elapsed())
     out = work / "adapter"
+    # The config names the base model as the job did (the demo model's local build path would
+    # mean nothing on the user's machine).
+    for config in loaded.model.peft_config.values():
+        config.base_model_name_or_path = inp.base_model
     loaded.model.save_pretrained(out, safe_serialization=True)
     loaded.tokenizer.save_pretrained(out)
 
@@ -145,7 +152,7 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict, control: Cont
         total_steps=summary.total_steps, train_runtime_s=summary.train_runtime_s,
         tokens_per_sec=summary.tokens_per_sec, train_tokens=summary.train_tokens,
         quantization_used=loaded.quantization_used, device=loaded.device,
-        stopped_early=summary.stopped_early,
+        stopped_early=summary.stopped_early, samples=samples,
     )
 
 

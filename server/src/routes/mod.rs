@@ -5,6 +5,7 @@ pub mod datasets;
 pub mod health;
 pub mod jobs;
 pub mod live;
+pub mod models;
 pub mod storage;
 pub mod tokens;
 pub mod training;

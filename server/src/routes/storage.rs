@@ -130,9 +130,24 @@ pub async fn get(
     if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
         return Err(ApiError::NotFound);
     }
-    let response = ServeFile::new(path)
+    let mut response = ServeFile::new(path)
         .oneshot(request)
         .await
-        .map_err(ApiError::internal)?;
-    Ok(response.map(Body::new))
+        .map_err(ApiError::internal)?
+        .map(Body::new);
+    // A download, never a page: saved under its own name, and never sniffed into HTML.
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    if bucket == Bucket::Models {
+        let name = key.rsplit('/').next().unwrap_or("download");
+        if let Ok(value) =
+            header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        {
+            headers.insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
+    Ok(response)
 }

@@ -250,18 +250,21 @@ impl TestApp {
         s3: Option<engine::storage::S3Settings>,
         gpu: server::settings::GpuSettings,
     ) -> Self {
-        Self::spawn_on(fresh_database().await, s3, gpu).await
+        Self::spawn_on(fresh_database().await, s3, gpu, None).await
     }
 
     /// A second server replica on this app's database, with its own GPU settings.
+    /// Another replica of this app: the same database and the same object store (replicas
+    /// share storage, as they share S3 in production).
     pub async fn replica(&self, gpu: server::settings::GpuSettings) -> Self {
-        Self::spawn_on(self.options.clone(), None, gpu).await
+        Self::spawn_on(self.options.clone(), None, gpu, Some(self.data_dir.path())).await
     }
 
     async fn spawn_on(
         options: PgConnectOptions,
         s3: Option<engine::storage::S3Settings>,
         gpu: server::settings::GpuSettings,
+        shared_data: Option<&std::path::Path>,
     ) -> Self {
         let bind = "127.0.0.1:0".parse().expect("bind address");
         let data_dir = tempfile::Builder::new()
@@ -270,7 +273,7 @@ impl TestApp {
             .expect("data dir");
         let settings = Settings {
             database: DatabaseSettings::External(Box::new(options.clone())),
-            data_dir: data_dir.path().to_owned(),
+            data_dir: shared_data.unwrap_or(data_dir.path()).to_owned(),
             storage_signing_key: None,
             s3,
             catalog_file: None,
@@ -520,4 +523,69 @@ pub fn terminal(event: &Sse) -> bool {
             event.data["payload"]["status"].as_str(),
             Some("completed" | "failed" | "cancelled")
         )
+}
+
+/// The demo model's dimensions (catalog `shape` of tiny-random-llama).
+const DEMO_LAYERS: u64 = 2;
+const DEMO_HIDDEN: u64 = 64;
+const DEMO_INTERMEDIATE: u64 = 128;
+const DEMO_KV: u64 = 32;
+
+/// A structurally valid LoRA adapter for the demo model, as PEFT writes it: `adapter_config.json`
+/// and `adapter_model.safetensors` (zeros) for the seven projections of both layers. What a fake
+/// worker uploads so that finalisation has real files to check.
+pub fn fake_adapter(rank: u64, alpha: u64) -> Vec<(&'static str, Vec<u8>)> {
+    let modules: [(&str, &str, u64, u64); 7] = [
+        ("self_attn", "q_proj", DEMO_HIDDEN, DEMO_HIDDEN),
+        ("self_attn", "k_proj", DEMO_HIDDEN, DEMO_KV),
+        ("self_attn", "v_proj", DEMO_HIDDEN, DEMO_KV),
+        ("self_attn", "o_proj", DEMO_HIDDEN, DEMO_HIDDEN),
+        ("mlp", "gate_proj", DEMO_HIDDEN, DEMO_INTERMEDIATE),
+        ("mlp", "up_proj", DEMO_HIDDEN, DEMO_INTERMEDIATE),
+        ("mlp", "down_proj", DEMO_INTERMEDIATE, DEMO_HIDDEN),
+    ];
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for layer in 0..DEMO_LAYERS {
+        for (block, module, input, output) in modules {
+            let prefix = format!("base_model.model.model.layers.{layer}.{block}.{module}");
+            for (kind, shape) in [("A", [rank, input]), ("B", [output, rank])] {
+                let len = shape[0] * shape[1] * 4;
+                header.insert(
+                    format!("{prefix}.lora_{kind}.weight"),
+                    json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+                );
+                offset += len;
+            }
+        }
+    }
+    let json_header = serde_json::to_vec(&header).unwrap();
+    let mut weights = (json_header.len() as u64).to_le_bytes().to_vec();
+    weights.extend(json_header);
+    weights.extend(vec![0u8; offset as usize]);
+    let config = json!({
+        "base_model_name_or_path": "tiny-random-llama", "peft_type": "LORA", "task_type": "CAUSAL_LM",
+        "r": rank, "lora_alpha": alpha, "lora_dropout": 0.05, "bias": "none",
+        "target_modules": modules.iter().map(|m| m.1).collect::<Vec<_>>(),
+    });
+    vec![
+        (
+            "adapter_config.json",
+            serde_json::to_vec_pretty(&config).unwrap(),
+        ),
+        ("adapter_model.safetensors", weights),
+    ]
+}
+
+/// `files` of a worker's succeeded result for `files`: name, size and sha256.
+pub fn reported_files(files: &[(&str, Vec<u8>)]) -> Value {
+    use sha2::Digest;
+    Value::Array(
+        files
+            .iter()
+            .map(|(name, bytes)| {
+                json!({"name": name, "size": bytes.len(), "sha256": hex::encode(sha2::Sha256::digest(bytes))})
+            })
+            .collect(),
+    )
 }

@@ -223,6 +223,7 @@ mod tests {
             },
             quantization_used: "none".into(),
             device: "cpu".into(),
+            samples: None,
         }
     }
 

@@ -19,9 +19,13 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::{Db, Tx};
+use crate::jobs::contract::ADAPTER_FILES;
 use crate::jobs::finish::{self, Ending, Subject};
+use crate::jobs::lifecycle::JobStage;
 use crate::jobs::store::{self, ProcessingRow};
+use crate::models::finalize::Outcome;
 use crate::runpod::RunpodClient;
+use crate::storage::Bucket;
 use crate::storage::Storage;
 use crate::tasks::{JobTask, Task, TaskError};
 use crate::training::Catalog;
@@ -152,14 +156,93 @@ impl Processor {
         status.execution_time.map(|ms| ms as f64 / 1000.0 * rate)
     }
 
-    /// Ends the job (in its own transaction, on its attempt) if it has not ended already.
+    /// Ends the job (in its own transaction, on its attempt) if it has not ended already. A
+    /// failed or cancelled attempt's adapter files are deleted (its checkpoint stays: a retry
+    /// continues from it).
     async fn finish(&self, job: &ProcessingRow, ending: Ending) -> Result<(), TaskError> {
         let Some(mut tx) = self.attempt_tx(job).await? else {
             return Ok(());
         };
-        finish::finish(&mut tx, subject(job), &ending, false).await?;
+        let ended = finish::finish(&mut tx, subject(job), &ending, false).await?;
+        tx.commit().await?;
+        if ended && !matches!(ending, Ending::Completed { .. }) {
+            self.delete_files(job, [job.retry_count], &ADAPTER_FILES)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// The run succeeded: the job waits in `finalizing` while [`Task::FinalizeModel`] checks
+    /// its files (the poll task's successor under the job's key).
+    async fn hand_to_finalize(&self, job: &ProcessingRow) -> Result<(), TaskError> {
+        let Some(mut tx) = self.attempt_tx(job).await? else {
+            return Ok(());
+        };
+        self.enter_stage(
+            &mut tx,
+            job,
+            JobStage::Finalizing,
+            "Verifying the adapter files and rating the run.",
+        )
+        .await?;
+        Task::FinalizeModel(JobTask::start(job.id, job.retry_count))
+            .enqueue(&mut tx, Some(job.user_id), Duration::ZERO)
+            .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// [`Task::FinalizeModel`]: the model, or the job failed with what is wrong with its files.
+    pub async fn finalize(&self, task: &JobTask) -> Result<(), TaskError> {
+        let Some(job) = self.load(task.job_id).await? else {
+            return Ok(());
+        };
+        if is_stale(task, &job) {
+            return Ok(());
+        }
+        let outcome = crate::models::finalize::finalize(
+            &self.db,
+            &self.storage,
+            &self.catalog,
+            job.id,
+            job.retry_count,
+        )
+        .await?;
+        match outcome {
+            Outcome::Ready(model) => {
+                tracing::info!(job = %job.id, %model, "model ready");
+                // Checkpoints served retries; other attempts' files are nobody's model.
+                let others = (0..job.retry_count).collect::<Vec<_>>();
+                self.delete_files(&job, others, &ADAPTER_FILES).await;
+                self.delete_files(&job, 0..=job.retry_count, &[CHECKPOINT_FILE])
+                    .await;
+                Ok(())
+            }
+            Outcome::Stale => Ok(()),
+            Outcome::Rejected(rejected) => {
+                tracing::warn!(job = %job.id, code = rejected.code, %rejected, "adapter rejected");
+                self.finish(&job, Ending::failed(rejected.code, rejected.message))
+                    .await
+            }
+        }
+    }
+
+    /// Deletes `names` of the given attempts (best effort: a file left behind costs storage,
+    /// never correctness).
+    async fn delete_files(
+        &self,
+        job: &ProcessingRow,
+        attempts: impl IntoIterator<Item = i32>,
+        names: &[&str],
+    ) {
+        for attempt in attempts {
+            for name in names {
+                let key = output_key(job.user_id, job.id, attempt, name);
+                if let Err(e) = self.storage.delete(Bucket::Models, &key).await {
+                    tracing::debug!(job = %job.id, %key, error = %e, "file not deleted");
+                }
+            }
+        }
     }
 
     /// Queues the job's next poll.
@@ -210,6 +293,9 @@ impl Processor {
                 && orphan.external_job_id.is_none()
             {
                 Task::SubmitJob(job)
+            } else if orphan.current_stage == JobStage::Finalizing {
+                // The run is over; only its files are left to check.
+                Task::FinalizeModel(job)
             } else {
                 Task::PollJob(job)
             };

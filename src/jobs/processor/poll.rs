@@ -14,6 +14,7 @@ use crate::jobs::contract::{
 };
 use crate::jobs::event::{CheckpointSaved, JobEvent, MetricsUpdate, StageChange};
 use crate::jobs::events;
+use crate::jobs::finish::Ending;
 use crate::jobs::lifecycle::{JobStage, JobStatus};
 use crate::jobs::store::{self, ProcessingRow, Restart};
 use crate::runpod::{RunpodClient, RunpodError, RunpodStatus, StatusResponse};
@@ -78,6 +79,8 @@ impl Processor {
                 tx.commit().await?;
                 Ok(())
             }
+            // A succeeded run becomes a model first: the job completes when its files check out.
+            Decision::Finish(Ending::Completed { .. }) => self.hand_to_finalize(&now).await,
             Decision::Finish(ending) => self.finish(&now, ending).await,
             Decision::StopThenFinish(ending) => match client.cancel(&external).await {
                 Ok(_) | Err(RunpodError::NotFound) => self.finish(&now, ending).await,
@@ -245,7 +248,9 @@ impl Processor {
     ) -> Result<(), TaskError> {
         let mut tx = None;
         for output in outputs {
-            let event: WorkerEvent = match serde_json::from_value(output.clone()) {
+            let mut output = output.clone();
+            without_nul(&mut output);
+            let event: WorkerEvent = match serde_json::from_value(output) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(job = %job.id, error = %e, "ignoring an unreadable worker event");
@@ -266,6 +271,17 @@ impl Processor {
             tx.commit().await?;
         }
         Ok(())
+    }
+}
+
+/// Drops NUL characters from every string: PostgreSQL's `jsonb` refuses them, and one in a
+/// worker's text (a sample a random model generated) must not make the job unfollowable.
+fn without_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => s.retain(|c| c != '\0'),
+        Value::Array(items) => items.iter_mut().for_each(without_nul),
+        Value::Object(fields) => fields.values_mut().for_each(without_nul),
+        _ => {}
     }
 }
 
