@@ -151,3 +151,41 @@ pub fn draw_lines(
     let chart = chart.animation(false);
     WasmRenderer::new(width, 240).render(id, &chart).is_ok()
 }
+
+/// `(step, value)` of a curve's points that have the value.
+pub fn series(
+    points: &[engine::jobs::MetricPoint],
+    f: fn(&engine::jobs::MetricPoint) -> Option<f64>,
+) -> Vec<(f64, f64)> {
+    points
+        .iter()
+        .filter_map(|p| {
+            f(p).filter(|v| v.is_finite())
+                .map(|v| (f64::from(p.step), v))
+        })
+        .collect()
+}
+
+/// The training and eval loss of a run (the job monitor and the model page).
+pub fn draw_loss_curve(id: &str, points: &[engine::jobs::MetricPoint]) -> bool {
+    draw_lines(
+        id,
+        "step",
+        "loss",
+        vec![
+            LineSeries {
+                name: "training loss",
+                color: "#6366f1",
+                points: series(points, |p| p.train_loss),
+                dashed: false,
+            },
+            LineSeries {
+                name: "eval loss",
+                color: "#f59e0b",
+                points: series(points, |p| p.eval_loss),
+                dashed: true,
+            },
+        ],
+        false,
+    )
+}

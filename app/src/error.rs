@@ -93,6 +93,7 @@ from_engine_errors!(
     engine::accounts::store::TokenError,
     engine::datasets::service::DatasetError,
     engine::jobs::service::JobError,
+    engine::models::service::ModelError,
 );
 
 impl FromServerFnError for AppError {

@@ -78,6 +78,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs") view=jobs::JobsPage ssr=SsrMode::Async/>
                     <Route path=path!("/jobs/:id") view=jobs::JobPage ssr=SsrMode::Async/>
                     <Route path=path!("/models") view=models::ModelsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/models/:id") view=models::ModelPage ssr=SsrMode::Async/>
                     <Route path=path!("/costs") view=costs::CostsPage ssr=SsrMode::Async/>
                     <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::Async/>
                     <Route

@@ -102,6 +102,9 @@ pub struct StatusChange {
     /// The attempt continues from the checkpoint at this step (a retry, or a lost run resumed).
     #[serde(default)]
     pub resumed_from_step: Option<i32>,
+    /// The job's model (on `completed`).
+    #[serde(default)]
+    pub artifact_id: Option<Uuid>,
 }
 
 /// A checkpoint the worker saved: a retry continues from `step`.
@@ -312,6 +315,9 @@ impl JobView {
                         self.error_code = None;
                     }
                 }
+                if change.artifact_id.is_some() {
+                    self.artifact_id = change.artifact_id;
+                }
             }
             JobEvent::Stage(stage) => {
                 if !self.status.is_terminal() {
@@ -436,6 +442,7 @@ mod tests {
             current_cost: 0.01 * f64::from(step),
             final_cost: status.is_terminal().then_some(0.04),
             resumed_from_step: None,
+            artifact_id: None,
         })
     }
 

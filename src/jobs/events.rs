@@ -105,6 +105,7 @@ pub async fn record_status(
         current_cost: summary.as_ref().map_or(0.0, |s| s.current_cost),
         final_cost: summary.as_ref().and_then(|s| s.final_cost),
         resumed_from_step: summary.as_ref().and_then(|s| s.resumed_from_step),
+        artifact_id: summary.as_ref().and_then(|s| s.artifact_id),
     });
     record(
         tx,

@@ -513,13 +513,16 @@ pub struct Summary {
     pub final_cost: Option<f64>,
     pub error_code: Option<String>,
     pub resumed_from_step: Option<i32>,
+    /// The job's model, once finalisation made it.
+    pub artifact_id: Option<Uuid>,
 }
 
 pub async fn summary(tx: &mut Tx, id: Uuid) -> Result<Option<Summary>> {
     sqlx::query_as!(
         Summary,
         r#"SELECT progress, current_step, total_steps, current_cost::float8 AS "current_cost!",
-                  final_cost::float8 AS final_cost, error_code, resumed_from_step
+                  final_cost::float8 AS final_cost, error_code, resumed_from_step,
+                  (SELECT a.id FROM model_artifacts a WHERE a.job_id = training_jobs.id) AS artifact_id
              FROM training_jobs WHERE id = $1"#,
         id
     )

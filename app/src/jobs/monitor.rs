@@ -272,6 +272,10 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
             {move || job.with(|j| j.checkpoint_step).filter(|_| status.get().can_retry()).map(|step| view! {
                 <p class="small job-retry-from">{format!("Retry continues from the checkpoint at step {}.", thousands(i64::from(step)))}</p>
             })}
+            {move || job.with(|j| j.artifact_id).map(|model| view! {
+                <p class="job-model"><a class="btn btn-primary" href=format!("/models/{model}")>"Open the model"</a>
+                " — its rating, before/after samples and downloads."</p>
+            })}
             {move || job.with(|j| j.resumed_from_step).map(|step| view! {
                 <p class="small job-resumed">
                     {format!("Resumed from step {}: ", thousands(i64::from(step)))}
@@ -323,36 +327,8 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
 
 #[cfg(feature = "hydrate")]
 fn draw_charts(points: &[MetricPoint]) {
-    use crate::charts::{LineSeries, draw_lines};
-    let series = |f: fn(&MetricPoint) -> Option<f64>| -> Vec<(f64, f64)> {
-        points
-            .iter()
-            .filter_map(|p| {
-                f(p).filter(|v| v.is_finite())
-                    .map(|v| (f64::from(p.step), v))
-            })
-            .collect()
-    };
-    draw_lines(
-        "loss-chart",
-        "step",
-        "loss",
-        vec![
-            LineSeries {
-                name: "training loss",
-                color: "#6366f1",
-                points: series(|p| p.train_loss),
-                dashed: false,
-            },
-            LineSeries {
-                name: "eval loss",
-                color: "#f59e0b",
-                points: series(|p| p.eval_loss),
-                dashed: true,
-            },
-        ],
-        false,
-    );
+    use crate::charts::{LineSeries, draw_lines, draw_loss_curve, series};
+    draw_loss_curve("loss-chart", points);
     draw_lines(
         "lr-chart",
         "step",
@@ -360,7 +336,7 @@ fn draw_charts(points: &[MetricPoint]) {
         vec![LineSeries {
             name: "learning rate",
             color: "#10b981",
-            points: series(|p| p.learning_rate),
+            points: series(points, |p| p.learning_rate),
             dashed: false,
         }],
         false,

@@ -27,10 +27,12 @@ pub struct ReadyDataset {
 pub struct TrainingChoices {
     pub catalog: Catalog,
     pub datasets: Vec<ReadyDataset>,
+    /// "Train again with these settings": an earlier job's dataset and configuration.
+    pub prefill: Option<(Uuid, TrainingConfig)>,
 }
 
 #[server(prefix = "/rpc", endpoint = "train_context")]
-pub async fn train_context() -> Result<TrainingChoices, AppError> {
+pub async fn train_context(from_job: Option<Uuid>) -> Result<TrainingChoices, AppError> {
     let crate::server_context::SignedIn {
         user, db, catalog, ..
     } = crate::server_context::signed_in().await?;
@@ -43,7 +45,29 @@ pub async fn train_context() -> Result<TrainingChoices, AppError> {
     let (rows, _) = engine::datasets::service::list(&db, user.id, &filter)
         .await
         .map_err(AppError::internal)?;
+    // Another user's job id reads as no job: nothing is prefilled.
+    let prefill = match from_job {
+        Some(id) => engine::jobs::service::get(&db, user.id, id)
+            .await
+            .ok()
+            .and_then(|job| {
+                let hyperparameters = serde_json::from_value(job.hyperparameters).ok()?;
+                let preset = serde_json::from_value(serde_json::Value::String(job.preset)).ok()?;
+                Some((
+                    job.dataset_id,
+                    TrainingConfig {
+                        base_model: job.base_model,
+                        preset,
+                        hyperparameters,
+                        gpu_type: job.gpu_type,
+                        gpu_count: job.gpu_count.max(1) as u32,
+                    },
+                ))
+            }),
+        None => None,
+    };
     Ok(TrainingChoices {
+        prefill,
         catalog: (*catalog).clone(),
         datasets: rows
             .into_iter()
@@ -80,7 +104,10 @@ pub async fn create_job(job: NewJob) -> Result<Uuid, AppError> {
 
 #[component]
 pub fn TrainPage() -> impl IntoView {
-    let context = Resource::new(|| (), |_| train_context());
+    let query = leptos_router::hooks::use_query_map();
+    let from_job =
+        move || query.with(|q| q.get("from_job").and_then(|id| Uuid::parse_str(&id).ok()));
+    let context = Resource::new(from_job, train_context);
     view! {
         <PageHeader title="Train" description="Pick a dataset, a base model and a preset; see the cost before you start."/>
         <Suspense fallback=|| view! { <Skeleton rows=6/> }>
@@ -122,20 +149,40 @@ fn default_gpu(catalog: &Catalog) -> String {
 fn TrainForm(context: TrainingChoices) -> impl IntoView {
     let catalog = StoredValue::new(context.catalog.clone());
     let datasets = StoredValue::new(context.datasets.clone());
-    let dataset = RwSignal::new(context.datasets.first().map(|d| d.id));
-    let model = RwSignal::new(
-        context
-            .catalog
-            .models
-            .iter()
-            .find(|m| m.demo)
-            .or(context.catalog.models.first())
-            .map(|m| m.id.clone())
-            .unwrap_or_default(),
+    // An earlier job's settings, when its dataset is still ready to train.
+    let prefill = context
+        .prefill
+        .clone()
+        .filter(|(id, _)| context.datasets.iter().any(|d| d.id == *id));
+    let dataset = RwSignal::new(
+        prefill
+            .as_ref()
+            .map(|(id, _)| *id)
+            .or(context.datasets.first().map(|d| d.id)),
     );
-    let gpu = RwSignal::new(default_gpu(&context.catalog));
-    let gpu_count = RwSignal::new(1u32);
-    let preset = RwSignal::new(PresetName::Fast);
+    let model = RwSignal::new(
+        prefill
+            .as_ref()
+            .map(|(_, c)| c.base_model.clone())
+            .unwrap_or_else(|| {
+                context
+                    .catalog
+                    .models
+                    .iter()
+                    .find(|m| m.demo)
+                    .or(context.catalog.models.first())
+                    .map(|m| m.id.clone())
+                    .unwrap_or_default()
+            }),
+    );
+    let gpu = RwSignal::new(
+        prefill
+            .as_ref()
+            .map(|(_, c)| c.gpu_type.clone())
+            .unwrap_or_else(|| default_gpu(&context.catalog)),
+    );
+    let gpu_count = RwSignal::new(prefill.as_ref().map_or(1u32, |(_, c)| c.gpu_count));
+    let preset = RwSignal::new(prefill.as_ref().map_or(PresetName::Fast, |(_, c)| c.preset));
     let local_defaults = |p: PresetName, gpu: &str| Hyperparameters {
         // The local executor trains plain LoRA (no bitsandbytes on CPU).
         quantization: if gpu == "local" {
@@ -145,7 +192,10 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
         },
         ..p.hyperparameters()
     };
-    let hp = RwSignal::new(local_defaults(PresetName::Fast, &gpu.get_untracked()));
+    let hp = RwSignal::new(prefill.as_ref().map_or_else(
+        || local_defaults(PresetName::Fast, &gpu.get_untracked()),
+        |(_, c)| c.hyperparameters,
+    ));
     let budget = RwSignal::new(String::new());
     let submitting = RwSignal::new(false);
     let server_error = RwSignal::new(None::<AppError>);

@@ -24,6 +24,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/api/models/{id}", get(detail).patch(update).delete(delete))
         .route("/api/models/{id}/download", post(download))
         .route("/api/models/{id}/bundle", get(bundle))
+        .route("/api/models/{id}/files/{name}", get(file))
 }
 
 fn model_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
@@ -120,6 +121,29 @@ pub async fn download(
     )
     .await?;
     Ok(ok(json!(links)))
+}
+
+/// `GET /api/models/{id}/files/{name}`: a redirect to a fresh signed link of one file (the
+/// model page's download links, which never expire on an open page).
+pub async fn file(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let links = service::download_links(
+        &state.db,
+        &state.storage,
+        user.id,
+        model_id(&id)?,
+        Some(std::slice::from_ref(&name)),
+    )
+    .await
+    .map_err(|e| match e {
+        service::ModelError::Invalid(_) => ApiError::NotFound,
+        e => e.into(),
+    })?;
+    let url = links.download_urls.get(&name).ok_or(ApiError::NotFound)?;
+    Ok(axum::response::Redirect::to(url).into_response())
 }
 
 /// `GET /api/models/{id}/bundle`: every file in one `.tar.gz`, read from storage and compressed
