@@ -179,6 +179,207 @@ async fn a_job_trains_on_the_local_executor_and_streams_progress_to_the_end() {
             .status(),
         409
     );
+
+    // The job became a model: rated from its curve, with before/after samples.
+    let model_id = detail["artifact_id"]
+        .as_str()
+        .expect("the job links its model")
+        .to_owned();
+    let body: Value = app
+        .get_json(&client, &format!("/api/models/{model_id}"))
+        .await;
+    let model = &body["data"]["model"];
+    let score = model["quality_metrics"]["overall_score"].as_u64().unwrap();
+    assert!((1..=5).contains(&score), "{model}");
+    assert!(
+        model["quality_metrics"]["explanation"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{score} star")),
+        "{model}"
+    );
+    let samples = model["samples"].as_array().unwrap();
+    assert!((1..=5).contains(&samples.len()), "{samples:?}");
+    for sample in samples {
+        for key in ["prompt", "reference", "base", "adapter"] {
+            assert!(sample[key].is_string(), "{sample}");
+        }
+    }
+
+    // A signed link downloads one file as an attachment.
+    let links: Value = app
+        .post(
+            &client,
+            &format!("/api/models/{model_id}/download"),
+            json!({ "files": ["adapter_config.json"] }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(links["data"]["model_id"], model_id.as_str());
+    assert_eq!(links["data"]["expires_in_seconds"], 3600);
+    let url = links["data"]["download_urls"]["adapter_config.json"]
+        .as_str()
+        .unwrap();
+    let one = reqwest::get(url).await.unwrap();
+    assert_eq!(one.status(), 200);
+    assert_eq!(
+        one.headers()["content-disposition"],
+        "attachment; filename=\"adapter_config.json\""
+    );
+    assert_eq!(one.headers()["x-content-type-options"], "nosniff");
+
+    // The bundle unpacks to byte-identical files, and PEFT loads them onto the base model.
+    let bundle = client
+        .get(app.url(&format!("/api/models/{model_id}/bundle")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), 200);
+    assert_eq!(bundle.headers()["content-type"], "application/gzip");
+    assert_eq!(bundle.headers()["x-content-type-options"], "nosniff");
+    let gz = bundle.bytes().await.unwrap();
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar).unwrap();
+    let unpacked = tempfile::tempdir().unwrap();
+    let folder = untar(&tar, unpacked.path());
+    for file in model["files"].as_array().unwrap() {
+        use sha2::Digest;
+        let name = file["name"].as_str().unwrap();
+        let bytes = std::fs::read(folder.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            file["sha256"].as_str().unwrap(),
+            "{name} is byte-identical"
+        );
+    }
+    let loaded = std::process::Command::new(
+        std::env::var("WORKER_PYTHON").unwrap_or_else(|_| "python3".into()),
+    )
+    .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../worker"))
+    .env("HF_HUB_OFFLINE", "1")
+    .args([
+        "-c",
+        "import sys\n\
+         from lora_worker.demo_model import ensure_demo_model\n\
+         from transformers import AutoModelForCausalLM\n\
+         from peft import PeftModel\n\
+         base = AutoModelForCausalLM.from_pretrained(ensure_demo_model())\n\
+         model = PeftModel.from_pretrained(base, sys.argv[1])\n\
+         print(sum(p.numel() for n, p in model.named_parameters() if 'lora_' in n))",
+    ])
+    .arg(&folder)
+    .output()
+    .unwrap();
+    assert!(
+        loaded.status.success(),
+        "PEFT loads the bundle: {}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let adapter_params: u64 = String::from_utf8_lossy(&loaded.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(adapter_params > 0);
+
+    // Another user's model answers 404 on every route.
+    let mallory_get = |path: String| mallory.get(app.url(&path)).send();
+    for path in [
+        format!("/api/models/{model_id}"),
+        format!("/api/models/{model_id}/bundle"),
+        format!("/api/models/{model_id}/files/adapter_config.json"),
+    ] {
+        assert_eq!(
+            mallory_get(path.clone()).await.unwrap().status(),
+            404,
+            "{path}"
+        );
+    }
+    let download = app
+        .post(
+            &mallory,
+            &format!("/api/models/{model_id}/download"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(download.status(), 404);
+    let renamed = mallory
+        .patch(app.url(&format!("/api/models/{model_id}")))
+        .header("Origin", app.address.as_str())
+        .json(&json!({ "name": "mine" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 404);
+    let deleted = mallory
+        .delete(app.url(&format!("/api/models/{model_id}")))
+        .header("Origin", app.address.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 404);
+    let listed: Value = app.get_json(&mallory, "/api/models").await;
+    assert_eq!(listed["data"]["pagination"]["total"], 0);
+
+    // The owner renames and describes it, then deletes it: gone from the list and downloads.
+    let renamed = client
+        .patch(app.url(&format!("/api/models/{model_id}")))
+        .header("Origin", app.address.as_str())
+        .json(&json!({ "name": "  coach v1 ", "description": "first try" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    let renamed: Value = renamed.json().await.unwrap();
+    assert_eq!(renamed["data"]["model"]["name"], "coach v1");
+    assert_eq!(renamed["data"]["model"]["description"], "first try");
+    let blank = client
+        .patch(app.url(&format!("/api/models/{model_id}")))
+        .header("Origin", app.address.as_str())
+        .json(&json!({ "name": "" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blank.status(), 400, "a blank name is refused");
+    let deleted = client
+        .delete(app.url(&format!("/api/models/{model_id}")))
+        .header("Origin", app.address.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = client
+        .get(app.url(&format!("/api/models/{model_id}/bundle")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+/// Unpacks a ustar archive into `into`; returns the folder the files are in.
+fn untar(archive: &[u8], into: &std::path::Path) -> std::path::PathBuf {
+    let mut folder = into.to_owned();
+    let mut at = 0;
+    while at + 512 <= archive.len() && archive[at..at + 512].iter().any(|b| *b != 0) {
+        let header = &archive[at..at + 512];
+        let name = String::from_utf8_lossy(&header[..100])
+            .trim_end_matches('\0')
+            .to_owned();
+        let size_text = String::from_utf8_lossy(&header[124..135]).into_owned();
+        let size =
+            usize::from_str_radix(size_text.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+                .expect("an octal size");
+        let path = into.join(&name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &archive[at + 512..at + 512 + size]).unwrap();
+        folder = path.parent().unwrap().to_owned();
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    folder
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
