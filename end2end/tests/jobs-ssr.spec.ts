@@ -50,3 +50,46 @@ test("the job page and the Jobs list render without JavaScript", async ({ page, 
   ).toBe(404);
   await stranger.close();
 });
+
+test("a finished demo job's model page renders without JavaScript, and its bundle downloads", async ({ page, browser }) => {
+  test.setTimeout(240_000);
+  await register(page, uniqueEmail("models-ssr"));
+  const origin = new URL(page.url()).origin;
+  await page.goto("/models");
+  await expect(page.getByText("No models yet")).toBeVisible();
+  const dataset = await readyDataset(page, "helpdesk");
+  const catalog = await (await page.request.get("/api/catalog")).json();
+  const hyperparameters = { ...catalog.data.presets.fast, quantization: "none" };
+  const created = await page.request.post("/api/jobs", {
+    headers: { Origin: origin },
+    data: { dataset_id: dataset, base_model: "tiny-random-llama", preset: "fast", hyperparameters, gpu_type: "local", gpu_count: 1 },
+  });
+  const job = (await created.json()).data.job.id;
+  await expect
+    .poll(async () => (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.status, { timeout: 180_000 })
+    .toBe("completed");
+  const model = (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.artifact_id;
+
+  await page.goto("/models");
+  await expect(page.locator(".model-card .stars")).toHaveCount(1);
+  await page.getByRole("link", { name: /helpdesk/ }).click();
+  await expect(page).toHaveURL(`/models/${model}`);
+  await expect(page.locator(".model-explanation")).toContainText(/^[1-5] stars?: /);
+  await expect(page.locator(".sample").first()).toBeVisible();
+  await expect(page.locator(".model-card-text")).toContainText("PeftModel.from_pretrained");
+  await expectNotHydrated(page);
+  const bundle = await page.request.get(`/api/models/${model}/bundle`);
+  expect(bundle.status()).toBe(200);
+  expect(bundle.headers()["content-disposition"]).toMatch(/^attachment; filename=".+\.tar\.gz"$/);
+  const bytes = await bundle.body();
+  expect([bytes[0], bytes[1]]).toEqual([0x1f, 0x8b]);
+
+  // Someone else gets "not found" for its page and its bundle.
+  const stranger = await browser.newContext({ javaScriptEnabled: false });
+  const other = await stranger.newPage();
+  await register(other, uniqueEmail("model-stranger"));
+  await other.goto(`/models/${model}`);
+  await expect(other.getByRole("heading", { level: 1, name: "Model not found" })).toBeVisible();
+  expect((await other.request.get(`/api/models/${model}/bundle`)).status()).toBe(404);
+  await stranger.close();
+});

@@ -1,4 +1,5 @@
 import { expect, test } from "@playwright/test";
+import * as fs from "node:fs";
 import { readyDataset, register, uniqueEmail, waitForHydration } from "./helpers";
 
 test("the estimate updates in the browser with no request; Start lands on the new job, which trains live to the end", async ({ page }) => {
@@ -62,6 +63,28 @@ test("the estimate updates in the browser with no request; Start lands on the ne
   await expect(page.locator(".job-loss")).not.toHaveText("—");
   await expect(page.locator(".job-steps")).toContainText(/step (\d+) of \1/);
   await expect(page.getByText("Status: completed")).toBeVisible();
+
+  // The job links to its model, live: rated, with samples and its card; a file downloads.
+  await page.getByRole("link", { name: "Open the model" }).click();
+  await expect(page).toHaveURL(/\/models\/[0-9a-f-]{36}$/);
+  await waitForHydration(page);
+  await expect(page.locator(".model-rating .stars")).toHaveAttribute("aria-label", /[1-5] of 5 stars/);
+  await expect(page.locator(".model-explanation")).toContainText(/^[1-5] stars?: loss (fell|rose) \d+%/);
+  await expect(page.locator(".sample").first()).toBeVisible();
+  await expect(page.locator(".model-card-text")).toContainText("library_name: peft");
+  await expect(page.locator("#model-loss-chart canvas")).toHaveCount(1);
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("link", { name: "adapter_config.json" }).click(),
+  ]);
+  expect(download.suggestedFilename()).toBe("adapter_config.json");
+  expect(JSON.parse(fs.readFileSync(await download.path(), "utf8")).peft_type).toBe("LORA");
+  // Renamed in place, kept on reload.
+  await page.locator("#model-name").fill("coach v1");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.getByRole("status")).toHaveText("Saved.");
+  await page.goto("/models");
+  await expect(page.getByRole("link", { name: "coach v1" })).toBeVisible();
 
   // The Jobs list links to it, completed.
   await page.goto("/jobs");
