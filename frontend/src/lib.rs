@@ -41,6 +41,7 @@ pub fn bench_estimate(n: u32) -> f64 {
             chat_template: "llama-3".into(),
             demo: false,
             shape: None,
+            presets: Default::default(),
         }],
     };
     let started = js_sys::Date::now();

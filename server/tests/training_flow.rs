@@ -360,6 +360,77 @@ async fn a_job_trains_on_the_local_executor_and_streams_progress_to_the_end() {
     assert_eq!(gone.status(), 404);
 }
 
+/// The demo model's Fast preset, as the Train page offers it, on a shared sample dataset: the
+/// run must visibly learn (the loss at least halves) so that the rating, the chart and the
+/// samples show something.
+#[tokio::test]
+async fn the_demo_models_fast_preset_halves_the_loss() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("demo-learns@example.com").await;
+    let dataset = ready_dataset(&app, &client, "openai-chat.jsonl").await;
+    let catalog: Value = app.get_json(&client, "/api/catalog").await;
+    let demo = catalog["data"]["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "tiny-random-llama")
+        .unwrap()
+        .clone();
+    let mut hp = catalog["data"]["presets"]["fast"].clone();
+    for (key, value) in demo["presets"]["fast"]
+        .as_object()
+        .expect("the demo's Fast preset")
+    {
+        if !value.is_null() {
+            hp[key] = value.clone();
+        }
+    }
+    hp["quantization"] = json!("none");
+    let started = Instant::now();
+    let created = app
+        .post(
+            &client,
+            "/api/jobs",
+            json!({
+                "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "fast",
+                "hyperparameters": hp, "gpu_type": "local", "gpu_count": 1,
+            }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let job = created.json::<Value>().await.unwrap()["data"]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let detail = loop {
+        let body: Value = app.get_json(&client, &format!("/api/jobs/{job}")).await;
+        let detail = body["data"]["job"].clone();
+        if detail["status"] == "completed" || detail["status"] == "failed" {
+            break detail;
+        }
+        assert!(started.elapsed() < Duration::from_secs(240), "{detail}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(detail["status"], "completed", "{detail}");
+    let model: Value = app
+        .get_json(
+            &client,
+            &format!("/api/models/{}", detail["artifact_id"].as_str().unwrap()),
+        )
+        .await;
+    let quality = &model["data"]["model"]["quality_metrics"];
+    let reduction = quality["loss_reduction"].as_f64().unwrap();
+    println!(
+        "demo Fast preset: loss {:.3} -> {:.3} ({:.0}% lower), {} in {:.1} s",
+        quality["initial_train_loss"].as_f64().unwrap(),
+        quality["final_train_loss"].as_f64().unwrap(),
+        reduction * 100.0,
+        quality["explanation"],
+        started.elapsed().as_secs_f64()
+    );
+    assert!(reduction >= 0.5, "the loss at least halves: {quality}");
+}
+
 /// Unpacks a ustar archive into `into`; returns the folder the files are in.
 fn untar(archive: &[u8], into: &std::path::Path) -> std::path::PathBuf {
     let mut folder = into.to_owned();

@@ -197,6 +197,7 @@ fn module_dims(module: &str, shape: &ModelShape) -> Option<(u64, u64)> {
         "k_proj" | "v_proj" => (h, kv),
         "gate_proj" | "up_proj" => (h, i),
         "down_proj" => (i, h),
+        "lm_head" => (h, u64::from(shape.vocab)),
         _ => return None,
     })
 }
@@ -276,9 +277,10 @@ pub fn check_tensors(
         }
     }
     if let Some(shape) = shape {
+        // Per-layer modules: every layer must have both matrices of each.
         let named: Vec<&String> = targets
             .iter()
-            .filter(|t| module_dims(t, &shape).is_some())
+            .filter(|t| *t != "lm_head" && module_dims(t, &shape).is_some())
             .collect();
         let expected = u64::from(shape.layers) * named.len() as u64 * 2;
         if !named.is_empty() && (found.len() as u64) < expected {
@@ -364,6 +366,19 @@ mod tests {
     fn a_good_adapter_passes() {
         let bytes = file(&as_refs(&demo_tensors()));
         assert_eq!(check(&bytes, &config(&["q_proj", "v_proj"])), Ok(()));
+        // The demo's adapter on its output head: hidden in, vocabulary out.
+        let mut with_head = demo_tensors();
+        with_head.push(("base_model.model.lm_head.lora_A.weight".into(), [4, 64]));
+        with_head.push(("base_model.model.lm_head.lora_B.weight".into(), [768, 4]));
+        let cfg = config(&["q_proj", "v_proj", "lm_head"]);
+        assert_eq!(check(&file(&as_refs(&with_head)), &cfg), Ok(()));
+        with_head.last_mut().unwrap().1 = [512, 4];
+        assert!(
+            check(&file(&as_refs(&with_head)), &cfg)
+                .unwrap_err()
+                .message
+                .contains("needs width 768")
+        );
     }
 
     #[test]

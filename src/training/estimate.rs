@@ -200,6 +200,7 @@ mod tests {
             chat_template: "llama-3".into(),
             demo: false,
             shape: None,
+            presets: Default::default(),
         }
     }
 

@@ -145,6 +145,65 @@ pub struct BaseModel {
     /// used.
     #[serde(default)]
     pub shape: Option<ModelShape>,
+    /// Presets adjusted for this model (`[model.presets.fast]`): fields over the preset's own.
+    #[serde(default, skip_serializing_if = "ModelPresets::is_empty")]
+    pub presets: ModelPresets,
+}
+
+/// A model's adjustments of the Fast, Balanced and Quality presets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelPresets {
+    #[serde(default)]
+    pub fast: Option<PresetOverride>,
+    #[serde(default)]
+    pub balanced: Option<PresetOverride>,
+    #[serde(default)]
+    pub quality: Option<PresetOverride>,
+}
+
+impl ModelPresets {
+    pub fn is_empty(&self) -> bool {
+        self.fast.is_none() && self.balanced.is_none() && self.quality.is_none()
+    }
+}
+
+/// The fields a model changes in a preset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresetOverride {
+    pub learning_rate: Option<f64>,
+    pub batch_size: Option<u32>,
+    pub gradient_accumulation_steps: Option<u32>,
+    pub epochs: Option<u32>,
+    pub rank: Option<u32>,
+    pub alpha: Option<u32>,
+}
+
+impl BaseModel {
+    /// The preset's hyperparameters for this model.
+    pub fn preset(&self, preset: PresetName) -> Hyperparameters {
+        let base = preset.hyperparameters();
+        let tweak = match preset {
+            PresetName::Fast => self.presets.fast,
+            PresetName::Balanced => self.presets.balanced,
+            PresetName::Quality => self.presets.quality,
+            PresetName::Custom => None,
+        };
+        let Some(t) = tweak else {
+            return base;
+        };
+        Hyperparameters {
+            learning_rate: t.learning_rate.unwrap_or(base.learning_rate),
+            batch_size: t.batch_size.unwrap_or(base.batch_size),
+            gradient_accumulation_steps: t
+                .gradient_accumulation_steps
+                .unwrap_or(base.gradient_accumulation_steps),
+            epochs: t.epochs.unwrap_or(base.epochs),
+            rank: t.rank.unwrap_or(base.rank),
+            alpha: t.alpha.unwrap_or(base.alpha),
+            ..base
+        }
+    }
 }
 
 /// A decoder's dimensions (its `config.json`: hidden_size, intermediate_size,

@@ -178,6 +178,10 @@ def load(base_model: str, hp, device: str, quantization_used: str, tokenizer) ->
             enable_gradient_checkpointing(model)
 
     targets = lora_targets(model)
+    if base_model == DEMO_MODEL and isinstance(targets, list):
+        # The demo model's output head is random: an adapter on it too is what lets a CPU demo visibly
+        # learn a dataset's style in seconds. A real model's head is trained already; it is left alone.
+        targets = targets + ["lm_head"]
     lora = LoraConfig(r=hp.rank, lora_alpha=hp.alpha, lora_dropout=hp.dropout, target_modules=targets,
                       task_type=TaskType.CAUSAL_LM, bias="none")
     # LoRA's A matrices are drawn at random here: seeded now, so the same seed gives the same

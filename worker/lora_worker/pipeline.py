@@ -140,7 +140,9 @@ def _run(inp: contract.JobInput, work: Path, elapsed, state: dict, control: Cont
     # mean nothing on the user's machine).
     for config in loaded.model.peft_config.values():
         config.base_model_name_or_path = inp.base_model
-    loaded.model.save_pretrained(out, safe_serialization=True)
+    # Only the adapter: the base model's own output head (the demo adapts it) stays unchanged, so
+    # peft need not copy it into the adapter file.
+    loaded.model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
     loaded.tokenizer.save_pretrained(out)
 
     yield contract.stage_event("uploading", "uploading the adapter files", elapsed())

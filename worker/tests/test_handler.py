@@ -785,3 +785,19 @@ def test_the_throughput_benchmark_runs_both_loops_on_cpu():
     assert [r[0] for r in rows] == ["ours", "Trainer + PEFT"]
     assert all(tps > 0 for _, tps, _, _ in rows)
     assert rows[0][3] <= rows[1][3], "length grouping pads no more than the shuffled sampler"
+
+
+def test_the_result_carries_before_and_after_samples(store, make_job, event_validator):
+    """Greedy answers to held-out prompts, from the base model and from the adapter, and the dataset's
+    own reply; at most five, text only (no control characters reach the platform's jsonb)."""
+    events = run_handler(make_job(hyperparameters={"eval_fraction": 0.3}))
+    check_events(events, event_validator)
+    samples = events[-1]["samples"]
+    assert 1 <= len(samples) <= 5
+    for sample in samples:
+        assert set(sample) == {"prompt", "reference", "base", "adapter"}
+        assert sample["prompt"].startswith("Tell me about") or sample["prompt"] == "Can you say it in fewer words?"
+        assert all(c in "\n\t" or ord(c) >= 0x20 for field in sample.values() for c in field)
+    # Without a held-out set there is nothing to compare on.
+    events = run_handler(make_job(hyperparameters={"eval_fraction": 0.0}))
+    assert "samples" not in events[-1]

@@ -183,17 +183,27 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
     );
     let gpu_count = RwSignal::new(prefill.as_ref().map_or(1u32, |(_, c)| c.gpu_count));
     let preset = RwSignal::new(prefill.as_ref().map_or(PresetName::Fast, |(_, c)| c.preset));
-    let local_defaults = |p: PresetName, gpu: &str| Hyperparameters {
+    // A preset as the chosen model adjusts it (the demo model's take more steps).
+    let local_defaults = move |p: PresetName, model_id: &str, gpu: &str| Hyperparameters {
         // The local executor trains plain LoRA (no bitsandbytes on CPU).
         quantization: if gpu == "local" {
             Quantization::None
         } else {
             Quantization::Nf4
         },
-        ..p.hyperparameters()
+        ..catalog.with_value(|c| {
+            c.model(model_id)
+                .map_or_else(|| p.hyperparameters(), |m| m.preset(p))
+        })
     };
     let hp = RwSignal::new(prefill.as_ref().map_or_else(
-        || local_defaults(PresetName::Fast, &gpu.get_untracked()),
+        || {
+            local_defaults(
+                PresetName::Fast,
+                &model.get_untracked(),
+                &gpu.get_untracked(),
+            )
+        },
         |(_, c)| c.hyperparameters,
     ));
     let budget = RwSignal::new(String::new());
@@ -243,7 +253,11 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
     let choose_preset = move |p: PresetName| {
         preset.set(p);
         if p != PresetName::Custom {
-            hp.set(local_defaults(p, &gpu.get_untracked()));
+            hp.set(local_defaults(
+                p,
+                &model.get_untracked(),
+                &gpu.get_untracked(),
+            ));
         }
     };
     // Editing any advanced field makes the configuration custom.
@@ -312,7 +326,14 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
                     )}</p>
                 })}
                 <label for="model">"Base model"</label>
-                <select id="model" on:change=move |ev| model.set(event_target_value(&ev))>
+                <select id="model" on:change=move |ev| {
+                    model.set(event_target_value(&ev));
+                    // A preset follows the model it is for.
+                    let p = preset.get_untracked();
+                    if p != PresetName::Custom {
+                        hp.set(local_defaults(p, &model.get_untracked(), &gpu.get_untracked()));
+                    }
+                }>
                     {catalog.get_value().models.into_iter().map(|m| {
                         let id = m.id.clone();
                         view! { <option value=m.id.clone() selected=move || model.get() == id>{m.name.clone()}</option> }
