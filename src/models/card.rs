@@ -154,6 +154,39 @@ pub fn render(c: &CardInput<'_>) -> String {
     out
 }
 
+/// The card as HTML for the model page: the YAML front matter as a code block, the Markdown
+/// rendered, and nothing a user's text (a dataset's name) could smuggle in — raw HTML is shown
+/// as text, and links and images are reduced to their text.
+#[cfg(feature = "ssr")]
+pub fn to_html(card: &str) -> String {
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd, html};
+    let (front, body) = match card
+        .strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---\n"))
+    {
+        Some((front, body)) => (Some(front), body),
+        None => (None, card),
+    };
+    let mut out = String::new();
+    if let Some(front) = front {
+        let escaped = front
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        out.push_str(&format!(
+            "<pre class=\"front-matter\"><code>{escaped}</code></pre>\n"
+        ));
+    }
+    let events = Parser::new_ext(body, Options::ENABLE_TABLES).filter_map(|event| match event {
+        Event::Html(text) | Event::InlineHtml(text) => Some(Event::Text(text)),
+        Event::Start(Tag::Link { .. } | Tag::Image { .. })
+        | Event::End(TagEnd::Link | TagEnd::Image) => None,
+        event => Some(event),
+    });
+    html::push_html(&mut out, events);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +243,28 @@ mod tests {
         );
         assert!(card.contains("PeftModel.from_pretrained(base, \"path/to/this/folder\")"));
         assert!(card.contains("**Rating: "));
+
+        let html = to_html(&card);
+        assert!(
+            html.starts_with("<pre class=\"front-matter\"><code>base_model: "),
+            "{html}"
+        );
+        assert!(
+            html.contains("<h1>support-coach</h1>") && html.contains("<table>"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn user_text_cannot_become_markup() {
+        let html = to_html(
+            "# x\n\nA <script>alert(1)</script> and [a link](javascript:alert(1)) ![i](x.png)\n",
+        );
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("href") && !html.contains("<img"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;") && html.contains("a link"),
+            "{html}"
+        );
     }
 }

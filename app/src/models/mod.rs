@@ -48,6 +48,8 @@ pub async fn list_models(sort: Option<String>, page: u32) -> Result<ModelPageDat
 pub struct ModelSnapshot {
     pub model: ModelView,
     pub curve: Vec<MetricPoint>,
+    /// The model card rendered on the server (escaped; no links or images).
+    pub card_html: String,
 }
 
 #[server(prefix = "/rpc", endpoint = "model_page")]
@@ -56,7 +58,12 @@ pub async fn model_page(id: Uuid) -> Result<ModelSnapshot, AppError> {
         crate::server_context::signed_in().await?;
     let model = engine::models::service::get(&db, user.id, id).await?;
     let curve = engine::jobs::service::metrics(&db, user.id, model.job_id).await?;
-    Ok(ModelSnapshot { model, curve })
+    let card_html = engine::models::card::to_html(model.model_card.as_deref().unwrap_or_default());
+    Ok(ModelSnapshot {
+        model,
+        curve,
+        card_html,
+    })
 }
 
 #[server(prefix = "/rpc", endpoint = "update_model")]
@@ -198,7 +205,11 @@ pub fn ModelPage() -> impl IntoView {
 
 #[component]
 fn ModelDetailView(data: ModelSnapshot) -> impl IntoView {
-    let ModelSnapshot { model, curve } = data;
+    let ModelSnapshot {
+        model,
+        curve,
+        card_html,
+    } = data;
     let id = model.id;
     let name = RwSignal::new(model.name.clone());
     let description = RwSignal::new(model.description.clone().unwrap_or_default());
@@ -338,7 +349,7 @@ fn ModelDetailView(data: ModelSnapshot) -> impl IntoView {
         </div>
         <section class="card" aria-labelledby="card-heading">
             <h2 id="card-heading">"Model card"</h2>
-            <pre class="model-card-text">{model.model_card.clone().unwrap_or_default()}</pre>
+            <div class="model-card-text" inner_html=card_html></div>
         </section>
         <section class="card" aria-labelledby="edit-heading">
             <h2 id="edit-heading">"Name and description"</h2>
