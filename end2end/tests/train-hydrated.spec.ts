@@ -33,7 +33,7 @@ test("the estimate updates in the browser with no request; Start lands on the ne
   await expect(steps).not.toHaveText(before!);
   await page.getByText("Quality", { exact: true }).click();
   // The demo model's Quality preset (its presets take more steps than a 7B model's).
-  await expect(page.locator("#epochs")).toHaveValue("10");
+  await expect(page.locator("#epochs")).toHaveValue("16");
   expect(requests, "the estimate is computed in the browser").toEqual([]);
 
   // A bad value is refused beside its field, as the server would.

@@ -11,6 +11,8 @@ log = logging.getLogger(__name__)
 MAX_SAMPLES = 5
 MAX_NEW_TOKENS = 64
 MAX_PROMPT_TOKENS = 1024
+# Greedy, but a token already said costs a little: small models otherwise loop on one token.
+REPETITION_PENALTY = 1.15
 
 
 def _printable(text: str) -> str:
@@ -51,7 +53,7 @@ def generate(loaded, held_out: list[list[dict]], check=lambda: None) -> list[dic
                 with torch.no_grad():
                     generated = model.generate(
                         input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
-                        do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id,
+                        do_sample=False, use_cache=True, pad_token_id=tok.pad_token_id, repetition_penalty=REPETITION_PENALTY,
                         eos_token_id=tok.eos_token_id)
                 return _printable(tok.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)).strip()
 
