@@ -6,6 +6,7 @@
 //! local PostgreSQL cluster, and account storage.
 
 pub mod accounts;
+pub mod costs;
 pub mod datasets;
 pub mod error;
 pub mod format;

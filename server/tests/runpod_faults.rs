@@ -1157,6 +1157,36 @@ async fn a_failed_job_retried_runs_to_completion() {
         .map(|p| p["step"].as_i64().unwrap())
         .collect();
     assert_eq!(steps, [1, 2, 3, 4], "one point per step of the new attempt");
+    // One compute record for the job, adding up both attempts' billed time (3 s each at the
+    // A4000's rate), and one storage record.
+    let costs = cost_records(&app, &job).await;
+    let rate = engine::training::Catalog::builtin()
+        .gpu(RUNPOD_GPU)
+        .unwrap()
+        .price_per_second;
+    assert_eq!(costs.len(), 2, "{costs:?}");
+    assert_eq!(costs[0].0, "compute");
+    assert!((costs[0].1 - 6.0 * rate).abs() < 1e-6, "{costs:?}");
+    assert!((costs[0].2 - 6.0).abs() < 1e-9, "billed seconds: {costs:?}");
+    assert_eq!(costs[1].0, "storage");
+    assert!(costs[1].1 > 0.0, "{costs:?}");
+}
+
+/// A job's cost records: `(type, amount, seconds)`, by type.
+async fn cost_records(app: &TestApp, job: &str) -> Vec<(String, f64, f64)> {
+    let id: uuid::Uuid = job.parse().unwrap();
+    let mut tx = app.db.system().await.unwrap();
+    let rows: Vec<(String, f64, Option<f64>)> = sqlx::query_as(
+        "SELECT cost_type, amount::float8, seconds FROM cost_records WHERE job_id = $1 ORDER BY cost_type",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    rows.into_iter()
+        .map(|(t, a, s)| (t, a, s.unwrap_or(0.0)))
+        .collect()
 }
 
 /// 16. A succeeded run becomes a model once: its files are read back and checked, it is rated
@@ -1257,6 +1287,25 @@ async fn a_succeeded_run_becomes_a_rated_model_exactly_once() {
     .unwrap();
     tx.commit().await.unwrap();
     assert_eq!((models, notes), (1, 1), "one model, one notification");
+    // Its costs were recorded once, with the model's files in storage: compute is the billed
+    // 3 s at the A4000's rate, the same figure as the job's final cost.
+    let costs = cost_records(&app, &job).await;
+    assert_eq!(costs.len(), 2, "{costs:?}");
+    assert!(
+        (costs[0].1 - detail["final_cost"].as_f64().unwrap()).abs() < 1e-9,
+        "{costs:?} {detail}"
+    );
+    assert!((costs[0].2 - 3.0).abs() < 1e-9);
+    let model_bytes: u64 = model["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["size"].as_u64().unwrap())
+        .sum();
+    assert!(
+        costs[1].1 > engine::costs::storage_cost(model_bytes as f64) - 1e-12,
+        "{costs:?}"
+    );
     assert_no_duplicates(&app, &job, "completed").await;
 }
 

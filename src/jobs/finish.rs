@@ -1,7 +1,8 @@
 //! The only place a job ends — completed, failed or cancelled — whoever ends it (the
 //! processor, a user's cancel, a task the queue gave up on). Ending a job is one transaction:
 //! the row (only from a status that may end), its `status` event and the owner's notification.
-//! Artifact registration and cost records hang off [`finish`] next.
+//! Cost records are written here too; a completed job's model row is inserted by the finaliser
+//! in the same transaction, just before.
 
 use uuid::Uuid;
 
@@ -152,6 +153,8 @@ pub async fn finish(
     )
     .await?;
     notify(tx, job, ending, &dataset_name).await?;
+    // What the attempt cost, in the transaction that ended it: once per ending.
+    crate::costs::store::record_ending(tx, job.id).await?;
     Ok(true)
 }
 

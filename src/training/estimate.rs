@@ -73,8 +73,6 @@ const COLD_START_S: f64 = 45.0;
 /// Seconds per billion parameters to download and load the base model (≈ 200 MB/s effective).
 const LOAD_S_PER_B: f64 = 10.0;
 const SAVE_UPLOAD_S: f64 = 20.0;
-/// S3 standard storage, dollars per GB-month.
-const STORAGE_PER_GB_MONTH: f64 = 0.023;
 
 /// Throughput multiplier for `gpus` GPUs (data parallel): 0.9 per doubling.
 pub fn scaling(gpus: u32) -> f64 {
@@ -132,7 +130,7 @@ pub fn estimate(
 
     let rate = gpu.price_per_second * f64::from(gpus);
     let billed = |seconds: f64| seconds.ceil();
-    let storage = adapter_bytes(model, hp.rank) / 1e9 * STORAGE_PER_GB_MONTH;
+    let storage = crate::costs::storage_cost(adapter_bytes(model, hp.rank));
     let compute_cost = billed(compute_s) * rate;
     let startup_cost = billed(startup_s + SAVE_UPLOAD_S) * rate;
     let cost_at = |factor: f64| billed(compute_s * factor) * rate + startup_cost + storage;

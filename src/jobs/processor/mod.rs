@@ -142,18 +142,15 @@ impl Processor {
         }
     }
 
-    /// What the backend's reported execution time costs: seconds × the GPU's rate × GPUs.
+    /// What the backend's reported execution time costs ([`crate::costs::compute_cost`]).
     fn billed_cost(
         &self,
         job: &ProcessingRow,
         status: &crate::runpod::StatusResponse,
     ) -> Option<f64> {
-        let rate = self
-            .catalog
-            .gpu(&job.gpu_type)
-            .map_or(0.0, |g| g.price_per_second)
-            * f64::from(job.gpu_count.max(1));
-        status.execution_time.map(|ms| ms as f64 / 1000.0 * rate)
+        status.execution_time.map(|ms| {
+            crate::costs::compute_cost(ms, self.catalog.gpu(&job.gpu_type), job.gpu_count)
+        })
     }
 
     /// Ends the job (in its own transaction, on its attempt) if it has not ended already. A
