@@ -189,3 +189,33 @@ pub fn draw_loss_curve(id: &str, points: &[engine::jobs::MetricPoint]) -> bool {
         false,
     )
 }
+
+/// Draws dollar bars over category labels into the element `id`; `false` when it could not.
+pub fn draw_money_bars(id: &str, x_name: &str, labels: Vec<String>, amounts: Vec<f64>) -> bool {
+    let Some(element) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id(id))
+    else {
+        return false;
+    };
+    let width = element.client_width().max(280) as u32;
+    let chart = Chart::new()
+        .grid(Grid::new().left(64).right(16).top(24).bottom(48))
+        .tooltip(Tooltip::new().trigger(Trigger::Axis))
+        .x_axis(
+            Axis::new()
+                .type_(AxisType::Category)
+                .data(labels)
+                .name(x_name)
+                .name_location(charming::element::NameLocation::Center)
+                .name_gap(30),
+        )
+        .y_axis(Axis::new().type_(AxisType::Value).name("dollars"))
+        .series(
+            Bar::new()
+                .name("cost")
+                .item_style(ItemStyle::new().color("#6366f1"))
+                .data(amounts),
+        );
+    WasmRenderer::new(width, 220).render(id, &chart).is_ok()
+}

@@ -94,6 +94,7 @@ from_engine_errors!(
     engine::datasets::service::DatasetError,
     engine::jobs::service::JobError,
     engine::models::service::ModelError,
+    engine::costs::report::CostError,
 );
 
 impl FromServerFnError for AppError {

@@ -151,6 +151,7 @@ from_engine_errors!(
     engine::datasets::service::DatasetError,
     engine::jobs::service::JobError,
     engine::models::service::ModelError,
+    engine::costs::report::CostError,
 );
 
 /// The success envelope: `{"success": true, "data": …}`.

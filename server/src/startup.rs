@@ -225,6 +225,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::training::router())
         .merge(routes::jobs::router())
         .merge(routes::models::router())
+        .merge(routes::costs::router())
         .merge(routes::live::router())
         .merge(routes::health::router())
         .route("/api/{*rest}", any(routes::api_not_found));

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::training::GpuType;
 
+pub mod report;
 #[cfg(feature = "ssr")]
 pub mod store;
 

@@ -1,15 +1,224 @@
-//! Costs: what training has cost, by day, GPU type and job (arrives with the costs capability).
+//! Costs: what training cost over a date range — totals by type, a daily chart and a by-GPU
+//! chart, the most expensive jobs against their estimates, and a CSV export. The range is a
+//! plain GET form (presets are links), so the page works without JavaScript.
 
+use chrono::{Datelike, NaiveDate};
+use engine::costs::report::CostReport;
+use engine::format::money;
 use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
 
-use crate::components::{EmptyState, PageHeader};
+use crate::components::{EmptyState, ErrorState, PageHeader, Skeleton};
+use crate::error::AppError;
+
+/// The range the page's query names: explicit dates, the last `days`, or this or last month
+/// (the default: this month so far). Dates are UTC days on this page; the API takes a `tz`.
+#[cfg_attr(not(feature = "ssr"), allow(dead_code))]
+fn range(
+    today: NaiveDate,
+    start: Option<NaiveDate>,
+    end: Option<NaiveDate>,
+    days: Option<i64>,
+    month: Option<&str>,
+) -> (NaiveDate, NaiveDate) {
+    let first = |d: NaiveDate| d.with_day(1).unwrap_or(d);
+    match (start, end, days, month) {
+        (Some(s), Some(e), _, _) => (s, e),
+        (_, _, Some(n), _) => (today - chrono::Duration::days(n.clamp(1, 1096) - 1), today),
+        (_, _, _, Some("last")) => {
+            let this = first(today);
+            let end = this.pred_opt().unwrap_or(this);
+            (first(end), end)
+        }
+        _ => (first(today), today),
+    }
+}
+
+#[server(prefix = "/rpc", endpoint = "costs_page")]
+pub async fn costs_page(
+    start: Option<NaiveDate>,
+    end: Option<NaiveDate>,
+    days: Option<i64>,
+    month: Option<String>,
+) -> Result<CostReport, AppError> {
+    let crate::server_context::SignedIn { user, db, .. } =
+        crate::server_context::signed_in().await?;
+    let today = chrono::Utc::now().date_naive();
+    let (start, end) = range(today, start, end, days, month.as_deref());
+    let query = engine::costs::report::CostQuery {
+        start_date: Some(start),
+        end_date: Some(end),
+        ..Default::default()
+    };
+    Ok(engine::costs::report::report(&db, user.id, &query).await?)
+}
 
 #[component]
 pub fn CostsPage() -> impl IntoView {
+    let query = use_query_map();
+    let params = move || {
+        query.with(|q| {
+            let date = |k: &str| q.get(k).and_then(|v| v.parse::<NaiveDate>().ok());
+            (
+                date("start"),
+                date("end"),
+                q.get("days").and_then(|v| v.parse::<i64>().ok()),
+                q.get("month"),
+            )
+        })
+    };
+    let report = Resource::new(params, |(start, end, days, month)| {
+        costs_page(start, end, days, month)
+    });
+    let presets = [
+        ("?days=7", "7 days"),
+        ("?days=30", "30 days"),
+        ("?days=90", "90 days"),
+        ("?month=this", "This month"),
+        ("?month=last", "Last month"),
+    ];
     view! {
-        <PageHeader title="Costs" description="GPU spend from real execution time, by day, GPU type and job."/>
-        <EmptyState icon="$" title="No costs recorded">
-            <p>"You have not run any training yet, so nothing has been billed. Each finished job records its cost exactly once, from its measured execution time."</p>
-        </EmptyState>
+        <PageHeader title="Costs" description="What training cost, from billed execution time and stored files, by day, GPU type and job."/>
+        <nav class="filters" aria-label="Date range presets">
+            {presets.into_iter().map(|(href, label)| view! { <a class="chip" href=format!("/costs{href}")>{label}</a> }).collect_view()}
+        </nav>
+        <Transition fallback=|| view! { <Skeleton rows=5/> }>
+            {move || report.get().map(|result| match result {
+                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| report.refetch())/> }.into_any(),
+                Ok(r) => view! { <Report report=r/> }.into_any(),
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn Report(report: CostReport) -> impl IntoView {
+    let csv = format!(
+        "/api/costs?start_date={}&end_date={}&format=csv",
+        report.start_date, report.end_date
+    );
+    let form = view! {
+        <form class="row cost-range" method="get" action="/costs">
+            <label for="start">"From"</label>
+            <input id="start" type="date" name="start" value=report.start_date.to_string() required/>
+            <label for="end">"to"</label>
+            <input id="end" type="date" name="end" value=report.end_date.to_string() required/>
+            <button class="btn" type="submit">"Show"</button>
+            <a class="btn" href=csv download>"Export CSV"</a>
+        </form>
+    };
+    if report.records.is_empty() {
+        return view! {
+            {form}
+            <EmptyState icon="$" title="No costs in this range">
+                <p>{format!("Nothing was billed from {} to {} (UTC days). Each job records its cost once, when it ends, from its measured execution time.", report.start_date, report.end_date)}</p>
+                <p><a href="/train">"Start a training job"</a></p>
+            </EmptyState>
+        }
+        .into_any();
+    }
+    #[cfg(feature = "hydrate")]
+    {
+        let days = report.by_day.clone();
+        let gpus = report.by_gpu.clone();
+        Effect::new(move || {
+            let days = days.clone();
+            let gpus = gpus.clone();
+            crate::charts::with_echarts(move || {
+                crate::charts::draw_money_bars(
+                    "cost-day-chart",
+                    "day",
+                    days.iter().map(|p| p.label.clone()).collect(),
+                    days.iter().map(|p| p.amount).collect(),
+                );
+                crate::charts::draw_money_bars(
+                    "cost-gpu-chart",
+                    "GPU type",
+                    gpus.iter().map(|p| p.label.clone()).collect(),
+                    gpus.iter().map(|p| p.amount).collect(),
+                );
+            });
+        });
+    }
+    let by_type = report.cost_by_type.clone();
+    let accuracy = match report.median_estimate_ratio {
+        Some(r) => format!(
+            "Jobs cost {:.0}% of their estimate (median of actual ÷ estimate).",
+            r * 100.0
+        ),
+        None => "No job in this range had an estimate above zero to compare with.".into(),
+    };
+    view! {
+        {form}
+        <div class="stats">
+            <div class="stat card"><span class="stat-label">"Total"</span><span class="stat-value cost-total">{money(report.total)}</span></div>
+            {by_type.into_iter().map(|(t, a)| view! {
+                <div class="stat card"><span class="stat-label">{t}</span><span class="stat-value">{money(a)}</span></div>
+            }).collect_view()}
+        </div>
+        <div class="chart-grid">
+            <section class="card">
+                <h2>"By day"</h2>
+                <p class="small">{format!("{} to {} (UTC days).", report.start_date, report.end_date)}</p>
+                <div id="cost-day-chart" class="chart" aria-hidden="true"></div>
+            </section>
+            <section class="card">
+                <h2>"By GPU type"</h2>
+                <p class="small">{report.by_gpu.iter().map(|p| format!("{}: {}", p.label, money(p.amount))).collect::<Vec<_>>().join(" · ")}</p>
+                <div id="cost-gpu-chart" class="chart" aria-hidden="true"></div>
+            </section>
+        </div>
+        <section class="card">
+            <h2>"Most expensive jobs"</h2>
+            <p class="small">{accuracy}</p>
+            <table class="jobs-table cost-jobs">
+                <thead><tr><th scope="col">"Job"</th><th scope="col">"GPU"</th><th scope="col">"Cost"</th><th scope="col">"Estimate"</th><th scope="col">"Actual ÷ estimate"</th></tr></thead>
+                <tbody>
+                    {report.top_jobs.into_iter().map(|j| view! {
+                        <tr>
+                            <td><a href=format!("/jobs/{}", j.job_id)>{j.dataset_name.clone()}</a></td>
+                            <td>{j.gpu_type.clone().unwrap_or_else(|| "—".into())}</td>
+                            <td>{money(j.actual)}</td>
+                            <td>{j.estimated.map(money).unwrap_or_else(|| "—".into())}</td>
+                            <td>{j.ratio.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_else(|| "—".into())}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </section>
+    }
+    .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_ranges() {
+        let today: NaiveDate = "2026-03-15".parse().unwrap();
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        assert_eq!(
+            range(today, None, None, None, None),
+            (d("2026-03-01"), today)
+        );
+        assert_eq!(
+            range(today, None, None, Some(7), None),
+            (d("2026-03-09"), today)
+        );
+        assert_eq!(
+            range(today, None, None, None, Some("last")),
+            (d("2026-02-01"), d("2026-02-28"))
+        );
+        assert_eq!(
+            range(
+                today,
+                Some(d("2026-01-02")),
+                Some(d("2026-01-05")),
+                Some(7),
+                None
+            ),
+            (d("2026-01-02"), d("2026-01-05"))
+        );
     }
 }

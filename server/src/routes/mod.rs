@@ -1,6 +1,7 @@
 //! REST API routes (DESIGN §6.1) and operations endpoints.
 
 pub mod accounts;
+pub mod costs;
 pub mod datasets;
 pub mod health;
 pub mod jobs;
