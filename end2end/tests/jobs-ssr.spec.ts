@@ -84,6 +84,12 @@ test("a finished demo job's model page renders without JavaScript, and its bundl
   const bytes = await bundle.body();
   expect([bytes[0], bytes[1]]).toEqual([0x1f, 0x8b]);
 
+  // The job's cost is on the Costs page, and its CSV export lists it.
+  await page.goto("/costs?days=7");
+  await expect(page.locator(".cost-jobs").getByRole("link", { name: "helpdesk" })).toBeVisible();
+  const csv = await page.request.get(await page.getByRole("link", { name: "Export CSV" }).getAttribute("href") as string);
+  expect(await csv.text()).toContain(job);
+
   // Someone else gets "not found" for its page and its bundle.
   const stranger = await browser.newContext({ javaScriptEnabled: false });
   const other = await stranger.newPage();

@@ -87,6 +87,13 @@ test("the estimate updates in the browser with no request; Start lands on the ne
   await page.goto("/models");
   await expect(page.getByRole("link", { name: "coach v1" })).toBeVisible();
 
+  // Its costs are on the Costs page, charted.
+  await page.goto("/costs");
+  await waitForHydration(page);
+  await expect(page.locator(".cost-jobs").getByRole("link", { name: "coach" })).toBeVisible();
+  await expect(page.locator("#cost-day-chart canvas")).toHaveCount(1);
+  await expect(page.locator("#cost-gpu-chart canvas")).toHaveCount(1);
+
   // The Jobs list links to it, completed.
   await page.goto("/jobs");
   await expect(page.getByRole("link", { name: "coach" })).toBeVisible();
