@@ -226,6 +226,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::jobs::router())
         .merge(routes::models::router())
         .merge(routes::costs::router())
+        .merge(routes::notifications::router())
         .merge(routes::live::router())
         .merge(routes::health::router())
         .route("/api/{*rest}", any(routes::api_not_found));

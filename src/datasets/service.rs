@@ -310,7 +310,7 @@ pub async fn run_validation(
                         .map(|m| format!(" — not trainable yet: {m}"))
                         .unwrap_or_default()
                 ),
-                "normal",
+                crate::notifications::Priority::Medium,
             )
         } else {
             (
@@ -320,7 +320,7 @@ pub async fn run_validation(
                     "{} problems found; open the dataset to see them with line numbers.",
                     report.error_total()
                 ),
-                "high",
+                crate::notifications::Priority::High,
             )
         };
         notifications::create(

@@ -169,17 +169,17 @@ async fn notify(
         Ending::Completed { .. } => (
             "job_completed",
             format!("Training finished on \"{dataset_name}\""),
-            "normal",
+            crate::notifications::Priority::Medium,
         ),
         Ending::Cancelled { .. } => (
             "job_cancelled",
             format!("Training cancelled on \"{dataset_name}\""),
-            "normal",
+            crate::notifications::Priority::Medium,
         ),
         Ending::Failed { .. } => (
             "job_failed",
             format!("Training failed on \"{dataset_name}\""),
-            "high",
+            crate::notifications::Priority::High,
         ),
     };
     notifications::create(

@@ -147,7 +147,7 @@ pub async fn create(
                 crate::format::money(estimate.cost.low),
                 crate::format::money(estimate.cost.high)
             ),
-            priority: "normal",
+            priority: crate::notifications::Priority::Medium,
             action_url: Some(&format!("/jobs/{id}")),
             metadata: serde_json::json!({ "job_id": id, "dataset_id": new.dataset_id }),
         },

@@ -250,7 +250,7 @@ async fn notify_ready(
             kind: "artifact_ready",
             title: &format!("Model ready: {name}"),
             message: &message,
-            priority: "normal",
+            priority: crate::notifications::Priority::Medium,
             action_url: Some(&url),
             metadata: serde_json::json!({ "model_id": model }),
         },

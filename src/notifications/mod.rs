@@ -1,6 +1,42 @@
-//! Notifications: rows in `notifications`, read per tenant.
+//! Notifications: what happened to a user's datasets, jobs and models — stored in the
+//! transaction of the event they report, pushed live (the unread count) and read per tenant.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 #[cfg(feature = "ssr")]
 mod store;
 #[cfg(feature = "ssr")]
 pub use store::*;
+
+/// How much a notification matters (the original's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+}
+
+crate::jobs::lifecycle::text_enum!(Priority {
+    Low => "low",
+    Medium => "medium",
+    High => "high",
+});
+
+/// A notification as the API and the pages show it (`read` as the original's clients expect).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationView {
+    pub id: Uuid,
+    /// `job_completed`, `artifact_ready`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub message: String,
+    pub priority: String,
+    pub action_url: Option<String>,
+    pub read: bool,
+    pub read_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}

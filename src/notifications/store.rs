@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::{NotificationView, Priority};
 use crate::db::Tx;
 
 #[derive(Debug, Clone)]
@@ -15,6 +16,22 @@ pub struct NotificationRow {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<NotificationRow> for NotificationView {
+    fn from(n: NotificationRow) -> Self {
+        Self {
+            id: n.id,
+            kind: n.kind,
+            title: n.title,
+            message: n.message,
+            priority: n.priority,
+            action_url: n.action_url,
+            read: n.read_at.is_some(),
+            read_at: n.read_at,
+            created_at: n.created_at,
+        }
+    }
+}
+
 pub async fn unread_count(tx: &mut Tx, user_id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM notifications WHERE user_id = $1 AND read_at IS NULL"#,
@@ -24,19 +41,82 @@ pub async fn unread_count(tx: &mut Tx, user_id: Uuid) -> Result<i64, sqlx::Error
     .await
 }
 
+/// The newest notifications of `user_id` (only unread ones with `unread_only`), `kind` when
+/// given, a page at a time.
+pub async fn list(
+    tx: &mut Tx,
+    user_id: Uuid,
+    unread_only: bool,
+    kind: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<NotificationRow>, sqlx::Error> {
+    sqlx::query_as!(
+        NotificationRow,
+        r#"SELECT id, type AS "kind", title, message, priority, action_url, read_at, created_at
+             FROM notifications
+            WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) AND ($3::text IS NULL OR type = $3)
+            ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"#,
+        user_id,
+        unread_only,
+        kind,
+        limit,
+        offset
+    )
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// The newest notifications of `user_id`.
 pub async fn recent(
     tx: &mut Tx,
     user_id: Uuid,
     limit: i64,
 ) -> Result<Vec<NotificationRow>, sqlx::Error> {
-    sqlx::query_as!(
-        NotificationRow,
-        r#"SELECT id, type AS "kind", title, message, priority, action_url, read_at, created_at
-             FROM notifications WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2"#,
-        user_id,
-        limit
+    list(tx, user_id, false, None, limit, 0).await
+}
+
+/// Marks one notification read; `false` when it is not the user's. The new unread count goes
+/// to every open page.
+pub async fn mark_read(tx: &mut Tx, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+    let found = sqlx::query_scalar!(
+        "UPDATE notifications SET read_at = COALESCE(read_at, now()) WHERE id = $1 AND user_id = $2 RETURNING id",
+        id,
+        user_id
     )
-    .fetch_all(&mut **tx)
+    .fetch_optional(&mut **tx)
+    .await?
+    .is_some();
+    if found {
+        announce_unread(tx, user_id).await?;
+    }
+    Ok(found)
+}
+
+/// Marks every notification of the user read; how many were unread.
+pub async fn mark_all_read(tx: &mut Tx, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    let changed = sqlx::query!(
+        "UPDATE notifications SET read_at = now() WHERE user_id = $1 AND read_at IS NULL",
+        user_id
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    announce_unread(tx, user_id).await?;
+    Ok(changed)
+}
+
+async fn announce_unread(tx: &mut Tx, user_id: Uuid) -> Result<(), sqlx::Error> {
+    let unread = unread_count(tx, user_id).await?;
+    crate::live::announce(
+        tx,
+        &crate::live::Announcement::Notification(crate::live::NotificationChange {
+            user_id,
+            unread,
+            notification_id: None,
+            title: None,
+        }),
+    )
     .await
 }
 
@@ -45,7 +125,7 @@ pub struct NewNotification<'a> {
     pub kind: &'a str,
     pub title: &'a str,
     pub message: &'a str,
-    pub priority: &'a str,
+    pub priority: Priority,
     pub action_url: Option<&'a str>,
     pub metadata: serde_json::Value,
 }
@@ -64,7 +144,7 @@ pub async fn create(
         new.kind,
         new.title,
         new.message,
-        new.priority,
+        new.priority.as_str(),
         new.action_url,
         new.metadata
     )

@@ -7,6 +7,7 @@ pub mod health;
 pub mod jobs;
 pub mod live;
 pub mod models;
+pub mod notifications;
 pub mod storage;
 pub mod tokens;
 pub mod training;

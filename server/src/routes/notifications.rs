@@ -1,0 +1,105 @@
+//! `/api/notifications`: the caller's notifications (the original's routes and shape), marking
+//! one or all read. The unread count also arrives live on `GET /api/events`.
+
+use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
+use engine::notifications::{self, NotificationView};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::CurrentUser;
+use crate::error::{ApiError, ok};
+use crate::state::AppState;
+
+/// `/api/notifications`.
+pub fn router() -> axum::Router<AppState> {
+    use axum::routing::{get, patch, post};
+    axum::Router::new()
+        .route("/api/notifications", get(list))
+        .route("/api/notifications/{id}/read", patch(read).post(read))
+        .route("/api/notifications/read-all", post(read_all))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    unread: Option<String>,
+    limit: Option<u32>,
+    page: Option<u32>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// `GET /api/notifications?unread&limit&page&type`: `{notifications, unread_count}`.
+pub async fn list(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Query(query): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut fields = engine::validation::FieldErrors::new();
+    let unread_only = match query.unread.as_deref() {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(_) => {
+            fields.add("unread", "Use true or false.");
+            false
+        }
+    };
+    let (page, limit) = super::paging(query.page, query.limit, &mut fields);
+    fields.into_result().map_err(ApiError::Validation)?;
+    let kind = query.kind.as_deref().filter(|k| !k.is_empty());
+    let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
+    let rows = notifications::list(
+        &mut tx,
+        user.id,
+        unread_only,
+        kind,
+        i64::from(limit),
+        i64::from(page - 1) * i64::from(limit),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let unread = notifications::unread_count(&mut tx, user.id)
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    let items: Vec<NotificationView> = rows.into_iter().map(Into::into).collect();
+    Ok(ok(
+        json!({ "notifications": items, "unread_count": unread }),
+    ))
+}
+
+/// `PATCH /api/notifications/{id}/read`.
+pub async fn read(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
+    if !notifications::mark_read(&mut tx, user.id, id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::NotFound);
+    }
+    let unread = notifications::unread_count(&mut tx, user.id)
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(ok(
+        json!({ "id": id, "read": true, "unread_count": unread }),
+    ))
+}
+
+/// `POST /api/notifications/read-all`.
+pub async fn read_all(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
+    let marked = notifications::mark_all_read(&mut tx, user.id)
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(ok(json!({ "marked": marked, "unread_count": 0 })))
+}
