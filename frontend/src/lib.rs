@@ -43,6 +43,7 @@ pub fn bench_estimate(n: u32) -> f64 {
             shape: None,
             presets: Default::default(),
         }],
+        limits: Default::default(),
     };
     let started = js_sys::Date::now();
     let mut checksum = 0.0;

@@ -1376,3 +1376,99 @@ async fn adapters_that_do_not_check_out_fail_the_job_precisely() {
         assert_eq!(models["data"]["pagination"]["total"], 0, "{case}: {models}");
     }
 }
+
+/// 18. Spending limits hold under parallel requests: of 20 job creations at once, exactly as
+/// many pass as the monthly budget allows (then as the active-job limit allows), and the
+/// refusals say which limit and with what numbers.
+#[tokio::test]
+async fn spending_limits_hold_under_twenty_parallel_creations() {
+    let fake = Fake::start().await;
+    let (app, client) = spawn_app(&fake, |_| {}).await;
+    let dataset = ready_dataset(&app, &client, SAMPLE).await;
+    let catalog: Value = app.get_json(&client, "/api/catalog").await;
+    let mut hp = catalog["data"]["presets"]["fast"].clone();
+    hp["quantization"] = json!("none");
+    hp["epochs"] = json!(1);
+    let put_budget = |budget: Value| {
+        client
+            .put(app.url("/api/account/budget"))
+            .header("Origin", app.address.as_str())
+            .json(&json!({ "monthly_budget": budget }))
+            .send()
+    };
+    let create_twenty = || {
+        let requests = (0..20).map(|_| {
+            app.post(
+                &client,
+                "/api/jobs",
+                json!({
+                    "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "custom",
+                    "hyperparameters": hp, "gpu_type": RUNPOD_GPU, "gpu_count": 1,
+                    "budget_cap": 0.05, "confirm_low_budget": true,
+                }),
+            )
+        });
+        futures::future::join_all(requests)
+    };
+
+    // $0.10 a month and a $0.05 cap per job: two jobs fit.
+    assert_eq!(put_budget(json!(0.10)).await.unwrap().status(), 200);
+    let mut created = 0;
+    for response in create_twenty().await {
+        match response.status().as_u16() {
+            201 => created += 1,
+            409 => {
+                let body: Value = response.json().await.unwrap();
+                let text = body.to_string();
+                assert!(text.contains("monthly budget of $0.10"), "{text}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(created, 2, "exactly the budget's worth");
+
+    // With room in the budget, the active-job limit (3) holds instead.
+    assert_eq!(put_budget(json!(1000)).await.unwrap().status(), 200);
+    let mut more = 0;
+    for response in create_twenty().await {
+        match response.status().as_u16() {
+            201 => more += 1,
+            409 => {
+                let text = response.json::<Value>().await.unwrap().to_string();
+                assert!(text.contains("the limit is 3"), "{text}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(more, 1, "three active jobs at most");
+    let budget: Value = app.get_json(&client, "/api/account/budget").await;
+    assert_eq!(budget["data"]["active_jobs"], 3);
+    assert!((budget["data"]["reserved_by_active_jobs"].as_f64().unwrap() - 0.15).abs() < 1e-9);
+    assert_eq!(put_budget(json!(-1)).await.unwrap().status(), 400);
+
+    // A paid GPU without a cap gets one: the high estimate with a margin.
+    let (other, _) = app.signed_in_user("no-cap@example.com").await;
+    let theirs = ready_dataset(&app, &other, SAMPLE).await;
+    let uncapped = app
+        .post(
+            &other,
+            "/api/jobs",
+            json!({
+                "dataset_id": theirs, "base_model": "tiny-random-llama", "preset": "custom",
+                "hyperparameters": hp, "gpu_type": RUNPOD_GPU, "gpu_count": 1,
+            }),
+        )
+        .await;
+    assert_eq!(uncapped.status(), 201);
+    let job: Value = uncapped.json().await.unwrap();
+    let cap = job["data"]["job"]["budget_cap"]
+        .as_f64()
+        .expect("a cap was set");
+    let high = job["data"]["job"]["estimate"]["cost"]["high"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (cap - (high * 1.5).max(0.01)).abs() < 1e-6,
+        "cap {cap} for a high estimate of {high}"
+    );
+}

@@ -6,12 +6,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::training::GpuType;
 
+#[cfg(feature = "ssr")]
+pub mod limits;
 pub mod report;
 #[cfg(feature = "ssr")]
 pub mod store;
 
 /// S3 standard storage, dollars per GB-month (the estimate's storage line uses it too).
 pub const STORAGE_PER_GB_MONTH: f64 = 0.023;
+
+/// The operator's spending limits per account (`[limits]` in the catalog file).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Dollars an account may spend in a calendar month (UTC) unless it sets its own budget.
+    pub monthly_budget: f64,
+    /// Jobs queued or running at once per account.
+    pub max_active_jobs: u32,
+    /// The largest budget cap one job may have.
+    pub max_job_budget: f64,
+    /// A job on a paid GPU without a cap gets the high estimate × this as its cap.
+    pub cap_margin: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            monthly_budget: 100.0,
+            max_active_jobs: 3,
+            max_job_budget: 50.0,
+            cap_margin: 1.5,
+        }
+    }
+}
 
 /// What a cost record is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,6 +109,33 @@ pub async fn create(
     }
     let point =
         estimate.breakdown.compute + estimate.breakdown.startup + estimate.breakdown.storage;
+    // Spending limits. A paid GPU always runs under a cap: the one asked for, or the high
+    // estimate with a margin (a script may leave it out).
+    let limits = &catalog.limits;
+    let paid = gpu.price_per_second > 0.0;
+    let budget_cap = match new.budget_cap {
+        Some(cap) => Some(cap),
+        None if paid => Some(
+            (estimate.cost.high * limits.cap_margin)
+                .min(limits.max_job_budget)
+                .max(0.01),
+        ),
+        None => None,
+    };
+    if let Some(cap) = budget_cap
+        && cap > limits.max_job_budget
+    {
+        return Err(JobError::Invalid(FieldErrors::single(
+            "budget_cap",
+            format!(
+                "One job may be capped at {} at most on this server.",
+                crate::format::money(limits.max_job_budget)
+            ),
+        )));
+    }
+    let spending = crate::costs::limits::spending(&mut tx, user, limits).await?;
+    crate::costs::limits::admit(&spending, limits, budget_cap.unwrap_or(estimate.cost.high))
+        .map_err(JobError::Conflict)?;
     let id = store::insert(
         &mut tx,
         NewJobRow {
@@ -128,7 +155,7 @@ pub async fn create(
             total_steps: i32::try_from(estimate.total_steps).unwrap_or(i32::MAX),
             estimate: serde_json::to_value(&estimate).unwrap_or_default(),
             estimated_total_cost: point,
-            budget_cap: new.budget_cap,
+            budget_cap,
             duration_high_s: estimate.duration_seconds.high,
         },
     )
@@ -221,8 +248,17 @@ pub async fn cancel(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> 
 /// Runs a failed or cancelled job again as a new attempt: from its latest checkpoint when it
 /// has one (the same data order, so only the steps since that checkpoint are paid for again),
 /// else from the start.
-pub async fn retry(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
+pub async fn retry(db: &Db, catalog: &Catalog, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
     let mut tx = db.tenant(user).await?;
+    // The new attempt must fit the month's budget like a new job.
+    if let Some(job) = find(&mut tx, user, id).await?
+        && job.status.can_retry()
+    {
+        let limits = &catalog.limits;
+        let spending = crate::costs::limits::spending(&mut tx, user, limits).await?;
+        let cap = job.budget_cap.or(job.estimated_total_cost).unwrap_or(0.0);
+        crate::costs::limits::admit(&spending, limits, cap).map_err(JobError::Conflict)?;
+    }
     let Some(restarted) = store::restart(&mut tx, user, id, store::Restart::ByOwner).await? else {
         return match find(&mut tx, user, id).await? {
             None => Err(JobError::NotFound),

@@ -225,6 +225,9 @@ pub struct Catalog {
     pub gpus: Vec<GpuType>,
     #[serde(rename = "model")]
     pub models: Vec<BaseModel>,
+    /// What one account may spend and run (`[limits]`; the defaults when absent).
+    #[serde(default)]
+    pub limits: crate::costs::Limits,
 }
 
 /// Finished jobs a throughput cell needs before measurements replace the catalog's figure.

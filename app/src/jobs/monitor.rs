@@ -50,9 +50,10 @@ pub async fn cancel_job(id: Uuid) -> Result<JobView, AppError> {
 
 #[server(prefix = "/rpc", endpoint = "retry_job")]
 pub async fn retry_job(id: Uuid) -> Result<JobView, AppError> {
-    let crate::server_context::SignedIn { user, db, .. } =
-        crate::server_context::signed_in().await?;
-    engine::jobs::service::retry(&db, user.id, id)
+    let crate::server_context::SignedIn {
+        user, db, catalog, ..
+    } = crate::server_context::signed_in().await?;
+    engine::jobs::service::retry(&db, &catalog, user.id, id)
         .await
         .map_err(AppError::from)
 }

@@ -20,6 +20,59 @@ pub fn router() -> axum::Router<crate::state::AppState> {
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
         .route("/api/auth/me", get(me))
+        .route("/api/account/budget", get(budget).put(set_budget))
+}
+
+/// `GET /api/account/budget`: the month's budget, spend and what running jobs hold.
+pub async fn budget(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<impl IntoResponse, ApiError> {
+    let limits = state.catalog.current().limits;
+    let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
+    let s = engine::costs::limits::spending(&mut tx, user.id, &limits)
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(ok(serde_json::json!({
+        "monthly_budget": s.budget,
+        "spent_this_month": s.spent,
+        "reserved_by_active_jobs": s.reserved,
+        "active_jobs": s.active_jobs,
+        "max_active_jobs": limits.max_active_jobs,
+        "max_job_budget": limits.max_job_budget,
+    })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetChange {
+    /// Dollars per calendar month; `null` returns to the server's default.
+    monthly_budget: Option<f64>,
+}
+
+/// `PUT /api/account/budget {monthly_budget}`.
+pub async fn set_budget(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(change): ApiJson<BudgetChange>,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(b) = change.monthly_budget
+        && !(b.is_finite() && (0.0..=1_000_000.0).contains(&b))
+    {
+        return Err(ApiError::Validation(
+            engine::validation::FieldErrors::single(
+                "monthly_budget",
+                "Use an amount from $0 to $1,000,000, or null for the server's default.",
+            ),
+        ));
+    }
+    let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
+    engine::costs::limits::set_budget(&mut tx, user.id, change.monthly_budget)
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    budget(State(state), CurrentUser(user)).await
 }
 
 pub async fn register(

@@ -95,7 +95,7 @@ pub async fn retry(
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = service::retry(&state.db, user.id, job_id(&id)?).await?;
+    let job = service::retry(&state.db, &state.catalog.current(), user.id, job_id(&id)?).await?;
     Ok((StatusCode::ACCEPTED, ok(json!({ "job": job }))))
 }
 
