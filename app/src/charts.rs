@@ -40,15 +40,18 @@ pub fn with_echarts(draw: impl FnOnce() + 'static) {
     let _ = script.add_event_listener_with_callback("load", onload.unchecked_ref());
 }
 
+/// The width to draw at in the element `id` (at least 280 px), or `None` when it is not on the
+/// page.
+fn chart_width(id: &str) -> Option<u32> {
+    let element = web_sys::window()?.document()?.get_element_by_id(id)?;
+    Some(element.client_width().max(280) as u32)
+}
+
 /// Draws the bars into the element `id`; `false` when it could not.
 pub fn draw_histogram(id: &str, buckets: &[HistogramBucket], max_seq_len: u32) -> bool {
-    let Some(element) = web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| d.get_element_by_id(id))
-    else {
+    let Some(width) = chart_width(id) else {
         return false;
     };
-    let width = element.client_width().max(280) as u32;
     let labels: Vec<String> = buckets
         .iter()
         .map(|b| format!("{}–{}", b.from, b.to))
@@ -98,13 +101,9 @@ pub fn draw_lines(
     log_scale: bool,
 ) -> bool {
     use charming::element::{LineStyle, LineStyleType, Symbol};
-    let Some(element) = web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| d.get_element_by_id(id))
-    else {
+    let Some(width) = chart_width(id) else {
         return false;
     };
-    let width = element.client_width().max(280) as u32;
     let mut chart = Chart::new()
         .grid(Grid::new().left(56).right(16).top(36).bottom(40))
         .tooltip(Tooltip::new().trigger(Trigger::Axis))
@@ -192,13 +191,9 @@ pub fn draw_loss_curve(id: &str, points: &[engine::jobs::MetricPoint]) -> bool {
 
 /// Draws dollar bars over category labels into the element `id`; `false` when it could not.
 pub fn draw_money_bars(id: &str, x_name: &str, labels: Vec<String>, amounts: Vec<f64>) -> bool {
-    let Some(element) = web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| d.get_element_by_id(id))
-    else {
+    let Some(width) = chart_width(id) else {
         return false;
     };
-    let width = element.client_width().max(280) as u32;
     let chart = Chart::new()
         .grid(Grid::new().left(64).right(16).top(24).bottom(48))
         .tooltip(Tooltip::new().trigger(Trigger::Axis))

@@ -88,7 +88,7 @@ pub async fn mark_read(tx: &mut Tx, user_id: Uuid, id: Uuid) -> Result<bool, sql
     .await?
     .is_some();
     if found {
-        announce_unread(tx, user_id).await?;
+        announce_unread(tx, user_id, None).await?;
     }
     Ok(found)
 }
@@ -102,19 +102,24 @@ pub async fn mark_all_read(tx: &mut Tx, user_id: Uuid) -> Result<u64, sqlx::Erro
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    announce_unread(tx, user_id).await?;
+    announce_unread(tx, user_id, None).await?;
     Ok(changed)
 }
 
-async fn announce_unread(tx: &mut Tx, user_id: Uuid) -> Result<(), sqlx::Error> {
+/// Tells every open page of the user its unread count (and the new notification, if any).
+async fn announce_unread(
+    tx: &mut Tx,
+    user_id: Uuid,
+    new: Option<(Uuid, &str)>,
+) -> Result<(), sqlx::Error> {
     let unread = unread_count(tx, user_id).await?;
     crate::live::announce(
         tx,
         &crate::live::Announcement::Notification(crate::live::NotificationChange {
             user_id,
             unread,
-            notification_id: None,
-            title: None,
+            notification_id: new.map(|(id, _)| id),
+            title: new.map(|(_, title)| title.to_owned()),
         }),
     )
     .await
@@ -150,16 +155,6 @@ pub async fn create(
     )
     .fetch_one(&mut **tx)
     .await?;
-    let unread = unread_count(tx, user_id).await?;
-    crate::live::announce(
-        tx,
-        &crate::live::Announcement::Notification(crate::live::NotificationChange {
-            user_id,
-            unread,
-            notification_id: Some(id),
-            title: Some(new.title.to_owned()),
-        }),
-    )
-    .await?;
+    announce_unread(tx, user_id, Some((id, new.title))).await?;
     Ok(id)
 }
