@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod live;
 pub mod models;
 pub mod notifications;
+pub mod overview;
 #[cfg(feature = "ssr")]
 pub mod server_context;
 pub mod settings;
@@ -71,6 +72,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/login") view=LoginPage ssr=SsrMode::Async/>
                 <Route path=path!("/register") view=RegisterPage ssr=SsrMode::Async/>
                 <ParentRoute path=path!("") view=AppLayout ssr=SsrMode::Async>
+                    <Route path=path!("/") view=overview::OverviewPage ssr=SsrMode::Async/>
                     <Route path=path!("/datasets") view=datasets::DatasetsPage ssr=SsrMode::Async/>
                     <Route path=path!("/datasets/new") view=datasets::UploadPage ssr=SsrMode::Async/>
                     <Route path=path!("/datasets/:id") view=datasets::DatasetDetailPage ssr=SsrMode::Async/>

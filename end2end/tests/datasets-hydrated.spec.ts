@@ -25,7 +25,7 @@ async function hydrated(page: import("@playwright/test").Page) {
 
 test("upload with a live progress bar, see the verdict, open the detail page", async ({ page, context }) => {
   await register(page, uniqueEmail("upload"));
-  await expect(page).toHaveURL(/\/datasets$/);
+  await page.goto("/datasets");
   await expect(page.getByRole("heading", { name: "No datasets yet" })).toBeVisible();
   await page.getByRole("link", { name: "Upload dataset" }).click();
   await expect(page).toHaveURL(/\/datasets\/new$/);

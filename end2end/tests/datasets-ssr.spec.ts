@@ -32,7 +32,7 @@ async function uploadViaApi(page: import("@playwright/test").Page, file: string)
 test("datasets list, detail and problems read without JavaScript", async ({ page }) => {
   await register(page, uniqueEmail("ssr-data"));
   await expectNotHydrated(page);
-  await expect(page).toHaveURL(/\/datasets$/);
+  await expect(page).toHaveURL(/\/$/);
   const good = await uploadViaApi(page, "sharegpt.jsonl");
   const bad = await uploadViaApi(page, "broken-invalid-json-line.jsonl");
 

@@ -22,7 +22,7 @@ export const PASSWORD = "correct horse battery staple";
 export async function register(page: Page, email: string, password = PASSWORD) {
   await page.goto("/register");
   await submitRegister(page, email, password);
-  await expect(page).toHaveURL(/\/datasets$/);
+  await expect(page).toHaveURL(/\/$/);
 }
 
 /** Fills and submits the register form of the current page. */

@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { SECTIONS, expectSectionPage, register, submitRegister, uniqueEmail, waitForHydration } from "./helpers";
+import { SECTIONS, expectSectionPage, readyDataset, register, submitRegister, uniqueEmail, waitForHydration } from "./helpers";
 
 // JavaScript on: the pages hydrate, navigation is client-side, forms use server functions.
 
@@ -12,15 +12,15 @@ test("the register form checks fields as you type", async ({ page }) => {
   await expect(page.locator("#email-error")).toContainText("name@example.com");
 });
 
-test("register → Datasets → all five sections → log out", async ({ page }) => {
+test("register → Overview → all five sections → log out", async ({ page }) => {
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(e.message));
   const email = uniqueEmail("hydrated");
   await page.goto("/register");
   await waitForHydration(page);
   await submitRegister(page, email);
-  await expect(page).toHaveURL(/\/datasets$/);
-  await expectSectionPage(page, "Datasets");
+  await expect(page).toHaveURL(/\/$/);
+  await expectSectionPage(page, "Overview");
   await waitForHydration(page);
 
   for (const section of SECTIONS) {
@@ -32,8 +32,13 @@ test("register → Datasets → all five sections → log out", async ({ page })
     ).toHaveAttribute("aria-current", "page");
   }
 
-  await page.getByRole("link", { name: /Notifications/ }).click();
+  // The bell opens its panel in the browser; the panel leads to the Notifications page.
+  await page.getByRole("link", { name: /^Notifications, / }).click();
+  const panel = page.getByRole("dialog", { name: "Latest notifications" });
+  await expect(panel.getByText("No notifications yet.")).toBeVisible();
+  await panel.getByRole("link", { name: "All notifications" }).click();
   await expect(page.getByRole("heading", { name: "No notifications yet" })).toBeVisible();
+  await expect(panel).toHaveCount(0);
 
   await page.getByRole("button", { name: "Log out" }).click();
   await expect(page).toHaveURL(/\/login/);
@@ -45,7 +50,7 @@ test("register → Datasets → all five sections → log out", async ({ page })
 test("a duplicate email is reported beside the field", async ({ page }) => {
   const email = uniqueEmail("dup");
   await register(page, email);
-  await expect(page).toHaveURL(/\/datasets$/);
+  await expect(page).toHaveURL(/\/$/);
   await page.context().clearCookies();
   await page.goto("/register");
   await waitForHydration(page);
@@ -56,8 +61,18 @@ test("a duplicate email is reported beside the field", async ({ page }) => {
 
 test("create an API token, see it once, use it, revoke it", async ({ page, request }) => {
   await register(page, uniqueEmail("tokens"));
-  await expect(page).toHaveURL(/\/datasets$/);
+  await expect(page).toHaveURL(/\/$/);
   await page.goto("/settings");
+  await waitForHydration(page);
+  // The spending form says what is wrong beside the field, and saves.
+  await page.getByLabel("Time zone").fill("Mars/Olympus");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.locator("#time-zone-error")).toContainText("Mars/Olympus is not a time zone");
+  await page.getByRole("button", { name: /^Use this browser's/ }).click();
+  await page.getByLabel("Monthly budget").fill("40");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.getByText("Saved.")).toBeVisible();
+  await expect(page.locator(".spend-summary")).toContainText("of $40.00");
   await waitForHydration(page);
   await expect(page.getByRole("heading", { name: "No API tokens" })).toBeVisible();
   await page.getByLabel("Name").fill("ci");
@@ -77,4 +92,49 @@ test("create an API token, see it once, use it, revoke it", async ({ page, reque
   await expect(page.getByRole("heading", { name: "No API tokens" })).toBeVisible();
   const after = await request.get("/api/auth/me", { headers: { Authorization: `Bearer ${token}` } });
   expect(after.status()).toBe(401);
+});
+
+test("the bell's count rises live while the page stays open and falls on mark-read", async ({ page }) => {
+  await register(page, uniqueEmail("bell"));
+  await waitForHydration(page);
+  const bell = page.getByRole("link", { name: /^Notifications, / });
+  await expect(bell).toHaveAttribute("aria-label", "Notifications, none unread");
+  const opened = page.url();
+  // A dataset validated in the background (through the API): the open page hears of it.
+  await readyDataset(page, "bell-data");
+  await expect(bell).toHaveAttribute("aria-label", "Notifications, 1 unread");
+  expect(page.url()).toBe(opened);
+
+  await bell.click();
+  const panel = page.getByRole("dialog", { name: "Latest notifications" });
+  await expect(panel.getByRole("link", { name: 'Dataset "bell-data" is ready' })).toBeVisible();
+  await panel.getByRole("button", { name: "Mark read" }).click();
+  await expect(bell).toHaveAttribute("aria-label", "Notifications, none unread");
+  await expect(panel.getByRole("button", { name: "Mark read" })).toHaveCount(0);
+  await page.keyboard.press("Escape");
+  await expect(panel).toHaveCount(0);
+});
+
+test("the overview follows a running job live to its end", async ({ page }) => {
+  await register(page, uniqueEmail("overview"));
+  await waitForHydration(page);
+  const origin = new URL(page.url()).origin;
+  const dataset = await readyDataset(page, "overview-data");
+  const catalog = await (await page.request.get("/api/catalog")).json();
+  const job = await page.request.post("/api/jobs", {
+    headers: { Origin: origin },
+    data: {
+      dataset_id: dataset, base_model: "tiny-random-llama", preset: "fast",
+      hyperparameters: { ...catalog.data.presets.fast, quantization: "none" },
+      gpu_type: "local", gpu_count: 1,
+    },
+  });
+  expect(job.status()).toBe(201);
+  await page.goto("/");
+  await waitForHydration(page);
+  const row = page.locator(".overview-job").filter({ hasText: "overview-data" });
+  await expect(row).toBeVisible();
+  // Progress and the ending arrive over the live stream: no reload.
+  await expect(row.locator(".job-progress")).toHaveText("100%", { timeout: 180_000 });
+  await expect(row.locator(".badge")).toHaveText("completed", { timeout: 60_000 });
 });

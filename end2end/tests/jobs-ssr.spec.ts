@@ -7,6 +7,12 @@ test("the job page and the Jobs list render without JavaScript", async ({ page, 
   await register(page, uniqueEmail("jobs-ssr"));
   const origin = new URL(page.url()).origin;
   const dataset = await readyDataset(page, "support");
+  // The bell counts it; marking it read works without JavaScript (a form post).
+  await page.goto("/notifications");
+  await expect(page.getByRole("link", { name: "Notifications, 1 unread" })).toBeVisible();
+  await page.getByRole("button", { name: "Mark read" }).click();
+  await expect(page.getByRole("link", { name: "Notifications, none unread" })).toBeVisible();
+  await expect(page.getByRole("button", { name: "Mark read" })).toHaveCount(0);
   const catalog = await (await page.request.get("/api/catalog")).json();
   const hyperparameters = { ...catalog.data.presets.fast, quantization: "none" };
   const job = await page.request.post("/api/jobs", {
@@ -25,6 +31,14 @@ test("the job page and the Jobs list render without JavaScript", async ({ page, 
   await expect(page.getByRole("heading", { name: "Event log" })).toBeVisible();
   await expect(page.getByText(/Status: queued/)).toBeVisible();
   await expectNotHydrated(page);
+
+  // The overview lists it under "Training now", with its progress.
+  await page.goto("/");
+  await expect(page.getByRole("heading", { level: 1, name: "Overview" })).toBeVisible();
+  const row = page.locator(".overview-job").filter({ hasText: "support" });
+  await expect(row.getByRole("link", { name: "support" })).toHaveAttribute("href", `/jobs/${id}`);
+  await expect(row.getByRole("progressbar")).toHaveCount(1);
+  await expect(page.getByText(/spent of|of \$[0-9.]+ budget/).first()).toBeVisible();
 
   await page.goto("/jobs");
   await expect(page.getByRole("link", { name: "support" })).toHaveAttribute("href", `/jobs/${id}`);
@@ -85,7 +99,7 @@ test("a finished demo job's model page renders without JavaScript, and its bundl
   expect([bytes[0], bytes[1]]).toEqual([0x1f, 0x8b]);
 
   // The job's cost is on the Costs page, and its CSV export lists it.
-  await page.goto("/costs?days=7");
+  await page.goto("/costs?period=week");
   await expect(page.locator(".cost-jobs").getByRole("link", { name: "helpdesk" })).toBeVisible();
   const csv = await page.request.get(await page.getByRole("link", { name: "Export CSV" }).getAttribute("href") as string);
   expect(await csv.text()).toContain(job);

@@ -20,7 +20,7 @@ test("app pages redirect to login when signed out", async ({ page }) => {
 test("register, read every section, log out, log back in — all without JavaScript", async ({ page }) => {
   const email = uniqueEmail("ssr");
   await register(page, email);
-  await expect(page).toHaveURL(/\/datasets$/);
+  await expect(page).toHaveURL(/\/$/);
   for (const section of SECTIONS) {
     await page.goto(section.path);
     await expectSectionPage(page, section.heading);
@@ -30,6 +30,13 @@ test("register, read every section, log out, log back in — all without JavaScr
   await expect(page.getByText(email)).toBeVisible();
   await page.goto("/settings");
   await expect(page.getByRole("heading", { level: 1, name: "Settings" })).toBeVisible();
+  // The monthly budget and the time zone, saved by a plain form post.
+  await expect(page.locator(".spend-summary")).toContainText("of $100.00");
+  await page.getByLabel("Monthly budget").fill("250");
+  await page.getByLabel("Time zone").fill("Europe/Paris");
+  await page.getByRole("button", { name: "Save" }).click();
+  await expect(page.locator(".spend-summary")).toContainText("$0.00 spent of $250.00");
+  await expect(page.locator(".spend-summary")).toContainText("(Europe/Paris)");
   await page.getByLabel("Name").fill("no-js token");
   await page.getByRole("button", { name: "Create token" }).click();
   await expect(page.getByRole("cell", { name: "no-js token" })).toBeVisible();
@@ -47,6 +54,7 @@ test("register, read every section, log out, log back in — all without JavaScr
   await page.getByLabel("Email").fill(email);
   await page.getByLabel("Password").fill(PASSWORD);
   await page.getByRole("button", { name: "Log in" }).click();
+  // Back where the login was asked for.
   await expect(page).toHaveURL(/\/datasets$/);
 });
 

@@ -36,6 +36,14 @@ test("the estimate updates in the browser with no request; Start lands on the ne
   await expect(page.locator("#epochs")).toHaveValue("16");
   expect(requests, "the estimate is computed in the browser").toEqual([]);
 
+  // A paid GPU needs a budget cap: it is prefilled from the high estimate × the server's margin.
+  const budget = page.locator("#budget");
+  await expect(budget).toHaveValue("");
+  await page.locator("#gpu").selectOption("L4");
+  await expect(budget).toHaveValue(/^\d+\.\d\d$/);
+  await page.locator("#gpu").selectOption("local");
+  await expect(budget).toHaveValue("");
+
   // A bad value is refused beside its field, as the server would.
   await page.locator("#epochs").fill("50");
   await expect(page.getByText("Use a whole number from 1 to 20.")).toBeVisible();

@@ -130,8 +130,8 @@ pub async fn guard_pages(request: Request, next: Next) -> Response {
     let signed_in = request.extensions().get::<SessionUser>().is_some();
     if request.method() == Method::GET {
         let public = matches!(path, "/login" | "/register");
-        if (public || path == "/") && signed_in {
-            return Redirect::to("/datasets").into_response();
+        if public && signed_in {
+            return Redirect::to("/").into_response();
         }
         if is_app_page(path) && !signed_in {
             let next = url::form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>();

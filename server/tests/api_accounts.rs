@@ -432,6 +432,7 @@ async fn pages_need_a_login_and_keep_the_destination() {
     }
     let (client, _) = app.signed_in_user("pages@example.com").await;
     for path in [
+        "/",
         "/datasets",
         "/train",
         "/jobs",

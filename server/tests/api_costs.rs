@@ -95,11 +95,20 @@ async fn costs_cover_the_users_days_with_both_ends_included() {
         .collect();
     assert_eq!(series, [("A100", 2.5), ("L4", 1.25)]);
     assert_eq!(both["data"]["top_jobs"][0]["job_id"], next_day.to_string());
+    // The zone sent became the account's: a report without one is in it.
+    let kept: Value = app
+        .get_json(
+            &client,
+            "/api/costs?start_date=2026-03-10&end_date=2026-03-10",
+        )
+        .await;
+    assert_eq!(kept["data"]["time_zone"], "Europe/Paris");
+    assert_eq!(kept["data"]["total"], 1.25);
     // In UTC both records are on March 10th (22:59:59 and 23:00).
     let utc: Value = app
         .get_json(
             &client,
-            "/api/costs?start_date=2026-03-10&end_date=2026-03-10",
+            "/api/costs?start_date=2026-03-10&end_date=2026-03-10&tz=UTC",
         )
         .await;
     assert_eq!(utc["data"]["total"], 3.75);
@@ -167,4 +176,114 @@ async fn costs_cover_the_users_days_with_both_ends_included() {
         .await;
     assert_eq!(theirs["data"]["total"], 0.0);
     assert!(theirs["data"]["records"].as_array().unwrap().is_empty());
+}
+
+/// The `type`s of the user's notifications, oldest first.
+async fn notification_types(app: &TestApp, client: &reqwest::Client) -> Vec<String> {
+    let body: Value = app.get_json(client, "/api/notifications?limit=100").await;
+    let mut types: Vec<String> = body["data"]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap().to_owned())
+        .collect();
+    types.reverse();
+    types
+}
+
+fn count(types: &[String], kind: &str) -> usize {
+    types.iter().filter(|t| *t == kind).count()
+}
+
+#[tokio::test]
+async fn the_month_budget_alerts_at_80_and_100_percent_once_each() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("alerts@example.com").await;
+    let (other, _) = app.signed_in_user("other-alerts@example.com").await;
+    // The account's own budget and zone; the month is counted in that zone.
+    let set = client
+        .put(app.url("/api/account/budget"))
+        .header("Origin", app.address.as_str())
+        .json(&json!({ "monthly_budget": 10.0, "time_zone": "Europe/Paris" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let budget: Value = set.json().await.unwrap();
+    assert_eq!(budget["data"]["monthly_budget"], 10.0);
+    assert_eq!(budget["data"]["own_budget"], true);
+    assert_eq!(budget["data"]["time_zone"], "Europe/Paris");
+    let dataset = ready_dataset(&app, &client, "openai-chat.jsonl").await;
+    let now = chrono::Utc::now().to_rfc3339();
+
+    // 79%: nothing to say.
+    let first = ended_job(&app, &client, &dataset).await;
+    place(&app, first, 7.9, "L4", &now).await;
+    ended_job(&app, &client, &dataset).await;
+    let types = notification_types(&app, &client).await;
+    assert_eq!(count(&types, "budget_warning"), 0, "{types:?}");
+
+    // 85% once a job ends: one warning, however many jobs end after it.
+    place(&app, first, 8.5, "L4", &now).await;
+    ended_job(&app, &client, &dataset).await;
+    let third = ended_job(&app, &client, &dataset).await;
+    let types = notification_types(&app, &client).await;
+    assert_eq!(count(&types, "budget_warning"), 1, "{types:?}");
+    assert_eq!(count(&types, "budget_exceeded"), 0, "{types:?}");
+    let list: Value = app
+        .get_json(&client, "/api/notifications?type=budget_warning")
+        .await;
+    let warning = &list["data"]["notifications"][0];
+    assert_eq!(warning["priority"], "medium");
+    assert_eq!(warning["action_url"], "/costs");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("$8.50 of your $10.00"),
+        "{warning}"
+    );
+
+    // Past 100% (a job starts while there is room; its ending passes the budget): one alert.
+    place(&app, third, 1.4, "L4", &now).await;
+    let fourth = start_job(&app, &client, &dataset, 1).await;
+    place(&app, third, 2.0, "L4", &now).await;
+    app.post(&client, &format!("/api/jobs/{fourth}/cancel"), json!({}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&notification_types(&app, &client).await, "budget_exceeded") == 0 {
+        assert!(Instant::now() < deadline, "no budget_exceeded alert");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let types = notification_types(&app, &client).await;
+    assert_eq!(count(&types, "budget_exceeded"), 1, "{types:?}");
+    assert_eq!(count(&types, "budget_warning"), 1, "{types:?}");
+
+    // Over the budget, a new job is refused with the numbers.
+    let refused = common::job_request(&app, &client, &dataset, 1, "local").await;
+    let status = refused.status();
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.to_string().contains("monthly budget of $10.00"),
+        "{body}"
+    );
+
+    // Nobody else was told.
+    let theirs = notification_types(&app, &other).await;
+    assert!(
+        !theirs.iter().any(|t| t.starts_with("budget_")),
+        "{theirs:?}"
+    );
+    let bad = client
+        .put(app.url("/api/account/budget"))
+        .header("Origin", app.address.as_str())
+        .json(&json!({ "time_zone": "Mars/Olympus" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let after: Value = app.get_json(&client, "/api/account/budget").await;
+    assert_eq!(after["data"]["time_zone"], "Europe/Paris", "unchanged");
+    assert_eq!(after["data"]["monthly_budget"], 10.0, "absent: kept");
 }

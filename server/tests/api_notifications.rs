@@ -88,10 +88,27 @@ async fn notifications_read_and_mark_read_with_the_count_pushed_live() {
             .iter()
             .all(|n| n["read"] == true)
     );
-    let bad = client
-        .get(app.url("/api/notifications?unread=maybe"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    for q in ["unread=maybe", "type=dataset_lost"] {
+        let bad = client
+            .get(app.url(&format!("/api/notifications?{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400, "{q}");
+    }
+
+    // A file with problems: a high-priority `dataset_invalid`, and the type filter finds it.
+    let (broken, verdict) =
+        common::validated_dataset(&app, &client, "broken-invalid-json-line.jsonl").await;
+    assert_eq!(verdict["data"]["status"], "invalid");
+    let invalid: Value = app
+        .get_json(&client, "/api/notifications?type=dataset_invalid")
+        .await;
+    let list = invalid["data"]["notifications"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{invalid}");
+    assert_eq!(list[0]["priority"], "high");
+    assert_eq!(list[0]["action_url"], format!("/datasets/{broken}"));
+    assert_eq!(invalid["data"]["unread_count"], 1);
+    let theirs: Value = app.get_json(&mallory, "/api/notifications").await;
+    assert_eq!(theirs["data"]["unread_count"], 0);
 }

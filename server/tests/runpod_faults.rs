@@ -1057,6 +1057,67 @@ async fn two_replicas_follow_a_job_once() {
     let stored = assert_no_duplicates(&app, &job, "completed").await;
     assert_eq!(stored.points, i64::from(STEPS));
     assert_eq!(stored.metric_events, i64::from(STEPS));
+    // One record per cost type, whichever replica ended the job.
+    let costs = cost_records(&app, &job).await;
+    let types: Vec<&str> = costs.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(types, ["compute", "storage"], "{costs:?}");
+}
+
+/// A job's ending and its cost records are one transaction: when recording fails (a fault
+/// injected in the database, where a crash between the two would strike), the job does not
+/// end; the processor's retry ends it once, with one record per type and the billed time.
+#[tokio::test]
+async fn an_ending_whose_cost_records_fail_is_retried_whole() {
+    let fake = Fake::start().await;
+    fake.set_default(Ep::Stream, stream_reply("FAILED", &[]));
+    fake.set_default(
+        Ep::Status,
+        status_reply("FAILED", json!({ "error": "boom", "executionTime": 3000 })),
+    );
+    let (app, client) = spawn_app(&fake, |_| {}).await;
+    // The first cost record insert fails (a sequence counts: its value survives the rollback).
+    let mut owner = sqlx::ConnectOptions::connect(&app.options).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE SEQUENCE cost_fault;
+         GRANT USAGE, SELECT, UPDATE ON SEQUENCE cost_fault TO PUBLIC;
+         CREATE FUNCTION cost_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF nextval('cost_fault') = 1 THEN RAISE EXCEPTION 'injected fault'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER cost_fault BEFORE INSERT ON cost_records
+             FOR EACH ROW EXECUTE FUNCTION cost_fault();",
+    )
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let dataset = ready_dataset(&app, &client, SAMPLE).await;
+    let job = start_job_on(&app, &client, &dataset, 1, RUNPOD_GPU).await;
+    expect_end(&app, &client, &fake, &job, "failed", Some("worker_failed")).await;
+    let inserts: i64 = sqlx::query_scalar("SELECT last_value FROM cost_fault")
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert!(
+        inserts >= 3,
+        "the fault struck, then both records were written: {inserts}"
+    );
+    assert_no_duplicates(&app, &job, "failed").await;
+    let costs = cost_records(&app, &job).await;
+    let rate = engine::training::Catalog::builtin()
+        .gpu(RUNPOD_GPU)
+        .unwrap()
+        .price_per_second;
+    assert_eq!(costs.len(), 2, "{costs:?}");
+    assert!((costs[0].1 - 3.0 * rate).abs() < 1e-6, "{costs:?}");
+    let told: Value = app
+        .get_json(&client, "/api/notifications?type=job_failed")
+        .await;
+    assert_eq!(
+        told["data"]["notifications"].as_array().unwrap().len(),
+        1,
+        "told once: {told}"
+    );
 }
 
 /// 13. The owner cancels a run on RunPod: `/cancel` is called, and the job ends cancelled
@@ -1467,8 +1528,11 @@ async fn spending_limits_hold_under_twenty_parallel_creations() {
     let high = job["data"]["job"]["estimate"]["cost"]["high"]
         .as_f64()
         .unwrap();
+    // The high estimate × 1.5, in whole cents rounded up (what the Train page prefills).
     assert!(
-        (cap - (high * 1.5).max(0.01)).abs() < 1e-6,
+        cap >= high * 1.5
+            && cap - high * 1.5 < 0.01
+            && (cap * 100.0 - (cap * 100.0).round()).abs() < 1e-6,
         "cap {cap} for a high estimate of {high}"
     );
 }

@@ -334,6 +334,28 @@ async fn a_job_trains_on_the_local_executor_and_streams_progress_to_the_end() {
         .await
         .unwrap();
     assert_eq!(renamed.status(), 200);
+    // The owner was told of every step once; nobody else was told anything.
+    let told: Value = app.get_json(&client, "/api/notifications?limit=100").await;
+    let mut types: Vec<&str> = told["data"]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [
+            "artifact_ready",
+            "dataset_ready",
+            "job_completed",
+            "job_queued",
+            "job_started",
+        ]
+    );
+    let (stranger, _) = app.signed_in_user("stranger-flow@example.com").await;
+    let theirs: Value = app.get_json(&stranger, "/api/notifications").await;
+    assert_eq!(theirs["data"]["notifications"], json!([]));
     let renamed: Value = renamed.json().await.unwrap();
     assert_eq!(renamed["data"]["model"]["name"], "coach v1");
     assert_eq!(renamed["data"]["model"]["description"], "first try");

@@ -40,6 +40,50 @@ impl Default for Limits {
     }
 }
 
+/// The share of the monthly budget at which the owner is warned (and the overview turns amber).
+pub const WARN_SHARE: f64 = 0.8;
+
+/// An account's month against its budget (`GET /api/account/budget`, Settings, the overview).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetView {
+    /// Dollars this month may cost: the account's own budget or the operator's default.
+    pub monthly_budget: f64,
+    /// Whether the account set `monthly_budget` itself.
+    pub own_budget: bool,
+    /// The operator's default monthly budget.
+    pub default_budget: f64,
+    /// Recorded since the first of the month in the account's time zone.
+    pub spent_this_month: f64,
+    /// What queued and running jobs may still cost (their caps, or estimates).
+    pub reserved_by_active_jobs: f64,
+    pub active_jobs: i64,
+    pub max_active_jobs: u32,
+    pub max_job_budget: f64,
+    /// The account's IANA time zone: its days and its month.
+    pub time_zone: String,
+    pub month_start: chrono::NaiveDate,
+}
+
+impl BudgetView {
+    /// The share of the budget spent (0 when the budget is 0 and nothing was spent).
+    pub fn spent_share(&self) -> f64 {
+        if self.monthly_budget > 0.0 {
+            self.spent_this_month / self.monthly_budget
+        } else if self.spent_this_month > 0.0 {
+            1.0
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The cap a job on a paid GPU gets when none is asked for (the Train page prefills it): the
+/// high estimate × the operator's margin, in whole cents rounded up, at most the largest cap.
+pub fn default_cap(high_estimate: f64, limits: &Limits) -> f64 {
+    let cents = (high_estimate * limits.cap_margin * 100.0).ceil() / 100.0;
+    cents.clamp(0.01, limits.max_job_budget.max(0.01))
+}
+
 /// What a cost record is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,6 +125,14 @@ mod tests {
         assert_eq!(compute_cost(90_500, catalog.gpu("local"), 1), 0.0);
         assert_eq!(compute_cost(1000, None, 1), 0.0);
         assert!((storage_cost(2e9) - 0.046).abs() < 1e-12);
+        let limits = Limits::default();
+        assert_eq!(
+            default_cap(2.001, &limits),
+            3.01,
+            "1.5 × the high estimate, cents up"
+        );
+        assert_eq!(default_cap(40.0, &limits), 50.0, "at most the largest cap");
+        assert_eq!(default_cap(0.0, &limits), 0.01);
         assert_eq!(CostType::parse("storage"), Some(CostType::Storage));
     }
 }

@@ -27,13 +27,23 @@ pub enum GroupBy {
     Type,
 }
 
-/// The original's `period`: the last 7, 30 or 365 days, today included.
+/// A named range, today included: the original's `week`, `month` and `year` (the last 7, 30
+/// and 365 days), the last 90 days, and the calendar month so far or the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     Week,
     Month,
+    Quarter,
     Year,
+    ThisMonth,
+    LastMonth,
+}
+
+impl Period {
+    pub fn parse(name: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
 }
 
 /// What a report asks for, as the API and the page send it.
@@ -44,7 +54,7 @@ pub struct CostQuery {
     pub period: Option<Period>,
     #[serde(default)]
     pub group_by: GroupBy,
-    /// An IANA time zone (`Europe/Paris`); UTC when absent.
+    /// An IANA time zone (`Europe/Paris`), kept as the account's; the account's when absent.
     pub tz: Option<String>,
 }
 
@@ -130,12 +140,19 @@ pub fn resolve_range(
     let mut errors = FieldErrors::new();
     let (start, end) = match (q.period, q.start_date, q.end_date) {
         (Some(period), None, None) => {
-            let days = match period {
-                Period::Week => 7,
-                Period::Month => 30,
-                Period::Year => 365,
-            };
-            (today - chrono::Duration::days(days - 1), today)
+            let first = |d: NaiveDate| d.with_day(1).unwrap_or(d);
+            let last_days = |n: i64| (today - chrono::Duration::days(n - 1), today);
+            match period {
+                Period::Week => last_days(7),
+                Period::Month => last_days(30),
+                Period::Quarter => last_days(90),
+                Period::Year => last_days(365),
+                Period::ThisMonth => (first(today), today),
+                Period::LastMonth => {
+                    let end = first(today).pred_opt().unwrap_or(today);
+                    (first(end), end)
+                }
+            }
         }
         (Some(_), _, _) => {
             errors.add("period", "Send a period or a start and end date, not both.");
@@ -176,24 +193,18 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 
 #[cfg(feature = "ssr")]
 pub async fn report(db: &Db, user: Uuid, q: &CostQuery) -> Result<CostReport, CostError> {
-    let tz =
-        q.tz.clone()
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "UTC".into());
     let mut tx = db.tenant(user).await?;
-    let today = sqlx::query_scalar!(
-        r#"SELECT (now() AT TIME ZONE name)::date AS "today!" FROM pg_timezone_names WHERE name = $1"#,
-        tz
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(today) = today else {
-        let mut errors = FieldErrors::new();
-        errors.add(
-            "tz",
-            format!("{tz} is not a time zone; use a name such as Europe/Paris or UTC."),
-        );
-        return Err(CostError::Invalid(errors));
+    // The zone the browser sent becomes the account's; without one, the account's.
+    let (tz, today) = match q.tz.as_deref().filter(|t| !t.is_empty()) {
+        Some(tz) => match crate::costs::limits::set_time_zone(&mut tx, user, tz).await? {
+            Some(today) => (tz.to_owned(), today),
+            None => {
+                let mut errors = FieldErrors::new();
+                errors.add("tz", crate::costs::limits::zone_error(tz));
+                return Err(CostError::Invalid(errors));
+            }
+        },
+        None => crate::costs::limits::time_zone(&mut tx, user).await?,
     };
     let (start, end) = resolve_range(q, today).map_err(CostError::Invalid)?;
     let rows = sqlx::query!(
@@ -371,6 +382,23 @@ mod tests {
         assert!(resolve_range(&q(None, Some("2026-12-02"), Some("2026-12-01")), today).is_err());
         assert!(resolve_range(&q(Some(Period::Week), Some("2026-11-01"), None), today).is_err());
         assert!(resolve_range(&q(None, Some("2020-01-01"), None), today).is_err());
+        let march = day("2026-03-15");
+        assert_eq!(
+            resolve_range(&q(Some(Period::LastMonth), None, None), march),
+            Ok((day("2026-02-01"), day("2026-02-28")))
+        );
+        assert_eq!(
+            resolve_range(&q(Some(Period::ThisMonth), None, None), march),
+            Ok((day("2026-03-01"), march))
+        );
+        assert_eq!(
+            resolve_range(&q(Some(Period::Quarter), None, None), march)
+                .unwrap()
+                .0,
+            day("2025-12-16")
+        );
+        assert_eq!(Period::parse("last_month"), Some(Period::LastMonth));
+        assert_eq!(Period::parse("fortnight"), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::{
     check_new_dataset,
 };
 use crate::db::Db;
-use crate::notifications::{self, NewNotification};
+use crate::notifications::{self, NewNotification, NotificationKind};
 use crate::storage::{Bucket, SignedRequest, Storage, StorageError};
 use crate::tasks::Task;
 use crate::validation::FieldErrors;
@@ -299,7 +299,7 @@ pub async fn run_validation(
     if recorded {
         let (kind, title, text, priority) = if valid {
             (
-                "dataset_ready",
+                NotificationKind::DatasetReady,
                 format!("Dataset \"{}\" is ready", row.name),
                 format!(
                     "{} examples, {} tokens{}.",
@@ -314,7 +314,7 @@ pub async fn run_validation(
             )
         } else {
             (
-                "dataset_invalid",
+                NotificationKind::DatasetInvalid,
                 format!("Dataset \"{}\" has problems", row.name),
                 format!(
                     "{} problems found; open the dataset to see them with line numbers.",

@@ -239,6 +239,27 @@ pub async fn list(tx: &mut Tx, user_id: Uuid) -> Result<Vec<DatasetSummaryRow>, 
     Ok(list_page(tx, user_id, &filter).await?.0)
 }
 
+/// `user`'s datasets that need a look, newest first: not yet validated, invalid, or valid but
+/// not trainable.
+pub async fn needing_attention(
+    tx: &mut Tx,
+    user_id: Uuid,
+    limit: i64,
+) -> Result<Vec<DatasetSummaryRow>, sqlx::Error> {
+    sqlx::query_as!(
+        DatasetSummaryRow,
+        "SELECT id, name, status, format, file_size, total_training_pairs, total_tokens, training_ready, created_at
+           FROM datasets
+          WHERE user_id = $1 AND deleted_at IS NULL AND (status <> 'ready' OR NOT training_ready)
+          ORDER BY created_at DESC, id
+          LIMIT $2",
+        user_id,
+        limit
+    )
+    .fetch_all(&mut **tx)
+    .await
+}
+
 /// `uploading` → `validating`. `false` when the row was not in `uploading`.
 pub async fn mark_validating(
     tx: &mut Tx,

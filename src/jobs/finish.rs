@@ -11,7 +11,7 @@ use super::events;
 use super::lifecycle::{JobStage, JobStatus};
 use super::store::{self, EndRow};
 use crate::db::Tx;
-use crate::notifications::{self, NewNotification};
+use crate::notifications::{self, NewNotification, NotificationKind};
 
 /// How a job ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,13 +89,15 @@ pub struct Subject {
 }
 
 /// Ends the job in the caller's transaction if it may still end (a completion only from the
-/// backend's statuses; with `only_unsubmitted`, only before it was sent). Returns whether it
+/// backend's statuses; with `only_unsubmitted`, only before it was sent); records its costs and
+/// checks them against the owner's monthly budget (`limits`: the operator's default). Returns whether it
 /// ended here: `false` leaves everything as it was.
 pub async fn finish(
     tx: &mut Tx,
     job: Subject,
     ending: &Ending,
     only_unsubmitted: bool,
+    limits: &crate::costs::Limits,
 ) -> Result<bool, sqlx::Error> {
     let status = ending.status();
     if status == JobStatus::Completed {
@@ -155,6 +157,7 @@ pub async fn finish(
     notify(tx, job, ending, &dataset_name).await?;
     // What the attempt cost, in the transaction that ended it: once per ending.
     crate::costs::store::record_ending(tx, job.id).await?;
+    crate::costs::limits::alert_thresholds(tx, job.user_id, limits).await?;
     Ok(true)
 }
 
@@ -167,17 +170,17 @@ async fn notify(
 ) -> Result<(), sqlx::Error> {
     let (kind, title, priority) = match ending {
         Ending::Completed { .. } => (
-            "job_completed",
+            NotificationKind::JobCompleted,
             format!("Training finished on \"{dataset_name}\""),
             crate::notifications::Priority::Medium,
         ),
         Ending::Cancelled { .. } => (
-            "job_cancelled",
+            NotificationKind::JobCancelled,
             format!("Training cancelled on \"{dataset_name}\""),
             crate::notifications::Priority::Medium,
         ),
         Ending::Failed { .. } => (
-            "job_failed",
+            NotificationKind::JobFailed,
             format!("Training failed on \"{dataset_name}\""),
             crate::notifications::Priority::High,
         ),

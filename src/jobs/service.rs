@@ -9,7 +9,7 @@ use super::lifecycle::{JobStage, JobStatus};
 use super::store::{self, NewJobRow};
 use super::{JobView, MetricPoint, NewJob, events};
 use crate::db::{Db, Tx};
-use crate::notifications::{self, NewNotification};
+use crate::notifications::{self, NewNotification, NotificationKind};
 use crate::tasks::{JobTask, Task};
 use crate::training::estimate::{DatasetSize, EstimateError, estimate};
 use crate::training::{Catalog, check_config};
@@ -115,11 +115,7 @@ pub async fn create(
     let paid = gpu.price_per_second > 0.0;
     let budget_cap = match new.budget_cap {
         Some(cap) => Some(cap),
-        None if paid => Some(
-            (estimate.cost.high * limits.cap_margin)
-                .min(limits.max_job_budget)
-                .max(0.01),
-        ),
+        None if paid => Some(crate::costs::default_cap(estimate.cost.high, limits)),
         None => None,
     };
     if let Some(cap) = budget_cap
@@ -164,7 +160,7 @@ pub async fn create(
         &mut tx,
         user,
         NewNotification {
-            kind: "job_queued",
+            kind: NotificationKind::JobQueued,
             title: &format!("Training queued on \"{}\"", dataset.name),
             message: &format!(
                 "{} on {} × {}; estimated {}–{}.",
@@ -201,7 +197,12 @@ pub async fn create(
 
 /// Asks for a job to stop. A job not yet sent ends here; one on the GPU backend is cancelled
 /// there by the processor (it polls at once), which really stops the worker.
-pub async fn cancel(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
+pub async fn cancel(
+    db: &Db,
+    limits: &crate::costs::Limits,
+    user: Uuid,
+    id: Uuid,
+) -> Result<JobView, JobError> {
     let mut tx = db.tenant(user).await?;
     let (status, attempt) = store::lock_for_user(&mut tx, user, id)
         .await?
@@ -221,6 +222,7 @@ pub async fn cancel(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> 
             },
             &Ending::cancelled_by_owner("Cancelled at your request before it started."),
             true,
+            limits,
         )
         .await?;
     if !ended_here {

@@ -18,7 +18,7 @@ use crate::db::Db;
 use crate::jobs::contract::{UploadedFile, WorkerResult};
 use crate::jobs::finish::{self, Ending, Subject};
 use crate::jobs::processor::output_key;
-use crate::notifications::{self, NewNotification};
+use crate::notifications::{self, NewNotification, NotificationKind};
 use crate::storage::{Bucket, Storage};
 use crate::tasks::TaskError;
 use crate::training::Catalog;
@@ -177,7 +177,14 @@ pub async fn finalize(
         user_id: job.user_id,
         attempt,
     };
-    let ended = finish::finish(&mut tx, subject, &Ending::Completed { cost: None }, false).await?;
+    let ended = finish::finish(
+        &mut tx,
+        subject,
+        &Ending::Completed { cost: None },
+        false,
+        &catalog.limits,
+    )
+    .await?;
     if let Some(model_id) = inserted
         && ended
     {
@@ -247,7 +254,7 @@ async fn notify_ready(
         tx,
         user,
         NewNotification {
-            kind: "artifact_ready",
+            kind: NotificationKind::ArtifactReady,
             title: &format!("Model ready: {name}"),
             message: &message,
             priority: crate::notifications::Priority::Medium,

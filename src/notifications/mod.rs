@@ -25,16 +25,44 @@ crate::jobs::lifecycle::text_enum!(Priority {
     High => "high",
 });
 
+/// What a notification reports (stored as `type`; the database accepts only these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    DatasetReady,
+    DatasetInvalid,
+    JobQueued,
+    JobStarted,
+    JobCompleted,
+    JobFailed,
+    JobCancelled,
+    ArtifactReady,
+    BudgetWarning,
+    BudgetExceeded,
+}
+
+crate::jobs::lifecycle::text_enum!(NotificationKind {
+    DatasetReady => "dataset_ready",
+    DatasetInvalid => "dataset_invalid",
+    JobQueued => "job_queued",
+    JobStarted => "job_started",
+    JobCompleted => "job_completed",
+    JobFailed => "job_failed",
+    JobCancelled => "job_cancelled",
+    ArtifactReady => "artifact_ready",
+    BudgetWarning => "budget_warning",
+    BudgetExceeded => "budget_exceeded",
+});
+
 /// A notification as the API and the pages show it (`read` as the original's clients expect).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotificationView {
     pub id: Uuid,
-    /// `job_completed`, `artifact_ready`, …
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: NotificationKind,
     pub title: String,
     pub message: String,
-    pub priority: String,
+    pub priority: Priority,
     pub action_url: Option<String>,
     pub read: bool,
     pub read_at: Option<DateTime<Utc>>,

@@ -1,16 +1,16 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{NotificationView, Priority};
+use super::{NotificationKind, NotificationView, Priority};
 use crate::db::Tx;
 
 #[derive(Debug, Clone)]
 pub struct NotificationRow {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: NotificationKind,
     pub title: String,
     pub message: String,
-    pub priority: String,
+    pub priority: Priority,
     pub action_url: Option<String>,
     pub read_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -47,19 +47,20 @@ pub async fn list(
     tx: &mut Tx,
     user_id: Uuid,
     unread_only: bool,
-    kind: Option<&str>,
+    kind: Option<NotificationKind>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<NotificationRow>, sqlx::Error> {
     sqlx::query_as!(
         NotificationRow,
-        r#"SELECT id, type AS "kind", title, message, priority, action_url, read_at, created_at
+        r#"SELECT id, type AS "kind: NotificationKind", title, message, priority AS "priority: Priority",
+                  action_url, read_at, created_at
              FROM notifications
             WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) AND ($3::text IS NULL OR type = $3)
             ORDER BY created_at DESC, id LIMIT $4 OFFSET $5"#,
         user_id,
         unread_only,
-        kind,
+        kind.map(NotificationKind::as_str),
         limit,
         offset
     )
@@ -127,7 +128,7 @@ async fn announce_unread(
 
 /// A new notification for `user_id` (inside the transaction of the event it reports).
 pub struct NewNotification<'a> {
-    pub kind: &'a str,
+    pub kind: NotificationKind,
     pub title: &'a str,
     pub message: &'a str,
     pub priority: Priority,
@@ -146,7 +147,7 @@ pub async fn create(
         "INSERT INTO notifications (user_id, type, title, message, priority, action_url, metadata)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         user_id,
-        new.kind,
+        new.kind.as_str(),
         new.title,
         new.message,
         new.priority.as_str(),

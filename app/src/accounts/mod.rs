@@ -39,7 +39,7 @@ pub fn safe_next(next: Option<&str>) -> String {
         Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
             path.to_owned()
         }
-        _ => "/datasets".to_owned(),
+        _ => "/".to_owned(),
     }
 }
 

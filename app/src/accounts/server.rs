@@ -120,7 +120,7 @@ pub async fn register(email: String, password: String) -> Result<(), AppError> {
     match store::register(&db, &Credentials { email, password }).await {
         Ok(user) => {
             start_session(&db, &user, &parts).await?;
-            leptos_axum::redirect("/datasets");
+            leptos_axum::redirect("/");
             Ok(())
         }
         Err(e) => {

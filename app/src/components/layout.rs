@@ -1,14 +1,15 @@
-//! The signed-in layout: navigation to the five sections, the notifications bell, the account
-//! menu, and the page outlet.
+//! The signed-in layout: navigation to the overview and the five sections, the notifications
+//! bell, the account menu, and the page outlet.
 
 use leptos::prelude::*;
 use leptos_router::components::{A, Outlet};
 use leptos_router::hooks::use_location;
 
 use crate::accounts::{LogoutButton, current_user};
-use crate::notifications::unread_count;
+use crate::notifications::Bell;
 
-const SECTIONS: [(&str, &str, &str); 5] = [
+const SECTIONS: [(&str, &str, &str); 6] = [
+    ("/", "Overview", "⌂"),
     ("/datasets", "Datasets", "▤"),
     ("/train", "Train", "▶"),
     ("/jobs", "Jobs", "◷"),
@@ -19,7 +20,6 @@ const SECTIONS: [(&str, &str, &str); 5] = [
 #[component]
 pub fn AppLayout() -> impl IntoView {
     let user = Resource::new(|| (), |_| current_user());
-    let unread = Resource::new(|| (), |_| unread_count());
     // The page's live stream: the bell's count follows it on every page.
     let bus = crate::live::LiveBus::provide();
     let location = use_location();
@@ -27,7 +27,7 @@ pub fn AppLayout() -> impl IntoView {
         <div class="app">
             <a class="skip-link" href="#main">"Skip to content"</a>
             <header class="topbar">
-                <a class="brand" href="/datasets">
+                <a class="brand" href="/">
                     <span class="brand-mark" aria-hidden="true">"◆"</span>
                     " lora-pipeline"
                 </a>
@@ -35,7 +35,10 @@ pub fn AppLayout() -> impl IntoView {
                     {SECTIONS
                         .into_iter()
                         .map(|(href, label, icon)| {
-                            let current = move || location.pathname.get().starts_with(href);
+                            let current = move || {
+                                let path = location.pathname.get();
+                                if href == "/" { path == "/" } else { path.starts_with(href) }
+                            };
                             view! {
                                 <A href=href attr:class="nav-link" attr:aria-current=move || current().then_some("page")>
                                     <span class="nav-icon" aria-hidden="true">{icon}</span>
@@ -46,26 +49,7 @@ pub fn AppLayout() -> impl IntoView {
                         .collect_view()}
                 </nav>
                 <div class="topbar-end">
-                    <Suspense fallback=|| view! { <span class="bell" aria-busy="true"><BellIcon/></span> }>
-                        {move || {
-                            let count = bus
-                                .unread
-                                .get()
-                                .or_else(|| unread.get().and_then(Result::ok))
-                                .unwrap_or(0);
-                            let label = if count == 0 {
-                                "Notifications, none unread".to_owned()
-                            } else {
-                                format!("Notifications, {count} unread")
-                            };
-                            view! {
-                                <A href="/notifications" attr:class="bell" attr:aria-label=label>
-                                    <BellIcon/>
-                                    {(count > 0).then(|| view! { <span class="badge-count">{count}</span> })}
-                                </A>
-                            }
-                        }}
-                    </Suspense>
+                    <Bell bus/>
                     <Suspense fallback=|| ()>
                         {move || {
                             user.get()
@@ -82,17 +66,5 @@ pub fn AppLayout() -> impl IntoView {
                 <Outlet/>
             </main>
         </div>
-    }
-}
-
-/// A bell drawn inline (no emoji font needed, inherits the text colour).
-#[component]
-fn BellIcon() -> impl IntoView {
-    view! {
-        <svg class="icon" width="18" height="18" viewBox="0 0 24 24" fill="none" stroke="currentColor"
-            stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">
-            <path d="M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9"/>
-            <path d="M10.3 21a1.94 1.94 0 0 0 3.4 0"/>
-        </svg>
     }
 }

@@ -1,9 +1,10 @@
 //! Costs: what training cost over a date range — totals by type, a daily chart and a by-GPU
 //! chart, the most expensive jobs against their estimates, and a CSV export. The range is a
-//! plain GET form (presets are links), so the page works without JavaScript.
+//! plain GET form (presets are links), so the page works without JavaScript. Days are those of
+//! the account's time zone, which follows the browser's once the page has hydrated.
 
-use chrono::{Datelike, NaiveDate};
-use engine::costs::report::CostReport;
+use chrono::NaiveDate;
+use engine::costs::report::{CostReport, Period};
 use engine::format::money;
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
@@ -11,43 +12,19 @@ use leptos_router::hooks::use_query_map;
 use crate::components::{EmptyState, ErrorState, PageHeader, Skeleton};
 use crate::error::AppError;
 
-/// The range the page's query names: explicit dates, the last `days`, or this or last month
-/// (the default: this month so far). Dates are UTC days on this page; the API takes a `tz`.
-#[cfg_attr(not(feature = "ssr"), allow(dead_code))]
-fn range(
-    today: NaiveDate,
-    start: Option<NaiveDate>,
-    end: Option<NaiveDate>,
-    days: Option<i64>,
-    month: Option<&str>,
-) -> (NaiveDate, NaiveDate) {
-    let first = |d: NaiveDate| d.with_day(1).unwrap_or(d);
-    match (start, end, days, month) {
-        (Some(s), Some(e), _, _) => (s, e),
-        (_, _, Some(n), _) => (today - chrono::Duration::days(n.clamp(1, 1096) - 1), today),
-        (_, _, _, Some("last")) => {
-            let this = first(today);
-            let end = this.pred_opt().unwrap_or(this);
-            (first(end), end)
-        }
-        _ => (first(today), today),
-    }
-}
-
 #[server(prefix = "/rpc", endpoint = "costs_page")]
 pub async fn costs_page(
     start: Option<NaiveDate>,
     end: Option<NaiveDate>,
-    days: Option<i64>,
-    month: Option<String>,
+    period: Option<Period>,
 ) -> Result<CostReport, AppError> {
     let crate::server_context::SignedIn { user, db, .. } =
         crate::server_context::signed_in().await?;
-    let today = chrono::Utc::now().date_naive();
-    let (start, end) = range(today, start, end, days, month.as_deref());
+    // Dates win over a preset; neither: this month so far. Days are the account's.
     let query = engine::costs::report::CostQuery {
-        start_date: Some(start),
-        end_date: Some(end),
+        start_date: start,
+        end_date: end,
+        period: period.filter(|_| start.is_none() && end.is_none()),
         ..Default::default()
     };
     Ok(engine::costs::report::report(&db, user.id, &query).await?)
@@ -62,20 +39,25 @@ pub fn CostsPage() -> impl IntoView {
             (
                 date("start"),
                 date("end"),
-                q.get("days").and_then(|v| v.parse::<i64>().ok()),
-                q.get("month"),
+                q.get("period").as_deref().and_then(Period::parse),
             )
         })
     };
-    let report = Resource::new(params, |(start, end, days, month)| {
-        costs_page(start, end, days, month)
+    let report = Resource::new(params, |(start, end, period)| {
+        costs_page(start, end, period)
+    });
+    // Days are the account's: in the browser, the browser's zone becomes the account's.
+    Effect::new(move || {
+        if let Some(Ok(r)) = report.get() {
+            crate::settings::follow_browser_zone(&r.time_zone, move || report.refetch());
+        }
     });
     let presets = [
-        ("?days=7", "7 days"),
-        ("?days=30", "30 days"),
-        ("?days=90", "90 days"),
-        ("?month=this", "This month"),
-        ("?month=last", "Last month"),
+        ("?period=week", "7 days"),
+        ("?period=month", "30 days"),
+        ("?period=quarter", "90 days"),
+        ("?period=this_month", "This month"),
+        ("?period=last_month", "Last month"),
     ];
     view! {
         <PageHeader title="Costs" description="What training cost, from billed execution time and stored files, by day, GPU type and job."/>
@@ -97,6 +79,7 @@ fn Report(report: CostReport) -> impl IntoView {
         "/api/costs?start_date={}&end_date={}&format=csv",
         report.start_date, report.end_date
     );
+    let zone = report.time_zone.clone();
     let form = view! {
         <form class="row cost-range" method="get" action="/costs">
             <label for="start">"From"</label>
@@ -111,7 +94,7 @@ fn Report(report: CostReport) -> impl IntoView {
         return view! {
             {form}
             <EmptyState icon="$" title="No costs in this range">
-                <p>{format!("Nothing was billed from {} to {} (UTC days). Each job records its cost once, when it ends, from its measured execution time.", report.start_date, report.end_date)}</p>
+                <p>{format!("Nothing was billed from {} to {} (days in {zone}). Each job records its cost once, when it ends, from its measured execution time.", report.start_date, report.end_date)}</p>
                 <p><a href="/train">"Start a training job"</a></p>
             </EmptyState>
         }
@@ -159,7 +142,7 @@ fn Report(report: CostReport) -> impl IntoView {
         <div class="chart-grid">
             <section class="card">
                 <h2>"By day"</h2>
-                <p class="small">{format!("{} to {} (UTC days).", report.start_date, report.end_date)}</p>
+                <p class="small">{format!("{} to {} (days in {zone}).", report.start_date, report.end_date)}</p>
                 <div id="cost-day-chart" class="chart" aria-hidden="true"></div>
             </section>
             <section class="card">
@@ -188,37 +171,4 @@ fn Report(report: CostReport) -> impl IntoView {
         </section>
     }
     .into_any()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_ranges() {
-        let today: NaiveDate = "2026-03-15".parse().unwrap();
-        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
-        assert_eq!(
-            range(today, None, None, None, None),
-            (d("2026-03-01"), today)
-        );
-        assert_eq!(
-            range(today, None, None, Some(7), None),
-            (d("2026-03-09"), today)
-        );
-        assert_eq!(
-            range(today, None, None, None, Some("last")),
-            (d("2026-02-01"), d("2026-02-28"))
-        );
-        assert_eq!(
-            range(
-                today,
-                Some(d("2026-01-02")),
-                Some(d("2026-01-05")),
-                Some(7),
-                None
-            ),
-            (d("2026-01-02"), d("2026-01-05"))
-        );
-    }
 }

@@ -41,9 +41,10 @@ pub async fn job_monitor(id: Uuid) -> Result<JobSnapshot, AppError> {
 
 #[server(prefix = "/rpc", endpoint = "cancel_job")]
 pub async fn cancel_job(id: Uuid) -> Result<JobView, AppError> {
-    let crate::server_context::SignedIn { user, db, .. } =
-        crate::server_context::signed_in().await?;
-    engine::jobs::service::cancel(&db, user.id, id)
+    let crate::server_context::SignedIn {
+        user, db, catalog, ..
+    } = crate::server_context::signed_in().await?;
+    engine::jobs::service::cancel(&db, &catalog.limits, user.id, id)
         .await
         .map_err(AppError::from)
 }

@@ -95,7 +95,7 @@ fn stars(score: u8) -> String {
 }
 
 #[component]
-fn Stars(score: u8) -> impl IntoView {
+pub(crate) fn Stars(score: u8) -> impl IntoView {
     view! {
         <span class="stars" role="img" aria-label=format!("{score} of 5 stars")>{stars(score)}</span>
     }

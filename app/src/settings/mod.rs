@@ -1,4 +1,8 @@
-//! Settings: API tokens for scripts (`Authorization: Bearer …`), created here and shown once.
+//! Settings: the account's spending (monthly budget, time zone) and API tokens for scripts
+//! (`Authorization: Bearer …`), created here and shown once.
+
+mod spending;
+pub use spending::{SpendingSettings, follow_browser_zone, spending_summary};
 
 use engine::accounts::{ApiTokenView, CreatedApiToken, check_token_name};
 use leptos::form::ActionForm;
@@ -65,7 +69,8 @@ pub fn SettingsPage() -> impl IntoView {
         }
     };
     view! {
-        <PageHeader title="Settings" description="API tokens let scripts call the REST API as you."/>
+        <PageHeader title="Settings" description="Your monthly budget and time zone, and API tokens that let scripts call the REST API as you."/>
+        <SpendingSettings/>
         <section class="card panel">
             <h2>"Create an API token"</h2>
             <ActionForm action=create attr:class="form form-inline">

@@ -206,7 +206,9 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
         },
         |(_, c)| c.hyperparameters,
     ));
+    // The cap is prefilled from the estimate (× the server's margin) until the user types one.
     let budget = RwSignal::new(String::new());
+    let budget_edited = RwSignal::new(false);
     let submitting = RwSignal::new(false);
     let server_error = RwSignal::new(None::<AppError>);
 
@@ -243,6 +245,23 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
             ))
         })
     });
+    let default_cap = Memo::new(move |_| {
+        let high = estimated.get()?.ok()?.cost.high;
+        catalog.with_value(|c| {
+            let paid = c.gpu(&gpu.get())?.price_per_second > 0.0;
+            paid.then(|| engine::costs::default_cap(high, &c.limits))
+        })
+    });
+    let shown_budget = move || {
+        if budget_edited.get() {
+            budget.get()
+        } else {
+            default_cap
+                .get()
+                .map(|c| format!("{c:.2}"))
+                .unwrap_or_default()
+        }
+    };
     let field = move |name: &'static str| {
         move || {
             errors
@@ -280,8 +299,7 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
         let Some(dataset_id) = dataset.get_untracked() else {
             return;
         };
-        let budget_cap = budget
-            .get_untracked()
+        let budget_cap = shown_budget()
             .trim()
             .trim_start_matches('$')
             .parse::<f64>()
@@ -431,8 +449,15 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
                     </div>
                 </details>
                 }.into_any()}
-                <label for="budget">"Budget cap " <span class="muted">"(optional, dollars)"</span></label>
-                <input id="budget" inputmode="decimal" placeholder="e.g. 5.00" prop:value=move || budget.get() on:input=move |ev| budget.set(event_target_value(&ev))/>
+                <label for="budget">"Budget cap " <span class="muted">"(dollars)"</span></label>
+                <input id="budget" inputmode="decimal" placeholder="none on a free GPU" aria-describedby="budget-hint"
+                    prop:value=shown_budget
+                    on:input=move |ev| { budget_edited.set(true); budget.set(event_target_value(&ev)); }/>
+                <p id="budget-hint" class="muted small">{move || catalog.with_value(|c| format!(
+                    "The job stops before it costs more. On a paid GPU it is required: prefilled with the high estimate × {}, up to {}.",
+                    c.limits.cap_margin,
+                    engine::format::money(c.limits.max_job_budget)
+                ))}</p>
                 <p class="field-error">{field("budget_cap")}</p>
                 {move || server_error.get().filter(|e| !matches!(e, AppError::Invalid { fields, .. } if !fields.is_empty()))
                     .map(|e| view! { <p class="form-error" role="alert">{e.to_string()}</p> })}

@@ -23,54 +23,64 @@ pub fn router() -> axum::Router<crate::state::AppState> {
         .route("/api/account/budget", get(budget).put(set_budget))
 }
 
-/// `GET /api/account/budget`: the month's budget, spend and what running jobs hold.
+/// `GET /api/account/budget`: the month's budget, spend, what active jobs hold, and the
+/// account's time zone (which days and month these are).
 pub async fn budget(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
 ) -> Result<impl IntoResponse, ApiError> {
     let limits = state.catalog.current().limits;
     let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
-    let s = engine::costs::limits::spending(&mut tx, user.id, &limits)
+    let s = engine::costs::limits::read_spending(&mut tx, user.id, &limits)
         .await
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
-    Ok(ok(serde_json::json!({
-        "monthly_budget": s.budget,
-        "spent_this_month": s.spent,
-        "reserved_by_active_jobs": s.reserved,
-        "active_jobs": s.active_jobs,
-        "max_active_jobs": limits.max_active_jobs,
-        "max_job_budget": limits.max_job_budget,
-    })))
+    Ok(ok(s.view(&limits)))
 }
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetChange {
-    /// Dollars per calendar month; `null` returns to the server's default.
-    monthly_budget: Option<f64>,
+    /// Dollars per calendar month; `null` returns to the server's default; absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    monthly_budget: Option<Option<f64>>,
+    /// An IANA time zone (`Europe/Paris`): the account's days and month.
+    time_zone: Option<String>,
 }
 
-/// `PUT /api/account/budget {monthly_budget}`.
+/// A field that is present, `null` included (`Some(None)`), apart from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    <Option<f64> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// `PUT /api/account/budget {monthly_budget?, time_zone?}`.
 pub async fn set_budget(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     ApiJson(change): ApiJson<BudgetChange>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(b) = change.monthly_budget
-        && !(b.is_finite() && (0.0..=1_000_000.0).contains(&b))
+    if let Some(budget) = change.monthly_budget {
+        engine::costs::limits::check_budget(budget).map_err(ApiError::Validation)?;
+    }
+    let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
+    if let Some(budget) = change.monthly_budget {
+        engine::costs::limits::set_budget(&mut tx, user.id, budget)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    if let Some(tz) = change.time_zone.as_deref()
+        && engine::costs::limits::set_time_zone(&mut tx, user.id, tz)
+            .await
+            .map_err(ApiError::internal)?
+            .is_none()
     {
         return Err(ApiError::Validation(
             engine::validation::FieldErrors::single(
-                "monthly_budget",
-                "Use an amount from $0 to $1,000,000, or null for the server's default.",
+                "time_zone",
+                engine::costs::limits::zone_error(tz),
             ),
         ));
     }
-    let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
-    engine::costs::limits::set_budget(&mut tx, user.id, change.monthly_budget)
-        .await
-        .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     budget(State(state), CurrentUser(user)).await
 }

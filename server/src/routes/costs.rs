@@ -43,12 +43,15 @@ fn parse(raw: &RawQuery) -> Result<(CostQuery, bool), FieldErrors> {
     let end_date = date("end_date", &raw.end_date);
     let period = match raw.period.as_deref().filter(|v| !v.is_empty()) {
         None => None,
-        Some("week") => Some(Period::Week),
-        Some("month") => Some(Period::Month),
-        Some("year") => Some(Period::Year),
-        Some(_) => {
-            errors.add("period", "Use week, month or year.");
-            None
+        Some(name) => {
+            let period = Period::parse(name);
+            if period.is_none() {
+                errors.add(
+                    "period",
+                    "Use week, month, quarter, year, this_month or last_month.",
+                );
+            }
+            period
         }
     };
     let group_by = match raw.group_by.as_deref().filter(|v| !v.is_empty()) {

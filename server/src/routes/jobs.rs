@@ -85,7 +85,13 @@ pub async fn cancel(
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = service::cancel(&state.db, user.id, job_id(&id)?).await?;
+    let job = service::cancel(
+        &state.db,
+        &state.catalog.current().limits,
+        user.id,
+        job_id(&id)?,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, ok(json!({ "job": job }))))
 }
 

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
-use engine::notifications::{self, NotificationView};
+use engine::notifications::{self, NotificationKind, NotificationView};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -45,8 +45,23 @@ pub async fn list(
         }
     };
     let (page, limit) = super::paging(query.page, query.limit, &mut fields);
+    let kind = match query.kind.as_deref() {
+        None | Some("") => None,
+        Some(name) => {
+            let kind = NotificationKind::parse(name);
+            if kind.is_none() {
+                fields.add(
+                    "type",
+                    format!(
+                        "Use one of: {}.",
+                        NotificationKind::names(NotificationKind::ALL).join(", ")
+                    ),
+                );
+            }
+            kind
+        }
+    };
     fields.into_result().map_err(ApiError::Validation)?;
-    let kind = query.kind.as_deref().filter(|k| !k.is_empty());
     let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
     let rows = notifications::list(
         &mut tx,

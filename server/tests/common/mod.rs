@@ -385,6 +385,17 @@ pub fn sample(name: &str) -> Vec<u8> {
 
 /// Uploads a sample and waits until it is ready to train.
 pub async fn ready_dataset(app: &TestApp, client: &reqwest::Client, file: &str) -> String {
+    let (id, body) = validated_dataset(app, client, file).await;
+    assert_eq!(body["data"]["status"], "ready", "{file} is invalid: {body}");
+    id
+}
+
+/// Uploads a sample and waits for its verdict; the dataset's id and `GET /api/datasets/{id}`.
+pub async fn validated_dataset(
+    app: &TestApp,
+    client: &reqwest::Client,
+    file: &str,
+) -> (String, Value) {
     let bytes = sample(file);
     let created: Value = app
         .post(
@@ -414,10 +425,8 @@ pub async fn ready_dataset(app: &TestApp, client: &reqwest::Client, file: &str) 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let body: Value = app.get_json(client, &format!("/api/datasets/{id}")).await;
-        match body["data"]["status"].as_str() {
-            Some("ready") => return id,
-            Some("invalid") => panic!("{file} is invalid: {body}"),
-            _ => {}
+        if matches!(body["data"]["status"].as_str(), Some("ready" | "invalid")) {
+            return (id, body);
         }
         assert!(Instant::now() < deadline, "validation did not finish");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -441,6 +450,20 @@ pub async fn start_job_on(
     epochs: u32,
     gpu: &str,
 ) -> String {
+    let response = job_request(app, client, dataset, epochs, gpu).await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["data"]["job"]["id"].as_str().unwrap().to_owned()
+}
+
+/// Asks for a job on the demo model on `gpu`; the server's answer, whatever it is.
+pub async fn job_request(
+    app: &TestApp,
+    client: &reqwest::Client,
+    dataset: &str,
+    epochs: u32,
+    gpu: &str,
+) -> reqwest::Response {
     let catalog: Value = app.get_json(client, "/api/catalog").await;
     let mut hp = catalog["data"]["presets"]["fast"].clone();
     hp["quantization"] = json!("none");
@@ -449,19 +472,15 @@ pub async fn start_job_on(
     hp["gradient_accumulation_steps"] = json!(1);
     hp["max_seq_len"] = json!(256);
     hp["eval_fraction"] = json!(0.1);
-    let response = app
-        .post(
-            client,
-            "/api/jobs",
-            json!({
-                "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "custom",
-                "hyperparameters": hp, "gpu_type": gpu, "gpu_count": 1,
-            }),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["data"]["job"]["id"].as_str().unwrap().to_owned()
+    app.post(
+        client,
+        "/api/jobs",
+        json!({
+            "dataset_id": dataset, "base_model": "tiny-random-llama", "preset": "custom",
+            "hyperparameters": hp, "gpu_type": gpu, "gpu_count": 1,
+        }),
+    )
+    .await
 }
 
 /// A parsed SSE event.

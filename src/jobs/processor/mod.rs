@@ -160,7 +160,8 @@ impl Processor {
         let Some(mut tx) = self.attempt_tx(job).await? else {
             return Ok(());
         };
-        let ended = finish::finish(&mut tx, subject(job), &ending, false).await?;
+        let ended =
+            finish::finish(&mut tx, subject(job), &ending, false, &self.catalog.limits).await?;
         tx.commit().await?;
         if ended && !matches!(ending, Ending::Completed { .. }) {
             self.delete_files(job, [job.retry_count], &ADAPTER_FILES)

@@ -351,6 +351,7 @@ async fn apply_event(
                         None,
                     )
                     .await?;
+                    notify_started(tx, job).await?;
                 }
             }
         }
@@ -400,6 +401,37 @@ async fn apply_event(
             events::record(tx, job.user_id, job.id, &key, &JobEvent::Result(result)).await?;
         }
     }
+    Ok(())
+}
+
+/// Tells the owner the worker has started (billing runs from here).
+async fn notify_started(tx: &mut crate::db::Tx, job: &ProcessingRow) -> Result<(), sqlx::Error> {
+    let message = if job.retry_count == 0 {
+        format!(
+            "{} × {} is running it; the cost is billed from now.",
+            job.gpu_count, job.gpu_type
+        )
+    } else {
+        format!(
+            "Attempt {} on {} × {}; the cost is billed from now.",
+            job.retry_count + 1,
+            job.gpu_count,
+            job.gpu_type
+        )
+    };
+    crate::notifications::create(
+        tx,
+        job.user_id,
+        crate::notifications::NewNotification {
+            kind: crate::notifications::NotificationKind::JobStarted,
+            title: &format!("Training started on \"{}\"", job.dataset_name),
+            message: &message,
+            priority: crate::notifications::Priority::Low,
+            action_url: Some(&format!("/jobs/{}", job.id)),
+            metadata: serde_json::json!({ "job_id": job.id, "attempt": job.retry_count }),
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -91,15 +91,16 @@ impl From<ViewRow> for JobView {
     }
 }
 
-/// One query for a job and for a page of jobs: `id` picks one, else `status` filters.
+/// One query for a job and for a page of jobs: `id` picks one, else `statuses` filters.
 async fn views(
     tx: &mut Tx,
     user: Uuid,
     id: Option<Uuid>,
-    status: Option<JobStatus>,
+    statuses: Option<&[JobStatus]>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<JobView>> {
+    let statuses = statuses.map(JobStatus::names);
     let rows = sqlx::query_as!(
         ViewRow,
         r#"SELECT j.id, j.dataset_id, d.name AS "dataset_name?", j.base_model, j.preset, j.hyperparameters,
@@ -115,11 +116,11 @@ async fn views(
              JOIN datasets d ON d.id = j.dataset_id
              LEFT JOIN model_artifacts a ON a.job_id = j.id
             WHERE j.user_id = $1 AND ($2::uuid IS NULL OR j.id = $2)
-              AND ($3::text IS NULL OR j.status = $3)
+              AND ($3::text[] IS NULL OR j.status = ANY($3))
             ORDER BY j.created_at DESC, j.id LIMIT $4 OFFSET $5"#,
         user,
         id,
-        status.map(JobStatus::as_str),
+        statuses.as_deref(),
         limit,
         offset
     )
@@ -141,7 +142,15 @@ pub async fn list_views(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<JobView>, i64)> {
-    let jobs = views(tx, user, None, status, limit, offset).await?;
+    let jobs = views(
+        tx,
+        user,
+        None,
+        status.as_ref().map(std::slice::from_ref),
+        limit,
+        offset,
+    )
+    .await?;
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM training_jobs
             WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)"#,
@@ -190,4 +199,9 @@ pub async fn curve(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Vec<MetricPoint>
             elapsed_s: r.elapsed_s,
         })
         .collect())
+}
+
+/// `user`'s queued and running jobs, newest first (the overview follows them live).
+pub async fn active_views(tx: &mut Tx, user: Uuid, limit: i64) -> Result<Vec<JobView>> {
+    views(tx, user, None, Some(JobStatus::ACTIVE), limit, 0).await
 }
