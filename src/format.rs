@@ -1,5 +1,21 @@
 //! Numbers as people read them (DESIGN §9): sizes, money, durations.
 
+/// The longest message a validator returns (and the most of the input it may quote).
+pub const MAX_MESSAGE_CHARS: usize = 200;
+
+/// `text` cut to at most `max` characters (on a character boundary), "…" marking a cut: what a
+/// message may quote of user input, so a 1 MB value never travels back or into the database.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some(_) => {
+            let keep = max.saturating_sub(1);
+            let end = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+            std::borrow::Cow::Owned(format!("{}…", &text[..end]))
+        }
+    }
+}
+
 /// `48.2 MB`: decimal units, one decimal from kB up.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
@@ -54,6 +70,15 @@ pub fn thousands(n: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(clip("user", 10), "user");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("ééééé", 3).chars().count(), 3);
+        assert_eq!(clip(&"x".repeat(1 << 20), 200).chars().count(), 200);
+    }
+
     use super::*;
 
     #[test]

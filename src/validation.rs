@@ -13,11 +13,14 @@ impl FieldErrors {
         Self::default()
     }
 
-    /// Records a problem with `field`; the first message per field wins.
+    /// Records a problem with `field`; the first message per field wins. Messages are cut to
+    /// [`crate::format::MAX_MESSAGE_CHARS`] (and field names to 64), so no message carries more
+    /// than that of what was sent.
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        use crate::format::{MAX_MESSAGE_CHARS, clip};
         self.0
-            .entry(field.to_owned())
-            .or_insert_with(|| message.into());
+            .entry(clip(field, 64).into_owned())
+            .or_insert_with(|| clip(&message.into(), MAX_MESSAGE_CHARS).into_owned());
     }
 
     pub fn single(field: &str, message: impl Into<String>) -> Self {
@@ -44,5 +47,20 @@ impl std::fmt::Display for FieldErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         f.write_str(&parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_field_names_are_bounded() {
+        let mut errors = FieldErrors::new();
+        let huge = "x".repeat(1 << 20);
+        errors.add(&huge, format!("{huge} is not allowed"));
+        let (field, message) = errors.0.iter().next().unwrap();
+        assert!(field.chars().count() <= 64);
+        assert!(message.chars().count() <= crate::format::MAX_MESSAGE_CHARS);
     }
 }

@@ -18,6 +18,9 @@ pub enum AppError {
     Unauthorized,
     #[error("Not found.")]
     NotFound,
+    /// Signed in, but not allowed to do this (the message says why).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("Too many attempts. Try again in {0} seconds.")]
     RateLimited(u64),
     #[error("Something went wrong on our side. Try again in a moment.")]

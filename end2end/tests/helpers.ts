@@ -66,3 +66,12 @@ export async function readyDataset(page: Page, name: string, sample = "openai-ch
     .toBe("ready");
   return id;
 }
+
+/** Collects the page's Content-Security-Policy violations (the console reports them). */
+export function cspViolations(page: Page): string[] {
+  const seen: string[] = [];
+  page.on("console", (m) => {
+    if (/Content Security Policy/i.test(m.text())) seen.push(m.text());
+  });
+  return seen;
+}

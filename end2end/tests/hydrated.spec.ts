@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { SECTIONS, expectSectionPage, readyDataset, register, submitRegister, uniqueEmail, waitForHydration } from "./helpers";
+import { SECTIONS, cspViolations, expectSectionPage, readyDataset, register, submitRegister, uniqueEmail, waitForHydration } from "./helpers";
 
 // JavaScript on: the pages hydrate, navigation is client-side, forms use server functions.
 
@@ -15,6 +15,7 @@ test("the register form checks fields as you type", async ({ page }) => {
 test("register → Overview → all five sections → log out", async ({ page }) => {
   const errors: string[] = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  const csp = cspViolations(page);
   const email = uniqueEmail("hydrated");
   await page.goto("/register");
   await waitForHydration(page);
@@ -45,6 +46,7 @@ test("register → Overview → all five sections → log out", async ({ page })
   await page.goto("/datasets");
   await expect(page).toHaveURL(/\/login/);
   expect(errors).toEqual([]);
+  expect(csp, "nothing the page runs is blocked by its policy").toEqual([]);
 });
 
 test("a duplicate email is reported beside the field", async ({ page }) => {

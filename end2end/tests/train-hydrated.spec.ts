@@ -1,9 +1,10 @@
 import { expect, test } from "@playwright/test";
 import * as fs from "node:fs";
-import { readyDataset, register, uniqueEmail, waitForHydration } from "./helpers";
+import { cspViolations, readyDataset, register, uniqueEmail, waitForHydration } from "./helpers";
 
 test("the estimate updates in the browser with no request; Start lands on the new job, which trains live to the end", async ({ page }) => {
   test.setTimeout(240_000);
+  const csp = cspViolations(page);
   // Record every value the job page's progress bar takes, from the first paint on.
   await page.addInitScript(() => {
     const seen: string[] = [];
@@ -101,6 +102,8 @@ test("the estimate updates in the browser with no request; Start lands on the ne
   await expect(page.locator(".cost-jobs").getByRole("link", { name: "coach" })).toBeVisible();
   await expect(page.locator("#cost-day-chart canvas")).toHaveCount(1);
   await expect(page.locator("#cost-gpu-chart canvas")).toHaveCount(1);
+  // Charts, live streams and the WASM all run under the page's Content-Security-Policy.
+  expect(csp).toEqual([]);
 
   // The Jobs list links to it, completed.
   await page.goto("/jobs");

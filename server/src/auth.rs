@@ -24,7 +24,13 @@ pub async fn resolve_caller(
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .map(|ConnectInfo(addr)| {
+            let forwarded = request
+                .headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            crate::client_addr::client_key(addr.ip(), forwarded, &state.settings.trusted_proxies)
+        })
         .unwrap_or_else(|| "unknown".into());
     request.extensions_mut().insert(ClientAddr(client));
 

@@ -60,6 +60,10 @@ enum Command {
         catalog_file: Option<PathBuf>,
         #[command(flatten)]
         gpu: settings::GpuOptions,
+        /// Reverse proxies in front of this server (comma-separated CIDRs): only from them is
+        /// `X-Forwarded-For` read, for the caller's address in login limits.
+        #[arg(long, env = "TRUSTED_PROXIES")]
+        trusted_proxies: Option<String>,
     },
     /// Run only the local executor: the RunPod Serverless API over this machine's GPUs, for a
     /// platform elsewhere to use (set its RUNPOD_API_URL to http://<this host>:<port>/v2).
@@ -117,23 +121,34 @@ pub async fn run() -> anyhow::Result<()> {
         _ => "127.0.0.1:0".into(),
     };
     let bind = settings::parse_bind(&bind)?;
-    let (public_url, storage_signing_key, s3, catalog_file, gpu) = match &cli.command {
-        Command::Serve {
-            public_url,
-            storage_signing_key,
-            s3,
-            catalog_file,
-            gpu,
-            ..
-        } => (
-            public_url.clone(),
-            storage_signing_key.clone(),
-            settings::parse_s3(s3)?,
-            catalog_file.clone(),
-            settings::parse_gpu(gpu)?,
-        ),
-        _ => (None, None, None, None, settings::GpuSettings::default()),
-    };
+    let (public_url, storage_signing_key, s3, catalog_file, gpu, trusted_proxies) =
+        match &cli.command {
+            Command::Serve {
+                public_url,
+                storage_signing_key,
+                s3,
+                catalog_file,
+                gpu,
+                trusted_proxies,
+                ..
+            } => (
+                public_url.clone(),
+                storage_signing_key.clone(),
+                settings::parse_s3(s3)?,
+                catalog_file.clone(),
+                settings::parse_gpu(gpu)?,
+                crate::client_addr::parse_trusted(trusted_proxies.as_deref().unwrap_or_default())
+                    .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
+            ),
+            _ => (
+                None,
+                None,
+                None,
+                None,
+                settings::GpuSettings::default(),
+                Vec::new(),
+            ),
+        };
     let settings = Settings {
         database: settings::parse_database_url(cli.database_url.as_deref())?,
         data_dir: cli
@@ -147,6 +162,7 @@ pub async fn run() -> anyhow::Result<()> {
         s3,
         catalog_file,
         gpu,
+        trusted_proxies,
     };
 
     match cli.command {
@@ -162,6 +178,13 @@ pub async fn run() -> anyhow::Result<()> {
             slots,
         } => {
             let bind = settings::parse_bind(&bind)?;
+            if !bind.ip().is_loopback() {
+                // The API key and the jobs' signed URLs travel in clear over plain HTTP.
+                tracing::warn!(
+                    %bind,
+                    "the executor listens beyond loopback over plain HTTP: put it behind TLS (a reverse proxy or a tunnel) or bind it to 127.0.0.1"
+                );
+            }
             if api_key.trim().len() < 16 {
                 bail!(
                     "EXECUTOR_API_KEY must be at least 16 characters (e.g. `openssl rand -hex 16`)"

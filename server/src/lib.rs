@@ -6,9 +6,11 @@
 pub mod assets;
 pub mod auth;
 pub mod cli;
+pub mod client_addr;
 pub mod database;
 pub mod error;
 pub mod executor;
+pub mod headers;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -42,6 +42,9 @@ pub struct Settings {
     pub catalog_file: Option<PathBuf>,
     /// The GPU backend (RunPod, or the embedded local executor) and how jobs are followed.
     pub gpu: GpuSettings,
+    /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`); none: the TCP peer is
+    /// the caller.
+    pub trusted_proxies: Vec<crate::client_addr::Cidr>,
 }
 
 /// Where training runs.
@@ -438,16 +441,35 @@ pub fn signing_key(settings: &Settings) -> Result<Vec<u8>, SettingsError> {
         }
         return Ok(key.as_bytes().to_vec());
     }
-    let path = settings.data_dir.join("signing.key");
+    stored_signing_key(&settings.data_dir)
+}
+
+/// The key kept in `data_dir/signing.key`, made on first use (mode 0600); refused when other
+/// users may read it.
+fn stored_signing_key(data_dir: &std::path::Path) -> Result<Vec<u8>, SettingsError> {
+    let path = data_dir.join("signing.key");
     if let Ok(existing) = std::fs::read_to_string(&path)
         && existing.trim().len() >= 32
     {
+        // Anyone who can read it can sign download and upload links.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o077 != 0 {
+            return Err(SettingsError(format!(
+                "{} is readable by other users (mode {:o}): run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )));
+        }
         return Ok(existing.trim().as_bytes().to_vec());
     }
-    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+    std::fs::create_dir_all(data_dir).map_err(|e| {
         SettingsError(format!(
             "cannot create DATA_DIR {}: {e}",
-            settings.data_dir.display()
+            data_dir.display()
         ))
     })?;
     let key =
@@ -470,6 +492,20 @@ pub fn signing_key(settings: &Settings) -> Result<Vec<u8>, SettingsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signing_key_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let made = stored_signing_key(dir.path()).unwrap();
+        let path = dir.path().join("signing.key");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(stored_signing_key(dir.path()).unwrap(), made, "kept");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = stored_signing_key(dir.path()).unwrap_err().to_string();
+        assert!(refused.contains("chmod 600"), "{refused}");
+    }
 
     #[test]
     fn validates_with_helpful_messages() {

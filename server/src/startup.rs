@@ -106,13 +106,18 @@ impl Application {
             }
         }
         let storage = wiring::storage(&settings).await?;
+        match engine::accounts::store::purge_expired_sessions(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "removed ended sessions"),
+            Err(e) => tracing::warn!(error = %e, "could not remove ended sessions"),
+        }
         let mut catalog = wiring::catalog(&settings)?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
         // The GPU backends: RunPod (or a standalone executor standing in for it) when
         // configured, and our own executor, embedded and reached over loopback through the same
         // API and client, unless EXECUTOR_SLOTS is 0. A job goes to its GPU type's backend.
         let runpod = wiring::runpod(&settings)?;
-        let executor = wiring::local_executor(&settings, local, stopping.clone())?;
+        let executor = wiring::local_executor(&settings, stopping.clone()).await?;
         wiring::mark_available(&mut catalog, runpod.is_some(), executor.is_some());
         let catalog = engine::training::calibration::CatalogHandle::new(catalog);
         tokio::spawn(catalog.clone().keep_fresh(
@@ -156,15 +161,9 @@ impl Application {
             settings: Arc::new(settings),
             leptos_options,
             allowed_origins: Arc::new(allowed),
+            streams: Default::default(),
         };
-        let mut router = router(state);
-        if let Some(local) = executor {
-            // Outside the session/origin middleware: the executor has its own bearer key.
-            router = router.nest(
-                "/executor",
-                crate::executor::router(local.executor, &local.key),
-            );
-        }
+        let router = router(state);
         Ok(Assembled {
             listener,
             router,
@@ -216,6 +215,10 @@ impl Application {
     }
 }
 
+/// The largest body a page or server-function request may carry (their arguments are small;
+/// files go to signed URLs).
+pub const RPC_BODY_LIMIT: usize = 1 << 20;
+
 fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(routes::accounts::router())
@@ -238,9 +241,14 @@ fn router(state: AppState) -> Router {
             move || shell(options.clone())
         })
         .fallback(assets_or_not_found)
-        .layer(middleware::from_fn(auth::guard_pages));
+        .layer(middleware::from_fn(auth::guard_pages))
+        // Server functions read their whole body: a 10 MB post is refused (413) before it is.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            RPC_BODY_LIMIT,
+        ));
 
     let request_id = HeaderName::from_static("x-request-id");
+    let hsts = crate::headers::Hsts(state.settings.public_url.scheme() == "https");
     api.merge(pages)
         .layer(middleware::from_fn_with_state(state.clone(), auth::resolve_caller))
         // Pages and JSON; assets come precompressed and SSE is never compressed.
@@ -257,6 +265,10 @@ fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(middleware::from_fn_with_state(
+            hsts,
+            crate::headers::security_headers,
+        ))
         .with_state(state)
 }
 

@@ -26,6 +26,8 @@ pub struct AppState {
     pub hub: engine::live::Hub,
     /// Turns true when the server starts shutting down (ends SSE streams).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Live streams open per user on this replica.
+    pub streams: crate::routes::live::StreamCounter,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -2,7 +2,6 @@
 //! backends — each from the typed settings, so CLI commands (verify, health) build the same
 //! parts the same way as `serve`.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context;
@@ -18,14 +17,29 @@ pub async fn storage(settings: &Settings) -> anyhow::Result<Storage> {
         Some(s3) => Storage::s3(s3)
             .await
             .with_context(|| format!("connecting to S3 at {} (S3_ENDPOINT)", s3.endpoint))?,
-        None => Storage::local(
-            settings.data_dir.join("objects"),
-            crate::settings::signing_key(settings)?,
-            settings.public_origin(),
-        ),
+        None => {
+            let objects = settings.data_dir.join("objects");
+            private_dir(&objects)
+                .with_context(|| format!("cannot create {}", objects.display()))?;
+            Storage::local(
+                objects,
+                crate::settings::signing_key(settings)?,
+                settings.public_origin(),
+            )
+        }
     };
     tracing::info!(backend = storage.backend_name(), "object storage ready");
     Ok(storage)
+}
+
+/// Creates `dir` for the server's user only, and takes away others' access if it existed.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// `CATALOG_FILE` when set, else the built-in catalog.
@@ -69,23 +83,37 @@ pub struct LocalExecutor {
     pub client: RunpodClient,
 }
 
-pub fn local_executor(
+/// The embedded executor, served on a listener of its own on loopback (never on the public
+/// one), behind a bearer key generated at start; `None` when EXECUTOR_SLOTS is 0.
+pub async fn local_executor(
     settings: &Settings,
-    listening_on: SocketAddr,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Option<LocalExecutor>> {
     if settings.gpu.executor.slots == 0 {
         return Ok(None);
     }
-    let executor = crate::executor::start(&settings.gpu.executor, &settings.data_dir, shutdown)?;
+    let executor =
+        crate::executor::start(&settings.gpu.executor, &settings.data_dir, shutdown.clone())?;
     let key = uuid::Uuid::new_v4().simple().to_string();
-    let loopback = if listening_on.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), listening_on.port())
-    } else {
-        listening_on
-    };
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot listen on loopback for the embedded executor")?;
+    let address = listener.local_addr()?;
+    let routes =
+        axum::Router::new().nest("/executor", crate::executor::router(executor.clone(), &key));
+    let mut stopping = shutdown;
+    tokio::spawn(async move {
+        let served = axum::serve(listener, routes)
+            .with_graceful_shutdown(async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the embedded executor's listener failed");
+        }
+    });
     let client = RunpodClient::new(
-        &format!("http://{loopback}/executor/v2/local"),
+        &format!("http://{address}/executor/v2/local"),
         &key,
         RetryPolicy::default(),
     )?;

@@ -679,3 +679,52 @@ async fn jobs_are_created_from_ready_datasets_only_and_listed() {
         400
     );
 }
+
+/// A dataset a job trains on cannot be deleted under it (409 naming the job); once the job
+/// has ended it can, and the job's retry is then refused because its data is gone.
+#[tokio::test]
+async fn a_dataset_in_use_is_not_deleted_under_its_job() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("in-use@example.com").await;
+    let dataset = common::ready_dataset(&app, &client, "openai-chat.jsonl").await;
+    let job = common::start_job(&app, &client, &dataset, 1).await;
+    let delete = |client: reqwest::Client| {
+        let url = app.url(&format!("/api/datasets/{dataset}"));
+        let origin = app.address.clone();
+        async move {
+            client
+                .delete(url)
+                .header(ORIGIN, origin)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let refused = delete(client.clone()).await;
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body.to_string().contains(&job), "names the job: {body}");
+    let still: Value = app
+        .get_json(&client, &format!("/api/datasets/{dataset}"))
+        .await;
+    assert_eq!(still["data"]["status"], "ready", "nothing was removed");
+
+    app.post(&client, &format!("/api/jobs/{job}/cancel"), json!({}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: Value = app.get_json(&client, &format!("/api/jobs/{job}")).await;
+        if body["data"]["job"]["status"] == "cancelled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cancelled: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delete(client.clone()).await.status().is_success());
+    let retried = app
+        .post(&client, &format!("/api/jobs/{job}/retry"), json!({}))
+        .await;
+    assert_eq!(retried.status(), 409);
+    let body: Value = retried.json().await.unwrap();
+    assert!(body.to_string().contains("dataset was deleted"), "{body}");
+}

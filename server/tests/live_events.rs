@@ -116,3 +116,42 @@ async fn the_users_stream_carries_their_datasets_notifications_and_jobs_only() {
         )
         .await;
 }
+
+/// One user may hold at most 16 live streams open on a replica; a 17th is refused (429), and a
+/// closed one gives its slot back.
+#[tokio::test]
+async fn open_streams_per_user_are_capped() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("many-tabs@example.com").await;
+    let mut open = Vec::new();
+    for _ in 0..server::routes::live::MAX_STREAMS_PER_USER {
+        let stream = client.get(app.url("/api/events")).send().await.unwrap();
+        assert_eq!(stream.status(), 200);
+        open.push(stream);
+    }
+    let refused = client.get(app.url("/api/events")).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Someone else is not affected.
+    let (other, _) = app.signed_in_user("one-tab@example.com").await;
+    assert_eq!(
+        other
+            .get(app.url("/api/events"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Closing one frees its slot (once the server notices the connection is gone).
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let again = client.get(app.url("/api/events")).send().await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot came back");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

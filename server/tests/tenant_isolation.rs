@@ -60,7 +60,7 @@ async fn insert_dataset(app: &TestApp, user: Uuid, name: &str) -> Uuid {
     .await
     .unwrap();
     sqlx::query(
-        "INSERT INTO notifications (user_id, type, title, message) VALUES ($1, 'test', $2, 'm')",
+        "INSERT INTO notifications (user_id, type, title, message) VALUES ($1, 'dataset_ready', $2, 'm')",
     )
     .bind(user)
     .bind(name)

@@ -19,21 +19,41 @@ pub enum PasswordError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// At most one argon2 computation per core at once: a burst of logins or registrations waits
+/// here (cheaply) instead of filling the blocking pool and memory (19 MiB each).
+fn permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
+
+/// Runs `work` on the blocking pool once a permit is free.
+async fn limited<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
+) -> Result<T, PasswordError> {
+    let _permit = permits()
+        .acquire()
+        .await
+        .map_err(|e| PasswordError::Hash(e.to_string()))?;
+    tokio::task::spawn_blocking(work).await?
+}
+
 pub async fn hash(password: String) -> Result<String, PasswordError> {
-    tokio::task::spawn_blocking(move || {
+    limited(move || {
         let salt = SaltString::generate(&mut OsRng);
         hasher()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| PasswordError::Hash(e.to_string()))
     })
-    .await?
+    .await
 }
 
 /// Verifies `password` against a stored PHC string. With no stored hash (unknown email) it
 /// still does the work of one verification, so response times do not reveal which emails exist.
 pub async fn verify(password: String, stored: Option<String>) -> Result<bool, PasswordError> {
-    tokio::task::spawn_blocking(move || {
+    limited(move || {
         let known = stored.is_some();
         let stored = match stored {
             Some(stored) => stored,
@@ -45,7 +65,7 @@ pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Pa
             .is_ok();
         Ok(matches && known)
     })
-    .await?
+    .await
 }
 
 /// The argon2id hash of a random secret nobody knows, with the same parameters as real hashes.

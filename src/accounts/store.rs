@@ -14,9 +14,28 @@ use crate::validation::FieldErrors;
 
 /// How long a browser session lives without use.
 pub const SESSION_TTL: Duration = Duration::days(14);
-/// Failed logins allowed per email (and, ten times as many, per address) in [`LOGIN_WINDOW`].
+/// The absolute lifetime of a session, however active: then the user logs in again.
+pub const SESSION_MAX_AGE: Duration = Duration::days(30);
+/// Failed logins an address may make in [`LOGIN_WINDOW`] before it is slowed down: each further
+/// guess waits twice as long as the one before (1 s, 2 s, 4 s … up to [`LOGIN_MAX_DELAY_S`]).
+/// The limit is per address, never per account: a stranger's guesses cannot lock the owner out.
 pub const LOGIN_MAX_FAILURES: i64 = 5;
+/// The longest wait between two guesses from a failing address.
+pub const LOGIN_MAX_DELAY_S: i64 = 60;
+/// Failed logins an address may make in [`LOGIN_WINDOW`] at all.
+pub const LOGIN_MAX_PER_WINDOW: i64 = 100;
 pub const LOGIN_WINDOW: Duration = Duration::minutes(15);
+
+/// How long an address that failed `failures` times must wait after its last failure.
+pub fn login_delay_s(failures: i64) -> i64 {
+    if failures < LOGIN_MAX_FAILURES {
+        0
+    } else {
+        1i64.checked_shl((failures - LOGIN_MAX_FAILURES).min(16) as u32)
+            .unwrap_or(LOGIN_MAX_DELAY_S)
+            .min(LOGIN_MAX_DELAY_S)
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -57,9 +76,6 @@ impl From<TokenRow> for ApiTokenView {
         }
     }
 }
-
-/// id, email, password hash, display name, created, disabled.
-type LoginRow = (Uuid, String, String, Option<String>, DateTime<Utc>, bool);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -153,8 +169,10 @@ pub async fn register(db: &Db, credentials: &Credentials) -> Result<UserView, Re
     Ok(user.into())
 }
 
-/// Checks credentials, counting failures for the rate limit. `client` identifies the caller's
-/// address for the per-address limit.
+/// Checks credentials under the per-address limit. Race-free without holding a connection
+/// while argon2 runs: under the address's advisory lock, a guess is first *reserved* (recorded
+/// as a failure) and committed; the password is then verified (at most one argon2 per core at
+/// once, see [`password`]); a success takes its reservation back.
 pub async fn authenticate(
     db: &Db,
     email: &str,
@@ -163,78 +181,85 @@ pub async fn authenticate(
 ) -> Result<UserView, LoginError> {
     let email = normalize_email(email);
     let mut tx = db.system().await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('login:' || $1, 0))",
+        client
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let since = Utc::now() - LOGIN_WINDOW;
-    let attempts = sqlx::query!(
-        r#"SELECT count(*) FILTER (WHERE email = $1) AS "by_email!",
-                  count(*) FILTER (WHERE ip = $2) AS "by_client!",
-                  min(attempted_at) FILTER (WHERE email = $1 OR ip = $2) AS oldest
-             FROM login_attempts
-            WHERE attempted_at > $3 AND (email = $1 OR ip = $2)"#,
-        &email,
+    let seen = sqlx::query!(
+        r#"SELECT count(*) AS "failures!", min(attempted_at) AS oldest, max(attempted_at) AS latest
+             FROM login_attempts WHERE ip = $1 AND attempted_at > $2"#,
         client,
         since
     )
     .fetch_one(&mut *tx)
     .await?;
-    let (by_email, by_client, oldest) = (attempts.by_email, attempts.by_client, attempts.oldest);
-    if by_email >= LOGIN_MAX_FAILURES || by_client >= LOGIN_MAX_FAILURES * 10 {
-        let retry_at = oldest.unwrap_or_else(Utc::now) + LOGIN_WINDOW;
-        let retry_after_s = (retry_at - Utc::now()).num_seconds().max(1) as u64;
-        return Err(LoginError::RateLimited { retry_after_s });
+    let now = Utc::now();
+    if seen.failures >= LOGIN_MAX_PER_WINDOW {
+        let retry_at = seen.oldest.unwrap_or(now) + LOGIN_WINDOW;
+        return Err(LoginError::RateLimited {
+            retry_after_s: (retry_at - now).num_seconds().max(1) as u64,
+        });
     }
-
-    let found: Option<LoginRow> = sqlx::query!(
+    let delay = login_delay_s(seen.failures);
+    if delay > 0 {
+        let allowed_at = seen.latest.unwrap_or(now) + Duration::seconds(delay);
+        if allowed_at > now {
+            // Rounded up: a client that waits this long is let through.
+            let wait_ms = (allowed_at - now).num_milliseconds();
+            return Err(LoginError::RateLimited {
+                retry_after_s: ((wait_ms + 999) / 1000).max(1) as u64,
+            });
+        }
+    }
+    let reservation = sqlx::query_scalar!(
+        "INSERT INTO login_attempts (email, ip) VALUES ($1, $2) RETURNING id",
+        &email,
+        client
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let found = sqlx::query!(
         r#"SELECT id, email, password_hash, display_name, created_at,
                   disabled_at IS NOT NULL AS "disabled!"
              FROM users WHERE email = $1"#,
         &email
     )
     .fetch_optional(&mut *tx)
-    .await?
-    .map(|r| {
-        (
-            r.id,
-            r.email,
-            r.password_hash,
-            r.display_name,
-            r.created_at,
-            r.disabled,
-        )
-    });
-    let stored = found.as_ref().map(|f| f.2.clone());
+    .await?;
+    tx.commit().await?;
+
+    // No connection is held while argon2 runs.
+    let stored = found.as_ref().map(|f| f.password_hash.clone());
     let password_ok = password::verify(password.to_owned(), stored).await?;
-    match found {
-        Some((id, email, _, display_name, created_at, false)) if password_ok => {
-            sqlx::query!("DELETE FROM login_attempts WHERE email = $1", &email)
+
+    let mut tx = db.system().await?;
+    let outcome = match found {
+        Some(user) if password_ok && !user.disabled => {
+            sqlx::query!("DELETE FROM login_attempts WHERE id = $1", reservation)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
             Ok(UserView {
-                id,
-                email,
-                display_name,
-                created_at,
+                id: user.id,
+                email: user.email,
+                display_name: user.display_name,
+                created_at: user.created_at,
             })
         }
-        _ => {
-            sqlx::query!(
-                "INSERT INTO login_attempts (email, ip) VALUES ($1, $2)",
-                &email,
-                client
-            )
-            .execute(&mut *tx)
-            .await?;
-            // Housekeeping: attempts outside every window are useless.
-            sqlx::query!(
-                "DELETE FROM login_attempts WHERE attempted_at < $1",
-                Utc::now() - LOGIN_WINDOW * 4
-            )
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Err(LoginError::InvalidCredentials)
-        }
-    }
+        // The reservation stays: it is this failure.
+        _ => Err(LoginError::InvalidCredentials),
+    };
+    // Housekeeping: attempts outside every window are useless.
+    sqlx::query!(
+        "DELETE FROM login_attempts WHERE attempted_at < $1",
+        Utc::now() - LOGIN_WINDOW * 4
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    outcome
 }
 
 /// Starts a browser session; returns the cookie value (only its digest is stored).
@@ -246,6 +271,13 @@ pub async fn create_session(
 ) -> Result<String, sqlx::Error> {
     let secret = tokens::new_secret();
     let mut tx = db.tenant(user_id).await?;
+    // The user's ended sessions go when a new one starts.
+    sqlx::query!(
+        "DELETE FROM sessions WHERE user_id = $1 AND expires_at <= now()",
+        user_id
+    )
+    .execute(&mut *tx)
+    .await?;
     sqlx::query!("INSERT INTO sessions (user_id, token_hash, user_agent, ip, expires_at) VALUES ($1, $2, $3, $4, $5)", user_id, tokens::digest(&secret), user_agent.map(|ua| ua.chars().take(300).collect::<String>()), client, Utc::now() + SESSION_TTL)
     .execute(&mut *tx)
     .await?;
@@ -260,13 +292,16 @@ pub async fn session_user(db: &Db, secret: &str) -> Result<Option<UserView>, sql
     let user = sqlx::query_as!(
         UserRow,
         "UPDATE sessions s
-            SET last_seen_at = now(), expires_at = now() + make_interval(secs => $2)
+            SET last_seen_at = now(),
+                expires_at = LEAST(now() + make_interval(secs => $2), s.created_at + make_interval(secs => $3))
            FROM users u
           WHERE s.token_hash = $1 AND u.id = s.user_id AND s.expires_at > now()
+            AND s.created_at > now() - make_interval(secs => $3)
             AND u.disabled_at IS NULL AND s.last_seen_at < now() - interval '1 minute'
       RETURNING u.id, u.email, u.display_name, u.created_at",
         tokens::digest(secret),
-        SESSION_TTL.num_seconds() as f64
+        SESSION_TTL.num_seconds() as f64,
+        SESSION_MAX_AGE.num_seconds() as f64
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -277,8 +312,10 @@ pub async fn session_user(db: &Db, secret: &str) -> Result<Option<UserView>, sql
                 UserRow,
                 "SELECT u.id, u.email, u.display_name, u.created_at
                    FROM sessions s JOIN users u ON u.id = s.user_id
-                  WHERE s.token_hash = $1 AND s.expires_at > now() AND u.disabled_at IS NULL",
-                tokens::digest(secret)
+                  WHERE s.token_hash = $1 AND s.expires_at > now() AND u.disabled_at IS NULL
+                    AND s.created_at > now() - make_interval(secs => $2)",
+                tokens::digest(secret),
+                SESSION_MAX_AGE.num_seconds() as f64
             )
             .fetch_optional(&mut *tx)
             .await?
@@ -286,6 +323,28 @@ pub async fn session_user(db: &Db, secret: &str) -> Result<Option<UserView>, sql
     };
     tx.commit().await?;
     Ok(user.map(Into::into))
+}
+
+/// Ends every session of the user ("sign out everywhere"); how many there were.
+pub async fn delete_user_sessions(db: &Db, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    let mut tx = db.tenant(user_id).await?;
+    let deleted = sqlx::query!("DELETE FROM sessions WHERE user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// Removes every ended session (at startup; each login also removes its user's).
+pub async fn purge_expired_sessions(db: &Db) -> Result<u64, sqlx::Error> {
+    let mut tx = db.system().await?;
+    let deleted = sqlx::query!("DELETE FROM sessions WHERE expires_at <= now()")
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 /// Ends a session. Returns whether one was found.

@@ -196,6 +196,13 @@ pub async fn delete(db: &Db, storage: &Storage, user: Uuid, id: Uuid) -> Result<
     let row = super::find(&mut tx, user, id, true)
         .await?
         .ok_or(DatasetError::NotFound)?;
+    // Under the row lock: a job being created on it holds a share lock until it commits, so
+    // it is seen here (or sees the deletion and is refused).
+    if let Some((job, status)) = super::active_job_on(&mut tx, id).await? {
+        return Err(DatasetError::Conflict(format!(
+            "job {job} is {status} on this dataset; cancel it or let it end, then delete the dataset"
+        )));
+    }
     if !super::soft_delete(&mut tx, user, id).await? {
         return Err(DatasetError::NotFound);
     }

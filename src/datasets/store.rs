@@ -239,6 +239,37 @@ pub async fn list(tx: &mut Tx, user_id: Uuid) -> Result<Vec<DatasetSummaryRow>, 
     Ok(list_page(tx, user_id, &filter).await?.0)
 }
 
+/// Keeps the dataset from being deleted until the transaction ends (a job is being inserted or
+/// restarted on it): a share lock that a delete's row lock waits for. `false` when it is not the
+/// user's or was deleted.
+pub async fn hold(tx: &mut Tx, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+    let held = sqlx::query_scalar!(
+        "SELECT id FROM datasets WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL FOR SHARE",
+        id,
+        user_id
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// The newest queued or running job on the dataset, and its status.
+pub async fn active_job_on(
+    tx: &mut Tx,
+    id: Uuid,
+) -> Result<Option<(Uuid, crate::jobs::JobStatus)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT id, status AS "status: crate::jobs::JobStatus" FROM training_jobs
+            WHERE dataset_id = $1 AND status = ANY($2)
+            ORDER BY created_at DESC LIMIT 1"#,
+        id,
+        &crate::jobs::JobStatus::names(crate::jobs::JobStatus::ACTIVE)
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| (r.id, r.status)))
+}
+
 /// `user`'s datasets that need a look, newest first: not yet validated, invalid, or valid but
 /// not trainable.
 pub async fn needing_attention(

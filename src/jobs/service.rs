@@ -57,6 +57,10 @@ pub async fn create(
         )));
     }
     let mut tx = db.tenant(user).await?;
+    // Held until the job is committed: the dataset cannot be deleted under it.
+    if !crate::datasets::hold(&mut tx, user, new.dataset_id).await? {
+        return Err(JobError::NotFound);
+    }
     let dataset = crate::datasets::find(&mut tx, user, new.dataset_id, false)
         .await?
         .ok_or(JobError::NotFound)?;
@@ -256,6 +260,11 @@ pub async fn retry(db: &Db, catalog: &Catalog, user: Uuid, id: Uuid) -> Result<J
     if let Some(job) = find(&mut tx, user, id).await?
         && job.status.can_retry()
     {
+        if !crate::datasets::hold(&mut tx, user, job.dataset_id).await? {
+            return Err(JobError::Conflict(
+                "its dataset was deleted; upload the data again and start a new job".into(),
+            ));
+        }
         let limits = &catalog.limits;
         let spending = crate::costs::limits::spending(&mut tx, user, limits).await?;
         let cap = job.budget_cap.or(job.estimated_total_cost).unwrap_or(0.0);

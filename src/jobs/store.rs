@@ -63,7 +63,9 @@ pub async fn load_for_processing(tx: &mut Tx, id: Uuid) -> Result<Option<Process
                   j.base_model, j.hyperparameters, j.estimate, j.last_progress_at, j.started_at,
                   d.normalized_key, d.name AS dataset_name, j.checkpoint_attempt, j.checkpoint_step,
                   j.checkpoint_sha256, j.auto_resumes
-             FROM training_jobs j JOIN datasets d ON d.id = j.dataset_id WHERE j.id = $1"#,
+             FROM training_jobs j
+             JOIN datasets d ON d.id = j.dataset_id AND d.user_id = j.user_id AND d.deleted_at IS NULL
+            WHERE j.id = $1"#,
         id
     )
     .fetch_optional(&mut **tx)

@@ -199,14 +199,10 @@ impl LocalStore {
     {
         let path = self.path(bucket, key)?;
         let dir = path.parent().unwrap_or(&self.root).to_owned();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(io_error(key))?;
+        private_dir(&dir).await.map_err(io_error(key))?;
         let partial = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
         let result = async {
-            let mut file = tokio::fs::File::create(&partial)
-                .await
-                .map_err(io_error(key))?;
+            let mut file = private_file(&partial).await.map_err(io_error(key))?;
             let mut hasher = Sha256::new();
             let mut received = 0u64;
             while let Some(chunk) =
@@ -236,7 +232,10 @@ impl LocalStore {
                 tokio::fs::rename(&partial, &path)
                     .await
                     .map_err(io_error(key))?;
-                tokio::fs::write(Self::meta_path(&path), &outcome.sha256)
+                private_file(&Self::meta_path(&path))
+                    .await
+                    .map_err(io_error(key))?
+                    .write_all(outcome.sha256.as_bytes())
                     .await
                     .map_err(io_error(key))?;
                 Ok(outcome)
@@ -278,15 +277,20 @@ impl LocalStore {
     ) -> Result<u64, StorageError> {
         let path = self.path(bucket, key)?;
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(io_error(key))?;
+            private_dir(dir).await.map_err(io_error(key))?;
         }
         // Copy then rename, so readers never see a half-written object.
         let partial = path.with_file_name(format!(".put-{}", uuid::Uuid::new_v4().simple()));
         let size = tokio::fs::copy(source, &partial)
             .await
             .map_err(io_error(key))?;
+        // `copy` keeps the source's mode: objects are the owner's only.
+        tokio::fs::set_permissions(
+            &partial,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .await
+        .map_err(io_error(key))?;
         tokio::fs::rename(&partial, &path)
             .await
             .map_err(io_error(key))?;
@@ -305,6 +309,27 @@ impl LocalStore {
         }
         Ok(())
     }
+}
+
+/// Creates `dir` (and its parents) readable by the server's user only: other local users
+/// cannot read datasets and adapters.
+async fn private_dir(dir: &Path) -> std::io::Result<()> {
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .await
+}
+
+/// Creates (or truncates) `path` readable and writable by the server's user only.
+async fn private_file(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await
 }
 
 #[cfg(test)]
@@ -329,6 +354,39 @@ mod tests {
                 .to_owned()
         };
         (get("expires").parse().unwrap(), get("signature"))
+    }
+
+    #[tokio::test]
+    async fn objects_are_readable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(
+            root.path().join("objects"),
+            b"k".to_vec(),
+            "http://x".into(),
+        );
+        /// One chunk, then the end.
+        struct Once(Option<Vec<u8>>);
+        impl futures_core::Stream for Once {
+            type Item = Result<Vec<u8>, std::io::Error>;
+            fn poll_next(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                std::task::Poll::Ready(self.0.take().map(Ok))
+            }
+        }
+        let body = Once(Some(b"hello".to_vec()));
+        store
+            .write_stream(Bucket::Datasets, "u/d/file.jsonl", 5, true, body)
+            .await
+            .unwrap();
+        let path = store.path(Bucket::Datasets, "u/d/file.jsonl").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&LocalStore::meta_path(&path)), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&root.path().join("objects")), 0o700);
     }
 
     #[test]

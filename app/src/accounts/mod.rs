@@ -33,13 +33,73 @@ pub async fn logout() -> Result<(), AppError> {
     server::logout().await
 }
 
-/// Only same-site relative paths are followed after login (no open redirect).
+#[server(prefix = "/rpc", endpoint = "logout_everywhere")]
+pub async fn logout_everywhere() -> Result<(), AppError> {
+    server::logout_everywhere().await
+}
+
+/// Only same-origin paths are followed after login (no open redirect): a path that starts
+/// with one `/`, of at most 2,000 characters, with no backslash, whitespace or control
+/// character, and none of those (nor a slash) percent-encoded — browsers and proxies disagree
+/// on how they resolve, so they are refused rather than interpreted. Anything else: the overview.
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
-            path.to_owned()
+    const HOME: &str = "/";
+    let Some(path) = next else {
+        return HOME.to_owned();
+    };
+    let plain = path.len() <= 2000
+        && path.starts_with('/')
+        && !path.starts_with("//")
+        && !path
+            .chars()
+            .any(|c| c == '\\' || c.is_whitespace() || c.is_control());
+    let lower = path.to_ascii_lowercase();
+    // %2f "/", %5c "\\", %00–%1f and %7f controls, %20 and %09 blanks.
+    let encoded = lower.contains("%2f")
+        || lower.contains("%5c")
+        || lower.contains("%7f")
+        || lower.contains("%20")
+        || lower.contains("%0")
+        || lower.contains("%1");
+    if plain && !encoded {
+        path.to_owned()
+    } else {
+        HOME.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_accepts_only_same_origin_paths() {
+        for ok in ["/datasets", "/jobs/1?x=1#y", "/costs?period=week", "/"] {
+            assert_eq!(safe_next(Some(ok)), ok);
         }
-        _ => "/".to_owned(),
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "/\tevil",
+            "/\t/evil.example",
+            "/%2F/evil.example",
+            "/%2f%2fevil.example",
+            "/%5cevil.example",
+            "/%09/evil",
+            "/%0d%0aSet-Cookie:x",
+            "/a b",
+            "/a\u{7f}",
+            "javascript:alert(1)",
+            "",
+            "%2F%2Fevil",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+        assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(3000)))), "/");
+        // No panic on any input, multi-byte included.
+        assert_eq!(safe_next(Some("/é%")), "/é%");
     }
 }
 
@@ -181,6 +241,24 @@ pub fn AuthCard(
                 {children()}
             </div>
         </main>
+    }
+}
+
+/// Ends every session of the account (other browsers and devices too), with a confirmation
+/// step that works without JavaScript.
+#[component]
+pub fn LogoutEverywhere() -> impl IntoView {
+    let action = ServerAction::<LogoutEverywhere>::new();
+    view! {
+        <details class="confirm">
+            <summary class="btn btn-small">"Sign out everywhere"</summary>
+            <div class="confirm-box">
+                <p>"Every browser signed in to this account is signed out, this one included. API tokens keep working."</p>
+                <ActionForm action=action>
+                    <button type="submit" class="btn btn-small btn-danger">"Yes, sign out everywhere"</button>
+                </ActionForm>
+            </div>
+        </details>
     }
 }
 

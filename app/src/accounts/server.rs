@@ -34,6 +34,23 @@ pub async fn require_user() -> Result<UserView, AppError> {
     caller().await.ok_or(AppError::Unauthorized)
 }
 
+/// The caller, signed in with a session cookie (not an API token): what managing tokens needs,
+/// so a leaked token cannot mint others or revoke its owner's.
+pub async fn require_session() -> Result<UserView, AppError> {
+    let user = require_user().await?;
+    let bearer = parts().is_some_and(|p| {
+        p.extensions.get::<engine::accounts::web::AuthMethod>()
+            == Some(&engine::accounts::web::AuthMethod::Bearer)
+    });
+    if bearer {
+        return Err(AppError::Forbidden(
+            "API tokens are created and revoked from a signed-in session (Settings), not with a token."
+                .into(),
+        ));
+    }
+    Ok(user)
+}
+
 fn client_addr(parts: &Option<Parts>) -> String {
     parts
         .as_ref()
@@ -165,6 +182,18 @@ pub async fn logout() -> Result<(), AppError> {
             .await
             .map_err(AppError::internal)?;
     }
+    set_cookie(cookie_policy().clear())?;
+    leptos_axum::redirect("/login");
+    Ok(())
+}
+
+/// Ends every session of the caller, this one included, then the login page.
+pub async fn logout_everywhere() -> Result<(), AppError> {
+    let user = require_session().await?;
+    let db = db()?;
+    store::delete_user_sessions(&db, user.id)
+        .await
+        .map_err(AppError::internal)?;
     set_cookie(cookie_policy().clear())?;
     leptos_axum::redirect("/login");
     Ok(())

@@ -26,6 +26,7 @@ pub async fn create_token(name: String) -> Result<CreatedApiToken, AppError> {
     use engine::accounts::store::TokenError;
     let crate::server_context::SignedIn { user, db, .. } =
         crate::server_context::signed_in().await?;
+    crate::accounts::server::require_session().await?;
     match engine::accounts::store::create_token(&db, user.id, &name).await {
         Ok(created) => Ok(created),
         Err(TokenError::Invalid(fields)) => Err(AppError::invalid("Check the token name.", fields)),
@@ -37,6 +38,7 @@ pub async fn create_token(name: String) -> Result<CreatedApiToken, AppError> {
 pub async fn revoke_token(id: Uuid) -> Result<(), AppError> {
     let crate::server_context::SignedIn { user, db, .. } =
         crate::server_context::signed_in().await?;
+    crate::accounts::server::require_session().await?;
     if engine::accounts::store::revoke_token(&db, user.id, id)
         .await
         .map_err(AppError::internal)?
@@ -71,6 +73,11 @@ pub fn SettingsPage() -> impl IntoView {
     view! {
         <PageHeader title="Settings" description="Your monthly budget and time zone, and API tokens that let scripts call the REST API as you."/>
         <SpendingSettings/>
+        <section class="card panel" aria-labelledby="sessions-heading">
+            <h2 id="sessions-heading">"Sessions"</h2>
+            <p class="muted small">"A browser session lasts 14 days from its last use, and 30 days at most."</p>
+            <crate::accounts::LogoutEverywhere/>
+        </section>
         <section class="card panel">
             <h2>"Create an API token"</h2>
             <ActionForm action=create attr:class="form form-inline">

@@ -19,6 +19,7 @@ pub fn router() -> axum::Router<crate::state::AppState> {
         .route("/api/auth/register", post(register))
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
+        .route("/api/auth/logout-all", post(logout_all))
         .route("/api/auth/me", get(me))
         .route("/api/account/budget", get(budget).put(set_budget))
 }
@@ -136,6 +137,25 @@ pub async fn logout(
     Ok((
         AppendHeaders([(header::SET_COOKIE, state.cookie.clear())]),
         ok(serde_json::json!({ "logged_out": true })),
+    ))
+}
+
+/// `POST /api/auth/logout-all`: ends every session of the caller ("sign out everywhere");
+/// from a session only (a token cannot sign its owner out).
+pub async fn logout_all(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Extension(method): Extension<engine::accounts::web::AuthMethod>,
+) -> Result<impl IntoResponse, ApiError> {
+    if method == engine::accounts::web::AuthMethod::Bearer {
+        return Err(ApiError::Forbidden(
+            "sessions are ended from a signed-in session, not with a token".into(),
+        ));
+    }
+    let ended = store::delete_user_sessions(&state.db, user.id).await?;
+    Ok((
+        AppendHeaders([(header::SET_COOKIE, state.cookie.clear())]),
+        ok(serde_json::json!({ "sessions_ended": ended })),
     ))
 }
 

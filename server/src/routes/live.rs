@@ -5,7 +5,9 @@
 //! then follow live; a subscriber that falls behind reads the table again. Streams send
 //! keep-alives, notice clients that left, and end when the server shuts down.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -26,6 +28,72 @@ use uuid::Uuid;
 use crate::auth::CurrentUser;
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// Live streams one user may hold open on one replica (a tab holds one, two on a job page).
+pub const MAX_STREAMS_PER_USER: usize = 16;
+
+/// Open streams per user: past [`MAX_STREAMS_PER_USER`] a new one is refused (429), so one
+/// account cannot hold thousands of connections and their database replays.
+#[derive(Clone, Default)]
+pub struct StreamCounter(Arc<Mutex<HashMap<Uuid, usize>>>);
+
+impl StreamCounter {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, usize>> {
+        // A panic while holding it cannot leave the counts half-updated.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for one more stream of `user`, held until the stream's body is dropped.
+    pub fn open(&self, user: Uuid) -> Result<StreamSlot, ApiError> {
+        let mut counts = self.counts();
+        let open = counts.entry(user).or_default();
+        if *open >= MAX_STREAMS_PER_USER {
+            return Err(ApiError::RateLimited { retry_after_s: 5 });
+        }
+        *open += 1;
+        Ok(StreamSlot {
+            counter: self.clone(),
+            user,
+        })
+    }
+}
+
+pub struct StreamSlot {
+    counter: StreamCounter,
+    user: Uuid,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counter.counts();
+        if let Some(open) = counts.get_mut(&self.user) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// A stream's body with its slot: the slot is given back when the client goes (the body is
+/// dropped), not when the next event would have noticed.
+struct Counted<S> {
+    inner: S,
+    _slot: StreamSlot,
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for Counted<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
 
 /// The SSE streams.
 pub fn router() -> axum::Router<crate::state::AppState> {
@@ -84,10 +152,19 @@ pub async fn job_events(
     let job = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     // 404 for unknown and other tenants' jobs alike.
     engine::jobs::service::get(&state.db, user.id, job).await?;
+    let slot = state.streams.open(user.id)?;
     let last = resume_point(&headers, &resume).unwrap_or(0);
     // Subscribe before replaying, so nothing falls between the two.
     let live = state.hub.subscribe_job(job);
-    Ok(stream(&state, user.id, Scope::Job(job), last, live, None))
+    Ok(stream(
+        &state,
+        user.id,
+        Scope::Job(job),
+        last,
+        live,
+        None,
+        slot,
+    ))
 }
 
 /// `GET /api/events`: everything of the caller, live — job events (the Jobs list), dataset
@@ -101,6 +178,7 @@ pub async fn user_events(
     Query(resume): Query<Resume>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
+    let slot = state.streams.open(user.id)?;
     let live = state.hub.subscribe_user(user.id);
     let last = match resume_point(&headers, &resume) {
         Some(last) => last,
@@ -125,6 +203,7 @@ pub async fn user_events(
         last,
         live,
         Some(first),
+        slot,
     ))
 }
 
@@ -135,6 +214,7 @@ fn stream(
     last: i64,
     live: Subscription,
     first: Option<Event>,
+    slot: StreamSlot,
 ) -> impl IntoResponse + use<> {
     let (mut sender, receiver) = mpsc::channel(16);
     if let Some(first) = first {
@@ -150,7 +230,11 @@ fn stream(
         sender,
         state.shutdown.clone(),
     ));
-    Sse::new(receiver).keep_alive(KeepAlive::default())
+    Sse::new(Counted {
+        inner: receiver,
+        _slot: slot,
+    })
+    .keep_alive(KeepAlive::default())
 }
 
 async fn pump(

@@ -27,11 +27,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(request, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(
+                    "the JSON body is larger than 2 MB; send files to their upload URL".into(),
+                ))
+            }
             Err(rejection) => Err(ApiError::BadRequest(match rejection {
                 JsonRejection::MissingJsonContentType(_) => {
                     "send a JSON body with Content-Type: application/json".into()
                 }
-                other => other.body_text(),
+                // serde's reasons quote field names: at most a message's worth of them.
+                other => {
+                    engine::format::clip(&other.body_text(), engine::format::MAX_MESSAGE_CHARS)
+                        .into_owned()
+                }
             })),
         }
     }

@@ -1,9 +1,11 @@
 //! `/api/tokens`: API tokens for scripts (`Authorization: Bearer …`).
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use engine::accounts::store;
+use engine::accounts::web::AuthMethod;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -25,11 +27,24 @@ pub struct NewToken {
     name: String,
 }
 
+/// Tokens are made and revoked in a signed-in session only: a leaked token cannot mint others
+/// or revoke the owner's.
+fn session_only(method: AuthMethod) -> Result<(), ApiError> {
+    match method {
+        AuthMethod::Bearer => Err(ApiError::Forbidden(
+            "API tokens are created and revoked from a signed-in session (Settings), not with a token".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    Extension(method): Extension<AuthMethod>,
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<impl IntoResponse, ApiError> {
+    session_only(method)?;
     let created = store::create_token(&state.db, user.id, &body.name).await?;
     Ok((StatusCode::CREATED, ok(created)))
 }
@@ -45,8 +60,10 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    Extension(method): Extension<AuthMethod>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    session_only(method)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     if store::revoke_token(&state.db, user.id, id).await? {
         Ok(ok(serde_json::json!({ "revoked": id })))

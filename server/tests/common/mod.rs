@@ -275,6 +275,8 @@ impl TestApp {
             database: DatabaseSettings::External(Box::new(options.clone())),
             data_dir: shared_data.unwrap_or(data_dir.path()).to_owned(),
             storage_signing_key: None,
+            // The tests stand in for a proxy: X-Forwarded-For names their "clients".
+            trusted_proxies: server::client_addr::parse_trusted("127.0.0.1").unwrap(),
             s3,
             catalog_file: None,
             gpu,

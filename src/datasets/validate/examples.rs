@@ -275,10 +275,11 @@ pub fn detect(record: &RawRecord<'_>) -> Option<DatasetFormat> {
 }
 
 fn problem(code: &'static str, message: String, suggestion: &str) -> Problem {
+    use crate::format::{MAX_MESSAGE_CHARS, clip};
     Problem {
         code,
-        message,
-        suggestion: suggestion.to_owned(),
+        message: clip(&message, MAX_MESSAGE_CHARS).into_owned(),
+        suggestion: clip(suggestion, MAX_MESSAGE_CHARS).into_owned(),
     }
 }
 
@@ -362,7 +363,11 @@ fn role_of(
                 r if r == "assistant" || assistant_names.contains(&r) => Ok(Role::Assistant),
                 _ => Err(problem(
                     "unknown_role",
-                    format!("message {} has {field} \"{role}\"", at + 1),
+                    format!(
+                        "message {} has {field} \"{}\"",
+                        at + 1,
+                        crate::format::clip(role, 40)
+                    ),
                     if field == "from" {
                         "Use \"system\", \"human\" or \"gpt\"."
                     } else {

@@ -8,6 +8,7 @@ use super::{Counting, Problem};
 use crate::datasets::{
     HistogramBucket, MAX_REPORTED_ISSUES, SampleMessage, TokenDistribution, ValidationIssue,
 };
+use crate::format::{MAX_MESSAGE_CHARS, clip};
 
 /// Exact counts for examples up to this many tokens; longer ones share the last bucket (their
 /// exact maximum is tracked separately).
@@ -57,8 +58,9 @@ impl Tally {
                 line,
                 index,
                 code: problem.code.to_owned(),
-                message: problem.message,
-                suggestion: problem.suggestion,
+                // Whatever built it, a stored message quotes at most this much of the file.
+                message: clip(&problem.message, MAX_MESSAGE_CHARS).into_owned(),
+                suggestion: clip(&problem.suggestion, MAX_MESSAGE_CHARS).into_owned(),
             });
         }
     }

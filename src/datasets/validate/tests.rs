@@ -478,3 +478,28 @@ fn output_writer_errors_are_reported() {
     let error = validate(text.as_bytes(), &options(), &mut Broken).unwrap_err();
     assert!(error.to_string().contains("disk full"));
 }
+
+#[test]
+fn a_huge_value_is_quoted_in_at_most_200_characters() {
+    // A 1 MB role, a 1 MB key and a 1 MB bare word: no message carries more than 200
+    // characters of them.
+    let huge = "r".repeat(1 << 20);
+    for bad in [
+        format!(
+            r#"{{"messages":[{{"role":"{huge}","content":"hi"}},{{"role":"assistant","content":"x"}}]}}"#
+        ),
+        format!(r#"{{"{huge}":1}}"#),
+        huge.clone(),
+    ] {
+        let report = check(&jsonl_with(&bad, 2));
+        assert!(!report.issues.is_empty());
+        for issue in &report.issues {
+            assert!(
+                issue.message.chars().count() <= 200 && issue.suggestion.chars().count() <= 200,
+                "{} / {}",
+                issue.message.len(),
+                issue.suggestion.len()
+            );
+        }
+    }
+}
