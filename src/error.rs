@@ -22,6 +22,8 @@ pub enum ErrorKind {
     },
     /// Wrong email or password (never saying which).
     InvalidCredentials,
+    /// Not allowed, whoever asks (registration closed, no invite); the message says what to do.
+    Forbidden(String),
     /// Too many attempts.
     RateLimited { retry_after_s: u64 },
     /// Our fault: the error's own message is the cause to log, never shown.

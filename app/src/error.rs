@@ -74,6 +74,7 @@ impl AppError {
                 fields: BTreeMap::new(),
             },
             ErrorKind::RateLimited { retry_after_s } => Self::RateLimited(retry_after_s),
+            ErrorKind::Forbidden(message) => Self::Forbidden(message),
             ErrorKind::Internal => Self::internal(error),
         }
     }

@@ -20,6 +20,8 @@ pub struct Services {
     /// The GPU and model catalog as calibrated now.
     pub catalog: Arc<Catalog>,
     pub cookie: SessionCookie,
+    /// Who may create an account (`REGISTRATION`).
+    pub registration: engine::accounts::store::RegistrationMode,
 }
 
 impl Services {

@@ -64,6 +64,11 @@ enum Command {
         /// `X-Forwarded-For` read, for the caller's address in login limits.
         #[arg(long, env = "TRUSTED_PROXIES")]
         trusted_proxies: Option<String>,
+        /// Who may create an account: open, invite (links from an administrator or
+        /// `lora-pipeline user invite`) or closed. The first account always may, and is the
+        /// administrator.
+        #[arg(long, env = "REGISTRATION", default_value = "invite")]
+        registration: String,
     },
     /// Run only the local executor: the RunPod Serverless API over this machine's GPUs, for a
     /// platform elsewhere to use (set its RUNPOD_API_URL to http://<this host>:<port>/v2).
@@ -104,6 +109,12 @@ enum UserAction {
         #[arg(long)]
         email: String,
     },
+    /// Make a single-use invite link (valid 7 days) for someone to register.
+    Invite {
+        /// The server's public URL, to print a whole link.
+        #[arg(long, env = "PUBLIC_URL")]
+        public_url: Option<String>,
+    },
     /// List accounts.
     List,
     /// Disable an account and end its sessions.
@@ -121,6 +132,13 @@ pub async fn run() -> anyhow::Result<()> {
         _ => "127.0.0.1:0".into(),
     };
     let bind = settings::parse_bind(&bind)?;
+    let registration = match &cli.command {
+        Command::Serve { registration, .. } => store::RegistrationMode::parse(registration)
+            .with_context(|| {
+                format!("REGISTRATION is {registration:?}: use open, invite or closed")
+            })?,
+        _ => store::RegistrationMode::default(),
+    };
     let (public_url, storage_signing_key, s3, catalog_file, gpu, trusted_proxies) =
         match &cli.command {
             Command::Serve {
@@ -163,6 +181,7 @@ pub async fn run() -> anyhow::Result<()> {
         catalog_file,
         gpu,
         trusted_proxies,
+        registration,
     };
 
     match cli.command {
@@ -241,7 +260,15 @@ async fn user_command(db: &engine::db::Db, action: UserAction) -> anyhow::Result
                 .read_line(&mut password)
                 .context("reading the password from standard input")?;
             let password = password.trim_end_matches(['\r', '\n']).to_owned();
-            match store::register(db, &Credentials { email, password }).await {
+            // The operator creates accounts whatever REGISTRATION says.
+            match store::register(
+                db,
+                &Credentials { email, password },
+                store::RegistrationMode::Open,
+                None,
+            )
+            .await
+            {
                 Ok(user) => {
                     println!("created {} ({})", user.email, user.id);
                     Ok(())
@@ -252,6 +279,16 @@ async fn user_command(db: &engine::db::Db, action: UserAction) -> anyhow::Result
                 }
                 Err(e) => Err(e.into()),
             }
+        }
+        UserAction::Invite { public_url } => {
+            let token = store::create_invite(db, None).await?;
+            let base = public_url.unwrap_or_default();
+            println!(
+                "{}/register?invite={token}",
+                base.trim().trim_end_matches('/')
+            );
+            eprintln!("valid for 7 days, once");
+            Ok(())
         }
         UserAction::List => {
             let accounts = store::list_accounts(db).await?;

@@ -127,6 +127,7 @@ impl ApiError {
             ErrorKind::TooLarge { message, .. } => Self::PayloadTooLarge(message),
             ErrorKind::Conflict { message, fields } => Self::Conflict { message, fields },
             ErrorKind::InvalidCredentials => Self::InvalidCredentials,
+            ErrorKind::Forbidden(message) => Self::Forbidden(message),
             ErrorKind::RateLimited { retry_after_s } => Self::RateLimited { retry_after_s },
             ErrorKind::Internal => Self::internal(error),
         }

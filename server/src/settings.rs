@@ -45,6 +45,8 @@ pub struct Settings {
     /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`); none: the TCP peer is
     /// the caller.
     pub trusted_proxies: Vec<crate::client_addr::Cidr>,
+    /// Who may create an account (`REGISTRATION`; the first account always may).
+    pub registration: engine::accounts::store::RegistrationMode,
 }
 
 /// Where training runs.

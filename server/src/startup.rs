@@ -278,12 +278,14 @@ fn services(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
     let storage = state.storage.clone();
     let catalog = state.catalog.clone();
     let cookie = state.cookie;
+    let registration = state.settings.registration;
     move || {
         app::server_context::Services {
             db: db.clone(),
             storage: storage.clone(),
             catalog: catalog.current(),
             cookie,
+            registration,
         }
         .provide();
     }

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{PASSWORD, TestApp};
+use engine::accounts::store::RegistrationMode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ORIGIN, SET_COOKIE};
 use serde_json::{Value, json};
 
@@ -604,7 +605,10 @@ async fn security_headers_on_pages_api_and_downloads() {
     assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert!(policy.contains("object-src 'none'"), "{policy}");
     assert!(!policy.contains(" 'unsafe-eval'"), "{policy}");
-    assert!(!policy.contains("script-src 'self' 'unsafe-inline'"), "{policy}");
+    assert!(
+        !policy.contains("script-src 'self' 'unsafe-inline'"),
+        "{policy}"
+    );
     let nonce = policy
         .split("'nonce-")
         .nth(1)
@@ -711,4 +715,96 @@ async fn the_executor_is_not_reachable_on_the_public_listener() {
         let response = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
     }
+}
+
+/// With `REGISTRATION=invite` (the default) the first account registers and is the
+/// administrator; after it, only an invite link registers, once.
+#[tokio::test]
+async fn registration_by_invitation() {
+    let app = TestApp::spawn_with_registration(RegistrationMode::Invite).await;
+    let register = |email: &'static str, invite: Option<String>| {
+        let app = &app;
+        async move {
+            app.post(
+                &TestApp::browser(),
+                "/api/auth/register",
+                json!({ "email": email, "password": PASSWORD, "invite": invite }),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        register("admin@example.com", None).await.status(),
+        201,
+        "the first account"
+    );
+    let stranger = register("stranger@example.com", None).await;
+    assert_eq!(stranger.status(), 403);
+    let body: Value = stranger.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("invite"), "{body}");
+    assert_eq!(
+        register("guess@example.com", Some("made-up".into()))
+            .await
+            .status(),
+        403
+    );
+
+    // The administrator makes a link; it registers one account, once.
+    let admin = TestApp::browser();
+    let login = app
+        .post(
+            &admin,
+            "/api/auth/login",
+            json!({ "email": "admin@example.com", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(login.status(), 200);
+    let made = app.post(&admin, "/api/invites", json!({})).await;
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    let url = made["data"]["invite_url"].as_str().unwrap();
+    let token = url.split("invite=").nth(1).unwrap().to_owned();
+    assert!(url.starts_with(&app.address), "{url}");
+    assert_eq!(
+        register("friend@example.com", Some(token.clone()))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        register("second@example.com", Some(token)).await.status(),
+        403,
+        "used once"
+    );
+    // A member who is not an administrator cannot invite.
+    let friend = TestApp::browser();
+    app.post(
+        &friend,
+        "/api/auth/login",
+        json!({ "email": "friend@example.com", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(
+        app.post(&friend, "/api/invites", json!({})).await.status(),
+        403
+    );
+
+    // Closed: nobody registers after the first account, invite or not.
+    let closed = TestApp::spawn_with_registration(RegistrationMode::Closed).await;
+    let first = closed
+        .post(
+            &TestApp::browser(),
+            "/api/auth/register",
+            json!({ "email": "owner@example.com", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(first.status(), 201);
+    let later = closed
+        .post(
+            &TestApp::browser(),
+            "/api/auth/register",
+            json!({ "email": "late@example.com", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(later.status(), 403);
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::TestApp;
 use reqwest::header::ORIGIN;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 fn sample(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -727,4 +728,67 @@ async fn a_dataset_in_use_is_not_deleted_under_its_job() {
     assert_eq!(retried.status(), 409);
     let body: Value = retried.json().await.unwrap();
     assert!(body.to_string().contains("dataset was deleted"), "{body}");
+}
+
+/// Once a dataset is confirmed its upload link stops working: the file validated (and its
+/// recorded sha256) is the file that stays.
+#[tokio::test]
+async fn the_upload_link_stops_working_once_the_dataset_is_confirmed() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("sealed@example.com").await;
+    let bytes = sample("openai-chat.jsonl");
+    let created = create(&app, &client, "sealed", "openai-chat.jsonl", bytes.len()).await;
+    let id = created["dataset"]["id"].as_str().unwrap().to_owned();
+    // Before confirming, the upload may be sent again (a retry after a network error).
+    assert_eq!(upload(&created, bytes.clone()).await.status(), 200);
+    assert_eq!(upload(&created, bytes.clone()).await.status(), 200);
+    assert_eq!(confirm(&app, &client, &id).await.status(), 202);
+    let mut other = bytes.clone();
+    other[10] ^= 1;
+    let replaced = upload(&created, other).await;
+    assert_eq!(replaced.status(), 409);
+    let done = verdict(&app, &client, &id).await;
+    assert_eq!(done["status"], "ready");
+    let sha = format!("{:x}", sha2::Sha256::digest(&bytes));
+    assert_eq!(
+        done["sha256"], sha,
+        "the validated file is the uploaded one"
+    );
+}
+
+/// An account's storage quota counts its datasets' files (pending uploads too) and its models;
+/// a dataset that would pass it is refused at creation, with the numbers.
+#[tokio::test]
+async fn a_dataset_past_the_storage_quota_is_refused() {
+    let app = TestApp::spawn().await;
+    let (client, user) = app.signed_in_user("quota@example.com").await;
+    // 49.9 GB already kept (the built-in quota is 50 GB): 100 files of 499 MB.
+    let mut tx = app.db.system().await.unwrap();
+    sqlx::query(
+        "INSERT INTO datasets (user_id, name, file_name, file_size, storage_key)
+         SELECT $1, 'big', 'big.jsonl', 499000000, 'k' FROM generate_series(1, 100)",
+    )
+    .bind(user)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let refused = app
+        .post(
+            &client,
+            "/api/datasets",
+            json!({ "name": "one more", "file_name": "x.jsonl", "file_size": 200_000_000u64 }),
+        )
+        .await;
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("does not fit"),
+        "{body}"
+    );
+    let small = create(&app, &client, "small", "small.jsonl", 1000).await;
+    assert!(
+        small["dataset"]["id"].is_string(),
+        "a file that fits is accepted"
+    );
 }

@@ -205,7 +205,7 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
     .fetch_one(db.pool())
     .await
     .unwrap();
-    assert_eq!(tables, 12, "11 tenant tables + login_attempts");
+    assert_eq!(tables, 13, "11 tenant tables + login_attempts + invites");
 }
 
 #[tokio::test]

@@ -83,6 +83,10 @@ pub enum RegisterError {
     Invalid(FieldErrors),
     #[error("an account with this email already exists")]
     EmailTaken,
+    #[error("registration needs an invite")]
+    InviteRequired,
+    #[error("registration is closed")]
+    Closed,
     #[error(transparent)]
     Password(#[from] PasswordError),
     #[error("database error while registering: {0}")]
@@ -121,6 +125,12 @@ impl crate::error::Classify for RegisterError {
                     "This email is already registered. Log in instead.",
                 ),
             },
+            Self::InviteRequired => ErrorKind::Forbidden(
+                "This server registers new accounts by invitation: ask its administrator for an invite link (an expired or used link no longer works).".into(),
+            ),
+            Self::Closed => ErrorKind::Forbidden(
+                "This server does not register new accounts; ask its administrator.".into(),
+            ),
             Self::Password(_) | Self::Db(_) => ErrorKind::Internal,
         }
     }
@@ -149,13 +159,76 @@ impl crate::error::Classify for TokenError {
     }
 }
 
-/// Creates an account (also used by `lora-pipeline user create`).
-pub async fn register(db: &Db, credentials: &Credentials) -> Result<UserView, RegisterError> {
+/// Who may create an account (`REGISTRATION`). Whatever the mode, the first account may
+/// always register, and becomes the administrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RegistrationMode {
+    Open,
+    /// With an invite link from an administrator (or `lora-pipeline user invite`).
+    #[default]
+    Invite,
+    Closed,
+}
+
+impl RegistrationMode {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "open" => Some(Self::Open),
+            "invite" => Some(Self::Invite),
+            "closed" => Some(Self::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// How long an invite link works.
+pub const INVITE_TTL: Duration = Duration::days(7);
+
+/// Creates an account if `mode` lets it (`invite`: a valid, unused invite, used up here). The
+/// check and the insert run under one advisory lock, so two first accounts cannot both become
+/// the administrator and an invite cannot be used twice.
+pub async fn register(
+    db: &Db,
+    credentials: &Credentials,
+    mode: RegistrationMode,
+    invite: Option<&str>,
+) -> Result<UserView, RegisterError> {
     check_registration(credentials).map_err(RegisterError::Invalid)?;
     let email = normalize_email(&credentials.email);
     let hash = password::hash(credentials.password.clone()).await?;
     let mut tx = db.system().await?;
-    let inserted = sqlx::query_as!(UserRow, "INSERT INTO users (email, password_hash) VALUES ($1, $2) RETURNING id, email, display_name, created_at", &email, &hash)
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('registration', 0))")
+        .fetch_one(&mut *tx)
+        .await?;
+    let first = sqlx::query_scalar!(r#"SELECT NOT EXISTS (SELECT 1 FROM users) AS "first!""#)
+        .fetch_one(&mut *tx)
+        .await?;
+    let invite_id = match (first, mode) {
+        (true, _) | (false, RegistrationMode::Open) => None,
+        (false, RegistrationMode::Closed) => return Err(RegisterError::Closed),
+        (false, RegistrationMode::Invite) => {
+            let token = invite
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or(RegisterError::InviteRequired)?;
+            let used = sqlx::query_scalar!(
+                "UPDATE invites SET used_at = now()
+                  WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING id",
+                tokens::digest(token)
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
+            Some(used.ok_or(RegisterError::InviteRequired)?)
+        }
+    };
+    let inserted = sqlx::query_as!(
+        UserRow,
+        "INSERT INTO users (email, password_hash, is_admin) VALUES ($1, $2, $3)
+         RETURNING id, email, display_name, created_at",
+        &email,
+        &hash,
+        first
+    )
     .fetch_one(&mut *tx)
     .await;
     let user = match inserted {
@@ -165,8 +238,45 @@ pub async fn register(db: &Db, credentials: &Credentials) -> Result<UserView, Re
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(invite_id) = invite_id {
+        sqlx::query!(
+            "UPDATE invites SET used_by = $2 WHERE id = $1",
+            invite_id,
+            user.id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok(user.into())
+}
+
+/// Whether the account is an administrator (may invite).
+pub async fn is_admin(db: &Db, user: Uuid) -> Result<bool, sqlx::Error> {
+    let mut tx = db.system().await?;
+    let admin = sqlx::query_scalar!("SELECT is_admin FROM users WHERE id = $1", user)
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or(false);
+    tx.commit().await?;
+    Ok(admin)
+}
+
+/// A single-use invite, valid for [`INVITE_TTL`]; returns its token (only its digest is
+/// stored). `by`: the administrator, or `None` from the command line.
+pub async fn create_invite(db: &Db, by: Option<Uuid>) -> Result<String, sqlx::Error> {
+    let token = tokens::new_secret();
+    let mut tx = db.system().await?;
+    sqlx::query!(
+        "INSERT INTO invites (token_hash, created_by, expires_at) VALUES ($1, $2, $3)",
+        tokens::digest(&token),
+        by,
+        Utc::now() + INVITE_TTL
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(token)
 }
 
 /// Checks credentials under the per-address limit. Race-free without holding a connection

@@ -27,6 +27,11 @@ pub struct Limits {
     pub max_job_budget: f64,
     /// A job on a paid GPU without a cap gets the high estimate × this as its cap.
     pub cap_margin: f64,
+    /// Gigabytes of dataset and model files an account may keep (uploads count from the
+    /// moment their dataset is created).
+    pub max_storage_gb: f64,
+    /// Datasets an account may keep.
+    pub max_datasets: u32,
 }
 
 impl Default for Limits {
@@ -36,6 +41,8 @@ impl Default for Limits {
             max_active_jobs: 3,
             max_job_budget: 50.0,
             cap_margin: 1.5,
+            max_storage_gb: 50.0,
+            max_datasets: 200,
         }
     }
 }

@@ -77,6 +77,7 @@ fn normalized_key(user: Uuid, dataset: Uuid) -> String {
 pub async fn create(
     db: &Db,
     storage: &Storage,
+    limits: &crate::costs::Limits,
     user: Uuid,
     new: &NewDataset,
 ) -> Result<Created, DatasetError> {
@@ -93,6 +94,22 @@ pub async fn create(
         .presign_put(Bucket::Datasets, &key, new.file_size, UPLOAD_URL_TTL)
         .await?;
     let mut tx = db.tenant(user).await?;
+    // The quota, under the account's storage lock: parallel uploads cannot pass it together.
+    let (used, datasets) = super::storage_used(&mut tx, user).await?;
+    if datasets >= i64::from(limits.max_datasets) {
+        return Err(DatasetError::Conflict(format!(
+            "you keep {datasets} datasets, the most this server allows; delete some to upload another"
+        )));
+    }
+    let quota = (limits.max_storage_gb * 1e9) as i64;
+    if used + new.file_size as i64 > quota {
+        return Err(DatasetError::Conflict(format!(
+            "your datasets and models use {} of your {}; this file ({}) does not fit — delete some first",
+            crate::format::bytes(used.max(0) as u64),
+            crate::format::bytes(quota.max(0) as u64),
+            crate::format::bytes(new.file_size)
+        )));
+    }
     let row = super::insert(
         &mut tx,
         NewDatasetRow {

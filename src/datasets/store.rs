@@ -253,6 +253,43 @@ pub async fn hold(tx: &mut Tx, user_id: Uuid, id: Uuid) -> Result<bool, sqlx::Er
     Ok(held.is_some())
 }
 
+/// Takes the account's storage lock for this transaction (parallel creations are decided one
+/// after another) and returns what it keeps: bytes of dataset files (pending uploads included)
+/// and model files, and its number of datasets.
+pub async fn storage_used(tx: &mut Tx, user_id: Uuid) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('storage:' || $1, 0))",
+        user_id.to_string()
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let row = sqlx::query!(
+        r#"SELECT (SELECT COALESCE(sum(file_size), 0) FROM datasets
+                    WHERE user_id = $1 AND deleted_at IS NULL)::bigint
+                + (SELECT COALESCE(sum((f->>'size')::bigint), 0)
+                     FROM model_artifacts a, jsonb_array_elements(a.files) f
+                    WHERE a.user_id = $1 AND a.deleted_at IS NULL)::bigint AS "bytes!",
+                  (SELECT count(*) FROM datasets WHERE user_id = $1 AND deleted_at IS NULL) AS "datasets!""#,
+        user_id
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((row.bytes, row.datasets))
+}
+
+/// Whether the dataset file at `storage_key` may still be uploaded: its dataset exists and is
+/// not confirmed yet. Once confirmed, the upload link stops working, so the file validated
+/// (and its recorded sha256) is the one that stays.
+pub async fn accepts_upload(tx: &mut Tx, storage_key: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM datasets
+                           WHERE storage_key = $1 AND status = 'uploading' AND deleted_at IS NULL) AS "open!""#,
+        storage_key
+    )
+    .fetch_one(&mut **tx)
+    .await
+}
+
 /// The newest queued or running job on the dataset, and its status.
 pub async fn active_job_on(
     tx: &mut Tx,

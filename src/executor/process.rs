@@ -34,6 +34,44 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// Time a worker gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
+/// Variables of the server's environment the worker inherits: the basics of a process, the
+/// model caches, the CUDA and PyTorch settings and the TLS trust store. Nothing else — the
+/// server's secrets (DATABASE_URL, STORAGE_SIGNING_KEY, RUNPOD_API_KEY, S3 keys …) never
+/// reach code that trains on users' data.
+pub(super) fn inherited(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "LD_LIBRARY_PATH",
+        "OMP_NUM_THREADS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "XDG_CACHE_HOME",
+    ];
+    const PREFIXES: &[&str] = &[
+        "LC_",
+        "HF_",
+        "HUGGINGFACE_",
+        "TRANSFORMERS_",
+        "LORA_WORKER_",
+        "CUDA_",
+        "NVIDIA_",
+        "PYTORCH_",
+        "TORCH_",
+        "MKL_",
+    ];
+    EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Open files one worker may hold (tokenizer shards, checkpoints, sockets).
+const MAX_OPEN_FILES: libc::rlim_t = 4096;
+
 pub(super) async fn run_job(
     config: &ExecutorConfig,
     id: &str,
@@ -50,6 +88,9 @@ pub(super) async fn run_job(
         .arg("--job-id")
         .arg(id)
         .current_dir(&config.worker_dir)
+        // A cleared environment: only what the worker needs, never the server's secrets.
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(inherited)))
         .envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("PYTHONUNBUFFERED", "1")
         .stdin(Stdio::piped())
@@ -58,11 +99,23 @@ pub(super) async fn run_job(
         .kill_on_drop(true)
         // Its own process group, so a stop reaches anything it started.
         .process_group(0);
-    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the worker if we die,
-    // so a crashed server leaves no orphan training behind.
+    // SAFETY: prctl and setrlimit are async-signal-safe. The first asks the kernel to kill the
+    // worker if we die, so a crashed server leaves no orphan training behind; the limits bound
+    // its open files and forbid core dumps (which would hold users' data). No address-space
+    // limit: CUDA reserves terabytes of virtual memory for its unified addressing.
     unsafe {
         command.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let files = libc::rlimit {
+                rlim_cur: MAX_OPEN_FILES,
+                rlim_max: MAX_OPEN_FILES,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &files);
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
             Ok(())
         });
     }

@@ -17,6 +17,10 @@ if mode == "raise":
 if mode == "orphan":
     # A process the worker started inherits its stdout and outlives it.
     subprocess.Popen(["sleep", "60"])
+if mode == "env":
+    import os, resource
+    print(json.dumps({"type": "env", "env": dict(os.environ),
+                      "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}), flush=True)
 if mode == "crash":
     print("segfault-ish", file=sys.stderr, flush=True)
     sys.exit(3)
@@ -187,4 +191,35 @@ async fn a_worker_that_exits_while_a_child_holds_its_output_still_completes() {
         status.execution_time.unwrap() < 5_000,
         "not held until a timeout"
     );
+}
+
+#[tokio::test]
+async fn the_worker_gets_an_allowlisted_environment_without_the_servers_secrets() {
+    // SAFETY: nextest runs each test in its own process; nothing else reads the environment.
+    unsafe {
+        std::env::set_var("DATABASE_URL", "postgres://app:secret@db/lora");
+        std::env::set_var("STORAGE_SIGNING_KEY", "0123456789abcdef0123456789abcdef");
+        std::env::set_var("RUNPOD_API_KEY", "rp_secret");
+        std::env::set_var("HF_HOME", "/models/hf");
+    }
+    let (executor, _stop, _dir) = executor(1);
+    let id = submit(
+        &executor,
+        serde_json::json!({"mode": "env", "chunks": 0}),
+        None,
+    );
+    let status = wait_for(&executor, &id, RunpodStatus::Completed).await;
+    let output = status.output.unwrap();
+    let seen = &output.as_array().unwrap()[0];
+    let env = seen["env"].as_object().unwrap();
+    for secret in ["DATABASE_URL", "STORAGE_SIGNING_KEY", "RUNPOD_API_KEY"] {
+        assert!(!env.contains_key(secret), "{secret} leaked: {env:?}");
+    }
+    assert_eq!(env["HF_HOME"], "/models/hf", "the model cache is passed on");
+    assert!(env.contains_key("PATH"));
+    assert_eq!(env["PYTHONUNBUFFERED"], "1");
+    assert_eq!(seen["nofile"], 4096);
+    assert!(process::inherited("CUDA_VISIBLE_DEVICES"));
+    assert!(!process::inherited("PGPASSWORD"));
+    assert!(!process::inherited("AWS_SECRET_ACCESS_KEY"));
 }

@@ -24,8 +24,67 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
 }
 
 #[server(prefix = "/rpc", endpoint = "register")]
-pub async fn register(email: String, password: String) -> Result<(), AppError> {
-    server::register(email, password).await
+pub async fn register(
+    email: String,
+    password: String,
+    invite: Option<String>,
+) -> Result<(), AppError> {
+    server::register(email, password, invite).await
+}
+
+/// An administrator's invite link (a path: `/register?invite=…`), valid 7 days, once.
+#[server(prefix = "/rpc", endpoint = "create_invite")]
+pub async fn create_invite() -> Result<String, AppError> {
+    let user = server::require_session().await?;
+    let db = crate::server_context::Services::current()?.db;
+    if !engine::accounts::store::is_admin(&db, user.id)
+        .await
+        .map_err(AppError::internal)?
+    {
+        return Err(AppError::Forbidden(
+            "Only an administrator invites; the first account of the server is one.".into(),
+        ));
+    }
+    let token = engine::accounts::store::create_invite(&db, Some(user.id))
+        .await
+        .map_err(AppError::internal)?;
+    Ok(format!("/register?invite={token}"))
+}
+
+/// Whether the caller may invite (the Settings page shows the section).
+#[server(prefix = "/rpc", endpoint = "can_invite")]
+pub async fn can_invite() -> Result<bool, AppError> {
+    let user = server::require_user().await?;
+    let db = crate::server_context::Services::current()?.db;
+    engine::accounts::store::is_admin(&db, user.id)
+        .await
+        .map_err(AppError::internal)
+}
+
+/// The administrator's invite links, on Settings.
+#[component]
+pub fn InviteSection() -> impl IntoView {
+    let allowed = Resource::new(|| (), |_| can_invite());
+    let action = ServerAction::<CreateInvite>::new();
+    view! {
+        <Suspense fallback=|| ()>
+            {move || allowed.get().and_then(Result::ok).filter(|a| *a).map(|_| view! {
+                <section class="card panel" aria-labelledby="invite-heading">
+                    <h2 id="invite-heading">"Invite someone"</h2>
+                    <p class="muted small">"New accounts need an invite on this server. A link works once, for 7 days."</p>
+                    <ActionForm action=action>
+                        <button type="submit" class="btn" disabled=move || action.pending().get()>"Make an invite link"</button>
+                    </ActionForm>
+                    {move || action.value().get().map(|result| match result {
+                        Ok(path) => view! {
+                            <p class="token-once" role="status">"Send this link: " <a class="invite-link" href=path.clone()>{path.clone()}</a></p>
+                        }.into_any(),
+                        Err(e) => view! { <p class="form-error" role="alert">{e.to_string()}</p> }.into_any(),
+                    })}
+                </section>
+            })}
+        </Suspense>
+    }
 }
 
 #[server(prefix = "/rpc", endpoint = "logout")]
@@ -112,6 +171,8 @@ fn query_error() -> Signal<Option<String>> {
                 "credentials" => "Invalid email or password.".to_owned(),
                 "rate" => "Too many failed attempts. Wait a few minutes and try again.".to_owned(),
                 "taken" => "This email is already registered. Log in instead.".to_owned(),
+                "invite" => "This server registers new accounts by invitation: ask its administrator for an invite link (an expired or used link no longer works).".to_owned(),
+                "closed" => "This server does not register new accounts; ask its administrator.".to_owned(),
                 "invalid" => {
                     "Check the highlighted fields: use a valid email and at least 10 characters."
                         .to_owned()
@@ -154,6 +215,9 @@ pub fn LoginPage() -> impl IntoView {
 #[component]
 pub fn RegisterPage() -> impl IntoView {
     let action = ServerAction::<Register>::new();
+    let invite = use_query_map()
+        .with_untracked(|q| q.get("invite"))
+        .unwrap_or_default();
     let (email, set_email) = signal(String::new());
     let (password, set_password) = signal(String::new());
     let from_query = query_error();
@@ -187,6 +251,7 @@ pub fn RegisterPage() -> impl IntoView {
         <Title text="Create account"/>
         <AuthCard title="Create your account" tagline="Upload a dataset, see the cost up front, train a LoRA adapter.">
                 <ActionForm action=action attr:class="form" attr:novalidate=true>
+                    <input type="hidden" name="invite" value=invite/>
                     <label for="email">"Email"</label>
                     <input
                         id="email"

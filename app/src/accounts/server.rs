@@ -131,10 +131,23 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     }
 }
 
-pub async fn register(email: String, password: String) -> Result<(), AppError> {
-    let db = db()?;
+pub async fn register(
+    email: String,
+    password: String,
+    invite: Option<String>,
+) -> Result<(), AppError> {
+    let services = crate::server_context::Services::current()?;
+    let db = services.db;
     let parts = parts();
-    match store::register(&db, &Credentials { email, password }).await {
+    let invite = invite.filter(|i| !i.trim().is_empty());
+    match store::register(
+        &db,
+        &Credentials { email, password },
+        services.registration,
+        invite.as_deref(),
+    )
+    .await
+    {
         Ok(user) => {
             start_session(&db, &user, &parts).await?;
             leptos_axum::redirect("/");
@@ -156,10 +169,18 @@ pub async fn register(email: String, password: String) -> Result<(), AppError> {
                         ),
                     ),
                 ),
+                RegisterError::InviteRequired => (
+                    "invite",
+                    AppError::from_engine(RegisterError::InviteRequired),
+                ),
+                RegisterError::Closed => ("closed", AppError::from_engine(RegisterError::Closed)),
                 other => ("internal", AppError::internal(other)),
             };
             if plain_form_post(&parts) {
-                leptos_axum::redirect(&format!("/register?error={code}"));
+                let keep = invite
+                    .map(|i| format!("&invite={}", url_encode(&i)))
+                    .unwrap_or_default();
+                leptos_axum::redirect(&format!("/register?error={code}{keep}"));
             }
             Err(error)
         }

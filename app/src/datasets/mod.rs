@@ -107,7 +107,10 @@ pub async fn create_dataset(
     file_size: u64,
 ) -> Result<UploadTicket, AppError> {
     let crate::server_context::SignedIn {
-        user, db, storage, ..
+        user,
+        db,
+        storage,
+        catalog,
     } = crate::server_context::signed_in().await?;
     let new = engine::datasets::NewDataset {
         name,
@@ -115,7 +118,7 @@ pub async fn create_dataset(
         file_name,
         file_size,
     };
-    let created = engine::datasets::service::create(&db, &storage, user.id, &new)
+    let created = engine::datasets::service::create(&db, &storage, &catalog.limits, user.id, &new)
         .await
         .map_err(AppError::from)?;
     Ok(UploadTicket {

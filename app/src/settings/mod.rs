@@ -78,6 +78,7 @@ pub fn SettingsPage() -> impl IntoView {
             <p class="muted small">"A browser session lasts 14 days from its last use, and 30 days at most."</p>
             <crate::accounts::LogoutEverywhere/>
         </section>
+        <crate::accounts::InviteSection/>
         <section class="card panel">
             <h2>"Create an API token"</h2>
             <ActionForm action=create attr:class="form form-inline">

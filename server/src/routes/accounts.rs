@@ -20,6 +20,7 @@ pub fn router() -> axum::Router<crate::state::AppState> {
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
         .route("/api/auth/logout-all", post(logout_all))
+        .route("/api/invites", post(invite))
         .route("/api/auth/me", get(me))
         .route("/api/account/budget", get(budget).put(set_budget))
 }
@@ -86,13 +87,32 @@ pub async fn set_budget(
     budget(State(state), CurrentUser(user)).await
 }
 
+/// `POST /api/auth/register {email, password, invite?}`.
+#[derive(serde::Deserialize)]
+pub struct Registration {
+    email: String,
+    password: String,
+    /// The token of an invite link (`/register?invite=…`), where registration needs one.
+    invite: Option<String>,
+}
+
 pub async fn register(
     State(state): State<AppState>,
     Extension(ClientAddr(client)): Extension<ClientAddr>,
     headers: HeaderMap,
-    ApiJson(credentials): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<Registration>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let user = store::register(&state.db, &credentials).await?;
+    let credentials = Credentials {
+        email: body.email,
+        password: body.password,
+    };
+    let user = store::register(
+        &state.db,
+        &credentials,
+        state.settings.registration,
+        body.invite.as_deref(),
+    )
+    .await?;
     tracing::info!(user_id = %user.id, "account registered");
     let secret = store::create_session(&state.db, user.id, user_agent(&headers), &client).await?;
     Ok((
@@ -156,6 +176,26 @@ pub async fn logout_all(
     Ok((
         AppendHeaders([(header::SET_COOKIE, state.cookie.clear())]),
         ok(serde_json::json!({ "sessions_ended": ended })),
+    ))
+}
+
+/// `POST /api/invites`: an administrator's single-use invite link (7 days).
+pub async fn invite(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<impl IntoResponse, ApiError> {
+    if !store::is_admin(&state.db, user.id).await? {
+        return Err(ApiError::Forbidden(
+            "only an administrator invites; the first account of the server is one".into(),
+        ));
+    }
+    let token = store::create_invite(&state.db, Some(user.id)).await?;
+    let url = format!("{}/register?invite={token}", state.settings.public_origin());
+    Ok((
+        StatusCode::CREATED,
+        ok(
+            serde_json::json!({ "invite_url": url, "expires_in_days": store::INVITE_TTL.num_days() }),
+        ),
     ))
 }
 

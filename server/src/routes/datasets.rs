@@ -33,7 +33,8 @@ pub async fn create(
     CurrentUser(user): CurrentUser,
     ApiJson(new): ApiJson<NewDataset>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let created = service::create(&state.db, &state.storage, user.id, &new).await?;
+    let limits = state.catalog.current().limits;
+    let created = service::create(&state.db, &state.storage, &limits, user.id, &new).await?;
     Ok((
         StatusCode::CREATED,
         ok(json!({

@@ -64,6 +64,21 @@ pub async fn put(
             &signed.signature,
         )
         .map_err(signature_error)?;
+    // A dataset's upload link works until the dataset is confirmed: the file that is validated
+    // is the file that stays.
+    if bucket == Bucket::Datasets {
+        let mut tx = state.db.system().await.map_err(ApiError::internal)?;
+        let open = engine::datasets::accepts_upload(&mut tx, &key)
+            .await
+            .map_err(ApiError::internal)?;
+        tx.commit().await.map_err(ApiError::internal)?;
+        if !open {
+            return Err(ApiError::Conflict {
+                message: "this dataset's file was already confirmed, so its upload link no longer works; create a new dataset to upload another file".into(),
+                fields: Default::default(),
+            });
+        }
+    }
     // Refuse early when the client announces a different size.
     if let Some(length) = request
         .headers()

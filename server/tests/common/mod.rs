@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use engine::accounts::store::RegistrationMode;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -250,14 +251,41 @@ impl TestApp {
         s3: Option<engine::storage::S3Settings>,
         gpu: server::settings::GpuSettings,
     ) -> Self {
-        Self::spawn_on(fresh_database().await, s3, gpu, None).await
+        Self::spawn_on(
+            fresh_database().await,
+            s3,
+            gpu,
+            None,
+            RegistrationMode::Open,
+        )
+        .await
+    }
+
+    /// An app whose registration is `mode` (the others let anyone register: tests make many
+    /// accounts).
+    pub async fn spawn_with_registration(mode: RegistrationMode) -> Self {
+        Self::spawn_on(
+            fresh_database().await,
+            None,
+            test_gpu_settings(),
+            None,
+            mode,
+        )
+        .await
     }
 
     /// A second server replica on this app's database, with its own GPU settings.
     /// Another replica of this app: the same database and the same object store (replicas
     /// share storage, as they share S3 in production).
     pub async fn replica(&self, gpu: server::settings::GpuSettings) -> Self {
-        Self::spawn_on(self.options.clone(), None, gpu, Some(self.data_dir.path())).await
+        Self::spawn_on(
+            self.options.clone(),
+            None,
+            gpu,
+            Some(self.data_dir.path()),
+            RegistrationMode::Open,
+        )
+        .await
     }
 
     async fn spawn_on(
@@ -265,6 +293,7 @@ impl TestApp {
         s3: Option<engine::storage::S3Settings>,
         gpu: server::settings::GpuSettings,
         shared_data: Option<&std::path::Path>,
+        registration: RegistrationMode,
     ) -> Self {
         let bind = "127.0.0.1:0".parse().expect("bind address");
         let data_dir = tempfile::Builder::new()
@@ -277,6 +306,7 @@ impl TestApp {
             storage_signing_key: None,
             // The tests stand in for a proxy: X-Forwarded-For names their "clients".
             trusted_proxies: server::client_addr::parse_trusted("127.0.0.1").unwrap(),
+            registration,
             s3,
             catalog_file: None,
             gpu,
