@@ -53,13 +53,7 @@ async fn register_login_logout_me() {
     assert_eq!(body["error"], "authentication required");
 
     // A fresh login works and is a new session.
-    let response = app
-        .post(
-            &client,
-            "/api/auth/login",
-            json!({ "email": "ADA@example.com", "password": PASSWORD }),
-        )
-        .await;
+    let response = app.log_in(&client, "ADA@example.com").await;
     assert_eq!(response.status(), 200);
     let response = client.get(app.url("/api/auth/me")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -268,6 +262,15 @@ async fn login_from(
         .unwrap()
 }
 
+/// A 429's `Retry-After`, in seconds.
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn failing_addresses_are_slowed_down_and_never_lock_the_owner_out() {
     let app = TestApp::spawn().await;
@@ -279,15 +282,8 @@ async fn failing_addresses_are_slowed_down_and_never_lock_the_owner_out() {
     }
     let limited = login_from(&app, attacker, "limit@example.com", "wrong password").await;
     assert_eq!(limited.status(), 429);
-    let retry_after: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        (1..=2).contains(&retry_after),
-        "first delay: {retry_after} s"
-    );
+    let first_wait = retry_after(&limited);
+    assert!((1..=2).contains(&first_wait), "first delay: {first_wait} s");
     let body: Value = limited.json().await.unwrap();
     assert!(body["details"]["retry_after_seconds"].as_u64().unwrap() > 0);
     // The owner, from an address that has not been failing, logs in.
@@ -306,16 +302,12 @@ async fn failing_addresses_are_slowed_down_and_never_lock_the_owner_out() {
     let same_64 = login_from(&app, "2001:db8:5:6::ffff", "limit@example.com", PASSWORD).await;
     assert_eq!(same_64.status(), 429);
     // After the wait, the failing address may guess again (and is slowed further).
-    tokio::time::sleep(std::time::Duration::from_millis(1100 * retry_after)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100 * first_wait)).await;
     let again = login_from(&app, attacker, "limit@example.com", "wrong password").await;
     assert_eq!(again.status(), 401);
     let next = login_from(&app, attacker, "limit@example.com", "wrong password").await;
     assert_eq!(next.status(), 429);
-    let wait: u64 = next.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let wait = retry_after(&next);
     assert!(wait >= 2, "the delay doubles: {wait}");
 
     // Race-free: 20 parallel guesses from a fresh address get at most the free ones.
@@ -665,13 +657,7 @@ async fn sessions_end_everywhere_at_once_and_after_thirty_days() {
     let app = TestApp::spawn().await;
     let (laptop, _) = app.signed_in_user("everywhere@example.com").await;
     let phone = TestApp::browser();
-    let login = app
-        .post(
-            &phone,
-            "/api/auth/login",
-            json!({ "email": "everywhere@example.com", "password": PASSWORD }),
-        )
-        .await;
+    let login = app.log_in(&phone, "everywhere@example.com").await;
     assert_eq!(login.status(), 200);
     let me = |client: reqwest::Client| {
         let url = app.url("/api/auth/me");
@@ -686,13 +672,7 @@ async fn sessions_end_everywhere_at_once_and_after_thirty_days() {
     assert_eq!(me(phone.clone()).await, 401);
 
     // A new session, made 31 days old: it has ended, even though it was used a minute ago.
-    let login = app
-        .post(
-            &phone,
-            "/api/auth/login",
-            json!({ "email": "everywhere@example.com", "password": PASSWORD }),
-        )
-        .await;
+    let login = app.log_in(&phone, "everywhere@example.com").await;
     assert_eq!(login.status(), 200);
     assert_eq!(me(phone.clone()).await, 200);
     let mut tx = app.db.system().await.unwrap();
@@ -751,13 +731,7 @@ async fn registration_by_invitation() {
 
     // The administrator makes a link; it registers one account, once.
     let admin = TestApp::browser();
-    let login = app
-        .post(
-            &admin,
-            "/api/auth/login",
-            json!({ "email": "admin@example.com", "password": PASSWORD }),
-        )
-        .await;
+    let login = app.log_in(&admin, "admin@example.com").await;
     assert_eq!(login.status(), 200);
     let made = app.post(&admin, "/api/invites", json!({})).await;
     assert_eq!(made.status(), 201);
@@ -778,12 +752,7 @@ async fn registration_by_invitation() {
     );
     // A member who is not an administrator cannot invite.
     let friend = TestApp::browser();
-    app.post(
-        &friend,
-        "/api/auth/login",
-        json!({ "email": "friend@example.com", "password": PASSWORD }),
-    )
-    .await;
+    app.log_in(&friend, "friend@example.com").await;
     assert_eq!(
         app.post(&friend, "/api/invites", json!({})).await.status(),
         403

@@ -382,6 +382,16 @@ impl TestApp {
     }
 
     /// Registers a user in a fresh browser; returns the client and the user id.
+    /// Logs `client` in as `email` (with the tests' password).
+    pub async fn log_in(&self, client: &reqwest::Client, email: &str) -> reqwest::Response {
+        self.post(
+            client,
+            "/api/auth/login",
+            json!({ "email": email, "password": PASSWORD }),
+        )
+        .await
+    }
+
     pub async fn signed_in_user(&self, email: &str) -> (reqwest::Client, uuid::Uuid) {
         let client = Self::browser();
         let body = self.register(&client, email).await;
