@@ -1104,10 +1104,7 @@ async fn an_ending_whose_cost_records_fail_is_retried_whole() {
     );
     assert_no_duplicates(&app, &job, "failed").await;
     let costs = cost_records(&app, &job).await;
-    let rate = engine::training::Catalog::builtin()
-        .gpu(RUNPOD_GPU)
-        .unwrap()
-        .price_per_second;
+    let rate = runpod_rate();
     assert_eq!(costs.len(), 2, "{costs:?}");
     assert!((costs[0].1 - 3.0 * rate).abs() < 1e-6, "{costs:?}");
     let told: Value = app
@@ -1221,16 +1218,21 @@ async fn a_failed_job_retried_runs_to_completion() {
     // One compute record for the job, adding up both attempts' billed time (3 s each at the
     // A4000's rate), and one storage record.
     let costs = cost_records(&app, &job).await;
-    let rate = engine::training::Catalog::builtin()
-        .gpu(RUNPOD_GPU)
-        .unwrap()
-        .price_per_second;
+    let rate = runpod_rate();
     assert_eq!(costs.len(), 2, "{costs:?}");
     assert_eq!(costs[0].0, "compute");
     assert!((costs[0].1 - 6.0 * rate).abs() < 1e-6, "{costs:?}");
     assert!((costs[0].2 - 6.0).abs() < 1e-9, "billed seconds: {costs:?}");
     assert_eq!(costs[1].0, "storage");
     assert!(costs[1].1 > 0.0, "{costs:?}");
+}
+
+/// Dollars per second of the RunPod GPU type the jobs here run on.
+fn runpod_rate() -> f64 {
+    engine::training::Catalog::builtin()
+        .gpu(RUNPOD_GPU)
+        .unwrap()
+        .price_per_second
 }
 
 /// A job's cost records: `(type, amount, seconds)`, by type.

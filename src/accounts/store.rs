@@ -361,13 +361,16 @@ pub async fn authenticate(
         // The reservation stays: it is this failure.
         _ => Err(LoginError::InvalidCredentials),
     };
-    // Housekeeping: attempts outside every window are useless.
-    sqlx::query!(
-        "DELETE FROM login_attempts WHERE attempted_at < $1",
-        Utc::now() - LOGIN_WINDOW * 4
-    )
-    .execute(&mut *tx)
-    .await?;
+    if outcome.is_err() {
+        // Housekeeping, on failures only (a successful login stays cheap): attempts outside
+        // every window are useless.
+        sqlx::query!(
+            "DELETE FROM login_attempts WHERE attempted_at < $1",
+            Utc::now() - LOGIN_WINDOW * 4
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     outcome
 }
