@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,14 @@ impl Task {
         }
     }
 
+    /// The concurrency budget the task runs under.
+    pub fn lane(&self) -> Lane {
+        match self {
+            Self::ValidateDataset { .. } => Lane::Validation,
+            Self::SubmitJob(_) | Self::PollJob(_) | Self::FinalizeModel(_) => Lane::Jobs,
+        }
+    }
+
     pub fn dedupe_key(&self) -> String {
         match self {
             Self::ValidateDataset { dataset_id } => format!("validate:{dataset_id}"),
@@ -89,6 +98,53 @@ impl Task {
             delay,
         )
         .await
+    }
+}
+
+/// Task kinds that share a concurrency budget on a replica. Validations read whole files (CPU
+/// and disk), so few run at once; job tasks mostly wait on the GPU backend and keep slots of
+/// their own, so a pile of uploads never delays a budget cap, a cancel or a stall check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Validation,
+    Jobs,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Validation, Lane::Jobs];
+
+    /// The stored kinds of the lane's tasks (a unit test checks every [`Task`] is in its lane's).
+    pub fn kinds(self) -> &'static [&'static str] {
+        match self {
+            Self::Validation => &["validate_dataset"],
+            Self::Jobs => &["job_submit", "job_poll", "model_finalize"],
+        }
+    }
+}
+
+/// Tasks a replica runs at once, per [`Lane`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency {
+    pub validations: usize,
+    pub jobs: usize,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self {
+            validations: 2,
+            jobs: 32,
+        }
+    }
+}
+
+impl Concurrency {
+    pub fn of(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Validation => self.validations,
+            Lane::Jobs => self.jobs,
+        }
+        .max(1)
     }
 }
 
@@ -169,43 +225,67 @@ pub struct Context {
     pub scratch: PathBuf,
     /// Submits and follows training jobs.
     pub processor: Arc<Processor>,
-    /// Tasks run at once by this replica.
-    pub concurrency: usize,
+    /// Tasks run at once by this replica, per lane.
+    pub concurrency: Concurrency,
 }
 
 /// How often an idle worker looks for new tasks.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
-/// Runs tasks until `shutdown` turns true; tasks in progress are finished first.
+/// A running task's place in its lane; given back when the task ends, however it ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs tasks until `shutdown` turns true; tasks in progress are finished first. Each lane
+/// leases only while it has free slots.
 pub async fn run_worker(context: Context, mut shutdown: watch::Receiver<bool>) {
     let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-    tracing::info!(%worker, concurrency = context.concurrency, "background worker started");
+    tracing::info!(%worker, concurrency = ?context.concurrency, "background worker started");
+    let busy: [Arc<AtomicUsize>; 2] = Default::default();
     let mut running = JoinSet::new();
     while !*shutdown.borrow() {
         while running.try_join_next().is_some() {}
-        let free = context.concurrency.max(1).saturating_sub(running.len());
-        let leased = if free == 0 {
-            Ok(Vec::new())
-        } else {
-            queue::lease(&context.db, &worker, free).await
-        };
-        match leased {
-            Ok(tasks) if !tasks.is_empty() => {
-                for task in tasks {
-                    let context = context.clone();
-                    running.spawn(async move { run_one(&context, task).await });
+        let mut leased_any = false;
+        let mut failed = false;
+        for (lane, busy) in Lane::ALL.into_iter().zip(&busy) {
+            let free = context
+                .concurrency
+                .of(lane)
+                .saturating_sub(busy.load(Ordering::Relaxed));
+            if free == 0 {
+                continue;
+            }
+            match queue::lease(&context.db, &worker, lane.kinds(), free).await {
+                Ok(tasks) => {
+                    for task in tasks {
+                        leased_any = true;
+                        busy.fetch_add(1, Ordering::Relaxed);
+                        let slot = Slot(busy.clone());
+                        let context = context.clone();
+                        running.spawn(async move {
+                            run_one(&context, task).await;
+                            drop(slot);
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?lane, "could not lease tasks; retrying");
+                    failed = true;
                 }
             }
-            Ok(_) => {
-                tokio::select! {
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                    Some(_) = running.join_next(), if !running.is_empty() => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not lease tasks; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        if failed {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } else if !leased_any {
+            tokio::select! {
+                () = tokio::time::sleep(IDLE_POLL) => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = shutdown.changed() => {}
             }
         }
     }
@@ -314,6 +394,23 @@ mod tests {
             assert_eq!(Task::parse(task.kind(), &task.payload()).unwrap(), task);
         }
         assert!(Task::parse("unknown", &serde_json::json!({})).is_err());
+        // Every kind is leased by its own lane and no other.
+        let job = JobTask::start(id, 0);
+        for task in [
+            Task::ValidateDataset { dataset_id: id },
+            Task::SubmitJob(job.clone()),
+            Task::PollJob(job.clone()),
+            Task::FinalizeModel(job),
+        ] {
+            for lane in Lane::ALL {
+                assert_eq!(
+                    lane.kinds().contains(&task.kind()),
+                    lane == task.lane(),
+                    "{} in {lane:?}",
+                    task.kind()
+                );
+            }
+        }
         assert_eq!(
             Task::ValidateDataset { dataset_id: id }.dedupe_key(),
             format!("validate:{id}")

@@ -33,6 +33,13 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// Adds `other`'s problems (the first message per field still wins).
+    pub fn merge(&mut self, other: FieldErrors) {
+        for (field, message) in other.0 {
+            self.0.entry(field).or_insert(message);
+        }
+    }
+
     pub fn get(&self, field: &str) -> Option<&str> {
         self.0.get(field).map(String::as_str)
     }

@@ -21,7 +21,7 @@ pub struct Services {
     pub catalog: Arc<Catalog>,
     pub cookie: SessionCookie,
     /// Who may create an account (`REGISTRATION`).
-    pub registration: engine::accounts::store::RegistrationMode,
+    pub registration: engine::accounts::store::RegistrationPolicy,
 }
 
 impl Services {

@@ -69,6 +69,9 @@ enum Command {
         /// administrator.
         #[arg(long, env = "REGISTRATION", default_value = "invite")]
         registration: String,
+        /// Registrations one client address may attempt per hour.
+        #[arg(long, env = "REGISTRATIONS_PER_HOUR", default_value_t = 10)]
+        registrations_per_hour: u32,
     },
     /// Run only the local executor: the RunPod Serverless API over this machine's GPUs, for a
     /// platform elsewhere to use (set its RUNPOD_API_URL to http://<this host>:<port>/v2).
@@ -133,11 +136,17 @@ pub async fn run() -> anyhow::Result<()> {
     };
     let bind = settings::parse_bind(&bind)?;
     let registration = match &cli.command {
-        Command::Serve { registration, .. } => store::RegistrationMode::parse(registration)
-            .with_context(|| {
+        Command::Serve {
+            registration,
+            registrations_per_hour,
+            ..
+        } => store::RegistrationPolicy {
+            mode: store::RegistrationMode::parse(registration).with_context(|| {
                 format!("REGISTRATION is {registration:?}: use open, invite or closed")
             })?,
-        _ => store::RegistrationMode::default(),
+            per_address: *registrations_per_hour,
+        },
+        _ => store::RegistrationPolicy::default(),
     };
     let (public_url, storage_signing_key, s3, catalog_file, gpu, trusted_proxies) =
         match &cli.command {
@@ -264,7 +273,11 @@ async fn user_command(db: &engine::db::Db, action: UserAction) -> anyhow::Result
             match store::register(
                 db,
                 &Credentials { email, password },
-                store::RegistrationMode::Open,
+                store::RegistrationPolicy {
+                    mode: store::RegistrationMode::Open,
+                    ..Default::default()
+                },
+                None,
                 None,
             )
             .await

@@ -45,8 +45,9 @@ pub struct Settings {
     /// Proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`); none: the TCP peer is
     /// the caller.
     pub trusted_proxies: Vec<crate::client_addr::Cidr>,
-    /// Who may create an account (`REGISTRATION`; the first account always may).
-    pub registration: engine::accounts::store::RegistrationMode,
+    /// Who may create an account (`REGISTRATION`; the first account always may), and how often
+    /// one address may try (`REGISTRATIONS_PER_HOUR`).
+    pub registration: engine::accounts::store::RegistrationPolicy,
 }
 
 /// Where training runs.
@@ -57,8 +58,8 @@ pub struct GpuSettings {
     /// The executor embedded in `serve` (`slots` = 0: none).
     pub executor: WorkerSettings,
     pub processor: engine::jobs::processor::ProcessorConfig,
-    /// Background tasks run at once by this replica.
-    pub task_concurrency: usize,
+    /// Background tasks run at once by this replica, per lane.
+    pub task_concurrency: engine::tasks::Concurrency,
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +88,7 @@ impl Default for GpuSettings {
                 slots: 1,
             },
             processor: engine::jobs::processor::ProcessorConfig::default(),
-            task_concurrency: 32,
+            task_concurrency: Default::default(),
         }
     }
 }
@@ -161,6 +162,14 @@ pub struct GpuOptions {
         default_value_t = 1000
     )]
     pub report_interval_ms: u64,
+    /// Dataset validations this replica runs at once (each reads a whole file); job tasks
+    /// keep slots of their own, so uploads never delay them.
+    #[arg(
+        long = "validation-concurrency",
+        env = "VALIDATION_CONCURRENCY",
+        default_value_t = 2
+    )]
+    pub validation_concurrency: usize,
 }
 
 pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
@@ -226,6 +235,11 @@ pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
             "MAX_AUTO_RESUMES must be from 0 to 100".into(),
         ));
     }
+    if !(1..=64).contains(&options.validation_concurrency) {
+        return Err(SettingsError(
+            "VALIDATION_CONCURRENCY must be from 1 to 64".into(),
+        ));
+    }
     if options.report_interval_ms > 60_000 {
         return Err(SettingsError(
             "JOB_REPORT_INTERVAL_MS must be from 0 to 60000".into(),
@@ -246,7 +260,10 @@ pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
             report_interval: std::time::Duration::from_millis(options.report_interval_ms),
             ..Default::default()
         },
-        task_concurrency: 32,
+        task_concurrency: engine::tasks::Concurrency {
+            validations: options.validation_concurrency,
+            ..Default::default()
+        },
     })
 }
 

@@ -141,6 +141,12 @@ impl Application {
                 .clone()
                 .keep_reconciling(std::time::Duration::from_secs(60), stopping.clone()),
         );
+        tokio::spawn(engine::datasets::service::keep_expiring_uploads(
+            db.clone(),
+            storage.clone(),
+            std::time::Duration::from_secs(300),
+            stopping.clone(),
+        ));
         let tasks = engine::tasks::Context {
             db: db.clone(),
             storage: storage.clone(),

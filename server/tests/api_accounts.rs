@@ -777,3 +777,136 @@ async fn registration_by_invitation() {
         .await;
     assert_eq!(later.status(), 403);
 }
+
+/// Registrations are limited per client address, race-free: ten parallel attempts from one
+/// address create at most the allowed accounts; another address still registers.
+#[tokio::test]
+async fn registrations_are_limited_per_address() {
+    let app = TestApp::spawn_with_policy(engine::accounts::store::RegistrationPolicy {
+        mode: RegistrationMode::Open,
+        per_address: 3,
+    })
+    .await;
+    let attempt = |address: &'static str, email: String, password: &'static str| {
+        let url = app.url("/api/auth/register");
+        let origin = app.address.clone();
+        async move {
+            TestApp::browser()
+                .post(url)
+                .header(ORIGIN, origin)
+                .header("X-Forwarded-For", address)
+                .json(&json!({ "email": email, "password": password }))
+                .send()
+                .await
+                .expect("register")
+        }
+    };
+    // A refused input is not an attempt (it never reaches argon2).
+    assert_eq!(
+        attempt("10.9.9.9", "short@example.com".into(), "short")
+            .await
+            .status(),
+        400
+    );
+    let parallel: Vec<_> = (0..10)
+        .map(|i| {
+            tokio::spawn(attempt(
+                "10.9.9.9",
+                format!("burst{i}@example.com"),
+                PASSWORD,
+            ))
+        })
+        .collect();
+    let mut created = 0;
+    let mut limited = 0;
+    for handle in parallel {
+        let response = handle.await.unwrap();
+        match response.status().as_u16() {
+            201 => created += 1,
+            429 => {
+                limited += 1;
+                let wait: u64 = response.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=3600).contains(&wait), "Retry-After {wait}");
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["details"]["retry_after_seconds"], wait, "{body}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((created, limited), (3, 7));
+    // Another address is not affected.
+    assert_eq!(
+        attempt("10.9.9.10", "other@example.com".into(), PASSWORD)
+            .await
+            .status(),
+        201
+    );
+}
+
+/// A token may be given a lifetime: it works until then, answers 401 after, and says when.
+#[tokio::test]
+async fn api_tokens_may_expire() {
+    let app = TestApp::spawn().await;
+    let (alice, _) = app.signed_in_user("expiring@example.com").await;
+    for bad in [json!(0), json!(367), json!("soon")] {
+        let response = app
+            .post(
+                &alice,
+                "/api/tokens",
+                json!({ "name": "ci", "expires_in_days": bad }),
+            )
+            .await;
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+    let created: Value = app
+        .post(
+            &alice,
+            "/api/tokens",
+            json!({ "name": "ci", "expires_in_days": 30 }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = created["data"]["token"].as_str().unwrap().to_owned();
+    let expires: chrono::DateTime<chrono::Utc> = created["data"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let days = (expires - chrono::Utc::now()).num_hours() as f64 / 24.0;
+    assert!((29.9..=30.0).contains(&days), "{days}");
+    let me = |token: String| {
+        let url = app.url("/api/auth/me");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header(AUTHORIZATION, format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(me(token.clone()).await, 200);
+    // Time passes.
+    let mut tx = app.db.system().await.unwrap();
+    sqlx::query("UPDATE api_tokens SET expires_at = now() - interval '1 second'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(me(token).await, 401);
+    // Without a lifetime, a token works until revoked.
+    let forever: Value = app
+        .post(&alice, "/api/tokens", json!({ "name": "forever" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(forever["data"]["expires_at"].is_null());
+}

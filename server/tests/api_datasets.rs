@@ -225,7 +225,7 @@ async fn signed_urls_are_bound_to_their_object_size_and_time() {
         &format!("size={}", bytes.len() + 1),
     );
     assert_eq!(put(bigger, bytes.clone()).await.status(), 403);
-    let other_key = url.replace("original.jsonl", "other.jsonl");
+    let other_key = url.replace("upload.jsonl", "other.jsonl");
     assert_eq!(put(other_key, bytes.clone()).await.status(), 403);
     let expires: i64 = url
         .split("expires=")
@@ -473,11 +473,41 @@ async fn upload_confirm_ready_on_s3() {
     assert!(url.starts_with(&endpoint), "a presigned S3 URL: {url}");
     assert!(url.contains("X-Amz-Signature="));
     // The signed size is enforced by S3 through the signed Content-Length.
-    let put = upload(&created, bytes).await;
+    let put = upload(&created, bytes.clone()).await;
     assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
     let id = created["dataset"]["id"].as_str().unwrap().to_owned();
     assert_eq!(confirm(&app, &client, &id).await.status(), 202);
+    // S3 cannot revoke a presigned URL: a PUT after confirmation is taken, but lands where
+    // nothing reads any more (the accepted file was moved to a key no link points to).
+    let mut other = bytes.clone();
+    other[10] ^= 1;
+    assert_eq!(upload(&created, other).await.status(), 200);
     let dataset = verdict(&app, &client, &id).await;
+    assert_eq!(
+        dataset["sha256"],
+        format!("{:x}", sha2::Sha256::digest(&bytes)),
+        "the validated file is the confirmed one"
+    );
+    let mut tx = app.db.system().await.unwrap();
+    let key: String = sqlx::query_scalar("SELECT storage_key FROM datasets WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut kept = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(
+        &mut app
+            .storage()
+            .await
+            .open(engine::storage::Bucket::Datasets, &key)
+            .await
+            .unwrap(),
+        &mut kept,
+    )
+    .await
+    .unwrap();
+    assert_eq!(kept, bytes, "and it is the file kept");
     assert_eq!(dataset["status"], "ready", "{dataset}");
     assert_eq!(dataset["format"], "brightrun_v4_jsonl");
     assert_eq!(dataset["total_training_pairs"], 32);
@@ -753,6 +783,61 @@ async fn the_upload_link_stops_working_once_the_dataset_is_confirmed() {
     assert_eq!(
         done["sha256"], sha,
         "the validated file is the uploaded one"
+    );
+}
+
+/// An upload never confirmed is expired after its link's lifetime (and an hour's grace): the
+/// dataset goes, its file is removed, and its bytes stop counting against the quota.
+#[tokio::test]
+async fn unconfirmed_uploads_expire_and_their_files_go() {
+    let app = TestApp::spawn().await;
+    let (client, _) = app.signed_in_user("abandoned@example.com").await;
+    let bytes = sample("openai-chat.jsonl");
+    let old = create(&app, &client, "abandoned", "a.jsonl", bytes.len()).await;
+    assert_eq!(upload(&old, bytes.clone()).await.status(), 200);
+    let fresh = create(&app, &client, "in progress", "b.jsonl", bytes.len()).await;
+    let old_id = old["dataset"]["id"].as_str().unwrap().to_owned();
+    let fresh_id = fresh["dataset"]["id"].as_str().unwrap().to_owned();
+    let file = |created: &Value| {
+        app.data_dir
+            .path()
+            .join("objects")
+            .join(created["storagePath"].as_str().unwrap())
+    };
+    assert!(file(&old).exists());
+    // Three hours pass for the first one.
+    let mut tx = app.db.system().await.unwrap();
+    sqlx::query(
+        "UPDATE datasets SET created_at = now() - interval '3 hours 1 minute' WHERE id = $1::uuid",
+    )
+    .bind(&old_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let expired = engine::datasets::service::expire_uploads(&app.db, &app.storage().await)
+        .await
+        .unwrap();
+    assert_eq!(expired, 1);
+    assert!(!file(&old).exists(), "the file is removed");
+    let gone = client
+        .get(app.url(&format!("/api/datasets/{old_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_eq!(confirm(&app, &client, &old_id).await.status(), 404);
+    // The recent one is untouched and still works.
+    assert_eq!(upload(&fresh, bytes).await.status(), 200);
+    assert_eq!(confirm(&app, &client, &fresh_id).await.status(), 202);
+    assert_eq!(verdict(&app, &client, &fresh_id).await["status"], "ready");
+    // Running again finds nothing more.
+    assert_eq!(
+        engine::datasets::service::expire_uploads(&app.db, &app.storage().await)
+            .await
+            .unwrap(),
+        0
     );
 }
 

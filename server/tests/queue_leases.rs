@@ -22,7 +22,7 @@ async fn a_run_never_touches_the_successor_it_queued() {
         .await
         .expect("enqueue");
     tx.commit().await.expect("commit");
-    let first = queue::lease(&db, "worker-a", 10)
+    let first = queue::lease(&db, "worker-a", &["test_task"], 10)
         .await
         .expect("lease")
         .remove(0);
@@ -40,7 +40,7 @@ async fn a_run_never_touches_the_successor_it_queued() {
     .await
     .expect("successor");
     tx.commit().await.expect("commit");
-    let second = queue::lease(&db, "worker-a", 10)
+    let second = queue::lease(&db, "worker-a", &["test_task"], 10)
         .await
         .expect("lease")
         .remove(0);
@@ -82,11 +82,90 @@ async fn a_run_never_touches_the_successor_it_queued() {
         .await
         .expect("complete");
     assert!(
-        queue::lease(&db, "worker-a", 10)
+        queue::lease(&db, "worker-a", &["test_task"], 10)
             .await
             .expect("lease")
             .is_empty()
     );
+}
+
+/// Each lane leases only its own kinds, so job polls are never queued behind a pile of
+/// validations; within a kind, an account with nothing running goes before one already served.
+#[tokio::test]
+async fn lanes_keep_job_tasks_apart_and_accounts_take_turns() {
+    use engine::tasks::Lane;
+    // No app on this database: nothing else leases these rows.
+    let db = Db::connect(common::fresh_database().await, 2)
+        .await
+        .expect("pool");
+    db.migrate().await.expect("migrations");
+    let mut tx = db.system().await.expect("tx");
+    let heavy: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash) VALUES ('heavy@example.com', 'x') RETURNING id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .expect("user");
+    let light: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash) VALUES ('light@example.com', 'x') RETURNING id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .expect("user");
+    // Ten validations of one account, queued first; then one of another; then a job poll.
+    for i in 0..10 {
+        queue::enqueue(
+            &mut tx,
+            "validate_dataset",
+            serde_json::json!({ "i": i }),
+            Some(heavy),
+            &format!("validate:heavy-{i}"),
+        )
+        .await
+        .expect("enqueue");
+    }
+    queue::enqueue(
+        &mut tx,
+        "validate_dataset",
+        serde_json::json!({}),
+        Some(light),
+        "validate:light",
+    )
+    .await
+    .expect("enqueue");
+    queue::enqueue(
+        &mut tx,
+        "job_poll",
+        serde_json::json!({}),
+        Some(light),
+        "job:light",
+    )
+    .await
+    .expect("enqueue");
+    tx.commit().await.expect("commit");
+
+    let jobs = queue::lease(&db, "w", Lane::Jobs.kinds(), 32)
+        .await
+        .expect("lease");
+    assert_eq!(jobs.len(), 1, "only the job's task");
+    assert_eq!(jobs[0].kind, "job_poll");
+
+    let first = queue::lease(&db, "w", Lane::Validation.kinds(), 1)
+        .await
+        .expect("lease");
+    assert_eq!(first[0].user_id, Some(heavy), "the oldest first");
+    let second = queue::lease(&db, "w", Lane::Validation.kinds(), 1)
+        .await
+        .expect("lease");
+    assert_eq!(
+        second[0].user_id,
+        Some(light),
+        "then the account with none running, though queued after nine others"
+    );
+    let third = queue::lease(&db, "w", Lane::Validation.kinds(), 1)
+        .await
+        .expect("lease");
+    assert_eq!(third[0].user_id, Some(heavy));
 }
 
 #[tokio::test]

@@ -38,6 +38,9 @@ pub struct ApiTokenView {
     pub token_prefix: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// When the token stops working; `None`: until revoked.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The answer to `POST /api/tokens`: the token, shown this once.
@@ -115,6 +118,20 @@ pub fn check_registration(credentials: &Credentials) -> Result<(), FieldErrors> 
 }
 
 /// The rule for API token names.
+/// The longest lifetime a token may be given, in days.
+pub const TOKEN_MAX_DAYS: u32 = 366;
+
+/// A token's lifetime as asked for: `None` until revoked, else 1 to [`TOKEN_MAX_DAYS`] days.
+pub fn check_token_days(days: Option<u32>) -> Result<(), FieldErrors> {
+    match days {
+        Some(d) if d == 0 || d > TOKEN_MAX_DAYS => Err(FieldErrors::single(
+            "expires_in_days",
+            format!("A token lasts from 1 to {TOKEN_MAX_DAYS} days; leave it out for no expiry."),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn check_token_name(name: &str) -> Result<(), FieldErrors> {
     let name = name.trim();
     if name.is_empty() {

@@ -6,8 +6,8 @@ use uuid::Uuid;
 use super::password::{self, PasswordError};
 use super::tokens;
 use super::{
-    ApiTokenView, CreatedApiToken, Credentials, UserView, check_registration, check_token_name,
-    normalize_email,
+    ApiTokenView, CreatedApiToken, Credentials, UserView, check_registration, check_token_days,
+    check_token_name, normalize_email,
 };
 use crate::db::Db;
 use crate::validation::FieldErrors;
@@ -63,6 +63,7 @@ struct TokenRow {
     token_prefix: String,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 impl From<TokenRow> for ApiTokenView {
@@ -73,6 +74,7 @@ impl From<TokenRow> for ApiTokenView {
             token_prefix: row.token_prefix,
             created_at: row.created_at,
             last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
         }
     }
 }
@@ -87,6 +89,8 @@ pub enum RegisterError {
     InviteRequired,
     #[error("registration is closed")]
     Closed,
+    #[error("too many registrations from this address; try again in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
     #[error(transparent)]
     Password(#[from] PasswordError),
     #[error("database error while registering: {0}")]
@@ -131,6 +135,9 @@ impl crate::error::Classify for RegisterError {
             Self::Closed => ErrorKind::Forbidden(
                 "This server does not register new accounts; ask its administrator.".into(),
             ),
+            Self::RateLimited { retry_after_s } => ErrorKind::RateLimited {
+                retry_after_s: *retry_after_s,
+            },
             Self::Password(_) | Self::Db(_) => ErrorKind::Internal,
         }
     }
@@ -181,19 +188,46 @@ impl RegistrationMode {
     }
 }
 
+/// Who may register, and how often one client address may try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrationPolicy {
+    pub mode: RegistrationMode,
+    /// Registrations (successful or not) one client address may attempt per
+    /// [`REGISTRATION_WINDOW`] (`REGISTRATIONS_PER_HOUR`).
+    pub per_address: u32,
+}
+
+impl Default for RegistrationPolicy {
+    fn default() -> Self {
+        Self {
+            mode: RegistrationMode::default(),
+            per_address: 10,
+        }
+    }
+}
+
+pub const REGISTRATION_WINDOW: Duration = Duration::hours(1);
+
 /// How long an invite link works.
 pub const INVITE_TTL: Duration = Duration::days(7);
 
-/// Creates an account if `mode` lets it (`invite`: a valid, unused invite, used up here). The
-/// check and the insert run under one advisory lock, so two first accounts cannot both become
-/// the administrator and an invite cannot be used twice.
+/// Creates an account if the policy lets it (`invite`: a valid, unused invite, used up here).
+/// `client`: the caller's address, limited to [`RegistrationPolicy::per_address`] attempts per
+/// hour; `None` for the operator's shell, which is not limited. The check and the insert run
+/// under one advisory lock, so two first accounts cannot both become the administrator and an
+/// invite cannot be used twice.
 pub async fn register(
     db: &Db,
     credentials: &Credentials,
-    mode: RegistrationMode,
+    policy: RegistrationPolicy,
     invite: Option<&str>,
+    client: Option<&str>,
 ) -> Result<UserView, RegisterError> {
     check_registration(credentials).map_err(RegisterError::Invalid)?;
+    if let Some(client) = client {
+        reserve_registration(db, client, policy.per_address).await?;
+    }
+    let mode = policy.mode;
     let email = normalize_email(&credentials.email);
     let hash = password::hash(credentials.password.clone()).await?;
     let mut tx = db.system().await?;
@@ -249,6 +283,46 @@ pub async fn register(
     }
     tx.commit().await?;
     Ok(user.into())
+}
+
+/// Counts a registration attempt from `client`, or refuses it when the address used up its
+/// window. Under the address's advisory lock and committed before argon2 runs, like a login
+/// guess: parallel attempts cannot pass the limit together, and no connection waits on argon2.
+async fn reserve_registration(db: &Db, client: &str, limit: u32) -> Result<(), RegisterError> {
+    let mut tx = db.system().await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('register:' || $1, 0))",
+        client
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let now = Utc::now();
+    let seen = sqlx::query!(
+        r#"SELECT count(*) AS "attempts!", min(attempted_at) AS oldest
+             FROM registration_attempts WHERE ip = $1 AND attempted_at > $2"#,
+        client,
+        now - REGISTRATION_WINDOW
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if seen.attempts >= i64::from(limit) {
+        let retry_at = seen.oldest.unwrap_or(now) + REGISTRATION_WINDOW;
+        return Err(RegisterError::RateLimited {
+            retry_after_s: (retry_at - now).num_seconds().max(1) as u64,
+        });
+    }
+    sqlx::query!("INSERT INTO registration_attempts (ip) VALUES ($1)", client)
+        .execute(&mut *tx)
+        .await?;
+    // Housekeeping: attempts outside every window count for nothing.
+    sqlx::query!(
+        "DELETE FROM registration_attempts WHERE attempted_at < $1",
+        now - REGISTRATION_WINDOW * 2
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Whether the account is an administrator (may invite).
@@ -474,23 +548,34 @@ pub async fn delete_session(db: &Db, secret: &str) -> Result<bool, sqlx::Error> 
     Ok(deleted == 1)
 }
 
-/// Creates an API token; the secret is in the result and nowhere else.
+/// Creates an API token, valid for `expires_in_days` (`None`: until revoked); the secret is in
+/// the result and nowhere else.
 pub async fn create_token(
     db: &Db,
     user_id: Uuid,
     name: &str,
+    expires_in_days: Option<u32>,
 ) -> Result<CreatedApiToken, TokenError> {
-    check_token_name(name).map_err(TokenError::Invalid)?;
+    let mut errors = check_token_name(name).err().unwrap_or_default();
+    if let Err(days) = check_token_days(expires_in_days) {
+        errors.merge(days);
+    }
+    if !errors.is_empty() {
+        return Err(TokenError::Invalid(errors));
+    }
     let secret = tokens::new_api_token();
+    let expires_at = expires_in_days.map(|days| Utc::now() + Duration::days(i64::from(days)));
     let mut tx = db.tenant(user_id).await?;
     let row = sqlx::query_as!(
         TokenRow,
-        "INSERT INTO api_tokens (user_id, name, token_prefix, token_hash) VALUES ($1, $2, $3, $4)
-         RETURNING id, name, token_prefix, created_at, last_used_at",
+        "INSERT INTO api_tokens (user_id, name, token_prefix, token_hash, expires_at)
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, name, token_prefix, created_at, last_used_at, expires_at",
         user_id,
         name.trim(),
         secret.chars().take(12).collect::<String>(),
-        tokens::digest(&secret)
+        tokens::digest(&secret),
+        expires_at
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -505,7 +590,7 @@ pub async fn list_tokens(db: &Db, user_id: Uuid) -> Result<Vec<ApiTokenView>, sq
     let mut tx = db.tenant(user_id).await?;
     let rows = sqlx::query_as!(
         TokenRow,
-        "SELECT id, name, token_prefix, created_at, last_used_at FROM api_tokens
+        "SELECT id, name, token_prefix, created_at, last_used_at, expires_at FROM api_tokens
           WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
         user_id
     )
@@ -531,7 +616,8 @@ pub async fn token_user(db: &Db, secret: &str) -> Result<Option<UserView>, sqlx:
     let mut tx = db.system().await?;
     let user = sqlx::query_as!(UserRow, "UPDATE api_tokens t SET last_used_at = now()
            FROM users u
-          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.id = t.user_id AND u.disabled_at IS NULL
+          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())
+            AND u.id = t.user_id AND u.disabled_at IS NULL
       RETURNING u.id, u.email, u.display_name, u.created_at", tokens::digest(secret))
     .fetch_optional(&mut *tx)
     .await?;

@@ -36,6 +36,9 @@ impl crate::error::Classify for DatasetError {
 
 /// How long an upload URL stays valid.
 pub const UPLOAD_URL_TTL: chrono::Duration = chrono::Duration::hours(2);
+/// After its link ran out, how long an upload may still be confirmed (a PUT that started just
+/// before may still be streaming); then it is expired and its file removed.
+pub const UPLOAD_GRACE: chrono::Duration = chrono::Duration::hours(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -61,13 +64,22 @@ pub struct Created {
     pub storage_path: String,
 }
 
-fn original_key(user: Uuid, dataset: Uuid, file_name: &str) -> String {
-    let ext = if file_name.to_lowercase().ends_with(".jsonl") {
+fn extension(file_name: &str) -> &'static str {
+    if file_name.to_lowercase().ends_with(".jsonl") {
         "jsonl"
     } else {
         "json"
-    };
-    format!("{user}/{dataset}/original.{ext}")
+    }
+}
+
+/// Where the client uploads (the signed URL's key), until the dataset is confirmed.
+fn upload_key(user: Uuid, dataset: Uuid, file_name: &str) -> String {
+    format!("{user}/{dataset}/upload.{}", extension(file_name))
+}
+
+/// Where the accepted file is kept from confirmation on: no upload link points here.
+fn original_key(user: Uuid, dataset: Uuid, file_name: &str) -> String {
+    format!("{user}/{dataset}/original.{}", extension(file_name))
 }
 
 fn normalized_key(user: Uuid, dataset: Uuid) -> String {
@@ -89,7 +101,7 @@ pub async fn create(
         },
     })?;
     let id = Uuid::new_v4();
-    let key = original_key(user, id, &new.file_name);
+    let key = upload_key(user, id, &new.file_name);
     let upload = storage
         .presign_put(Bucket::Datasets, &key, new.file_size, UPLOAD_URL_TTL)
         .await?;
@@ -157,22 +169,38 @@ pub async fn confirm(
             )));
         }
     }
-    let info = storage.info(Bucket::Datasets, &row.storage_key).await?;
-    let info = match info {
-        Some(info) if info.size == row.file_size as u64 => info,
-        Some(info) => {
-            return Err(DatasetError::Conflict(format!(
-                "the upload is incomplete: {} of {} bytes arrived; upload the file again",
-                info.size, row.file_size
-            )));
-        }
-        None => {
-            return Err(DatasetError::Conflict(
-                "no file has been uploaded yet: PUT the file to the upload URL first".into(),
-            ));
-        }
+    let incomplete = |size: u64| {
+        DatasetError::Conflict(format!(
+            "the upload is incomplete: {size} of {} bytes arrived; upload the file again",
+            row.file_size
+        ))
     };
-    if !super::mark_validating(&mut tx, user, id, info.sha256.as_deref()).await? {
+    let no_file = || {
+        DatasetError::Conflict(
+            "no file has been uploaded yet: PUT the file to the upload URL first".into(),
+        )
+    };
+    // The file moves to a key no upload link reaches, so the file validated is the one kept.
+    let kept = original_key(user, id, &row.file_name);
+    if row.storage_key != kept {
+        match storage.info(Bucket::Datasets, &row.storage_key).await? {
+            // A wrong size stays where the client can upload again.
+            Some(info) if info.size != row.file_size as u64 => return Err(incomplete(info.size)),
+            Some(_) => {
+                storage
+                    .seal(Bucket::Datasets, &row.storage_key, &kept)
+                    .await?;
+            }
+            // Sealed by a confirmation that did not commit: carry on with it.
+            None => {}
+        }
+    }
+    match storage.info(Bucket::Datasets, &kept).await? {
+        Some(info) if info.size == row.file_size as u64 => {}
+        Some(info) => return Err(incomplete(info.size)),
+        None => return Err(no_file()),
+    }
+    if !super::mark_validating(&mut tx, user, id, &kept).await? {
         return Err(DatasetError::Conflict(
             "the dataset changed meanwhile; reload it".into(),
         ));
@@ -225,12 +253,55 @@ pub async fn delete(db: &Db, storage: &Storage, user: Uuid, id: Uuid) -> Result<
     }
     tx.commit().await?;
     // The row is gone for the user; a failure here leaves an orphan file, never a broken row.
-    for key in std::iter::once(row.storage_key).chain(row.normalized_key) {
+    // (The upload key too: a PUT in flight at confirmation may have landed there after.)
+    let upload = upload_key(user, id, &row.file_name);
+    for key in [row.storage_key, upload]
+        .into_iter()
+        .chain(row.normalized_key)
+    {
         if let Err(e) = storage.delete(Bucket::Datasets, &key).await {
             tracing::warn!(dataset = %id, error = %e, "could not delete a dataset file");
         }
     }
     Ok(())
+}
+
+/// Expires uploads never confirmed within their link's lifetime (and [`UPLOAD_GRACE`]): the
+/// dataset goes, its file is removed and its bytes no longer count against the quota.
+/// Idempotent and safe on several replicas at once (each row is expired by one statement).
+pub async fn expire_uploads(db: &Db, storage: &Storage) -> Result<usize, DatasetError> {
+    let mut tx = db.system().await?;
+    let expired =
+        super::expire_uploads(&mut tx, chrono::Utc::now() - UPLOAD_URL_TTL - UPLOAD_GRACE).await?;
+    tx.commit().await?;
+    for upload in &expired {
+        // A failure leaves an orphan file, never a broken row.
+        if let Err(e) = storage.delete(Bucket::Datasets, &upload.storage_key).await {
+            tracing::warn!(dataset = %upload.id, error = %e, "could not delete an expired upload");
+        }
+        tracing::info!(dataset = %upload.id, user = %upload.user_id, "expired an unconfirmed upload");
+    }
+    Ok(expired.len())
+}
+
+/// Runs [`expire_uploads`] every `every` until `stop` turns true.
+pub async fn keep_expiring_uploads(
+    db: Db,
+    storage: Storage,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match expire_uploads(&db, &storage).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "expired unconfirmed uploads"),
+            Err(e) => tracing::warn!(error = %e, "could not expire unconfirmed uploads"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

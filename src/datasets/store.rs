@@ -328,15 +328,16 @@ pub async fn needing_attention(
     .await
 }
 
-/// `uploading` → `validating`. `false` when the row was not in `uploading`.
+/// `uploading` → `validating`, with the file now kept at `storage_key` (its digest is taken by
+/// the validation, from the file it validates). `false` when the row was not in `uploading`.
 pub async fn mark_validating(
     tx: &mut Tx,
     user_id: Uuid,
     id: Uuid,
-    sha256: Option<&str>,
+    storage_key: &str,
 ) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query!("UPDATE datasets SET status = 'validating', status_message = NULL, sha256 = coalesce($3, sha256)
-          WHERE id = $1 AND user_id = $2 AND status = 'uploading' AND deleted_at IS NULL", id, user_id, sha256)
+    let changed = sqlx::query!("UPDATE datasets SET status = 'validating', status_message = NULL, storage_key = $3, sha256 = NULL
+          WHERE id = $1 AND user_id = $2 AND status = 'uploading' AND deleted_at IS NULL", id, user_id, storage_key)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -400,6 +401,32 @@ pub async fn record_verdict(
         announce(tx, owner, id, verdict.status, verdict.training_ready).await?;
     }
     Ok(owner.is_some())
+}
+
+/// A dataset whose upload was never confirmed, expired by [`expire_uploads`].
+pub struct ExpiredUpload {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub storage_key: String,
+}
+
+/// Soft-deletes the datasets still `uploading` that were created before `created_before`
+/// (a confirmation in progress holds the row, and once it commits the row is no longer
+/// `uploading`). System scope: every account's.
+pub async fn expire_uploads(
+    tx: &mut Tx,
+    created_before: DateTime<Utc>,
+) -> Result<Vec<ExpiredUpload>, sqlx::Error> {
+    sqlx::query_as!(
+        ExpiredUpload,
+        "UPDATE datasets
+            SET deleted_at = now(), status_message = 'the upload was not confirmed in time'
+          WHERE status = 'uploading' AND deleted_at IS NULL AND created_at < $1
+      RETURNING id, user_id, storage_key",
+        created_before
+    )
+    .fetch_all(&mut **tx)
+    .await
 }
 
 /// Soft delete; `false` when there was no such dataset of the caller's.

@@ -68,8 +68,19 @@ pub async fn enqueue_after(
     .await
 }
 
-/// Takes up to `limit` due tasks (or ones whose lease expired) in one statement.
-pub async fn lease(db: &Db, worker: &str, limit: usize) -> Result<Vec<LeasedTask>, sqlx::Error> {
+/// Takes up to `limit` due tasks (or ones whose lease expired) of the given kinds in one
+/// statement. Within a kind, accounts with no task of it running come first, so one user's
+/// ten uploads do not keep everyone else's waiting.
+pub async fn lease(
+    db: &Db,
+    worker: &str,
+    kinds: &[&str],
+    limit: usize,
+) -> Result<Vec<LeasedTask>, sqlx::Error> {
+    if limit == 0 || kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
     let mut tx = db.system().await?;
     let tasks = sqlx::query_as!(
         LeasedTask,
@@ -77,16 +88,21 @@ pub async fn lease(db: &Db, worker: &str, limit: usize) -> Result<Vec<LeasedTask
                   leased_by = $1 || ':' || gen_random_uuid(),
                   leased_until = now() + make_interval(secs => $2)
             WHERE id IN (
-                  SELECT id FROM work_queue
-                   WHERE (status = 'pending' AND run_at <= now())
-                      OR (status = 'running' AND leased_until < now())
-                   ORDER BY run_at
+                  SELECT w.id FROM work_queue w
+                   WHERE w.kind = ANY($4)
+                     AND ((w.status = 'pending' AND w.run_at <= now())
+                          OR (w.status = 'running' AND w.leased_until < now()))
+                   ORDER BY EXISTS (SELECT 1 FROM work_queue r
+                                     WHERE r.kind = w.kind AND r.user_id = w.user_id
+                                       AND r.status = 'running' AND r.leased_until >= now()),
+                            w.run_at
                    LIMIT $3
-                     FOR UPDATE SKIP LOCKED)
+                     FOR UPDATE OF w SKIP LOCKED)
         RETURNING id, kind, payload, user_id, attempts, max_attempts, created_at, leased_by AS "lease!""#,
         worker,
         LEASE.as_secs_f64(),
-        limit as i64
+        limit as i64,
+        &kinds
     )
     .fetch_all(&mut *tx)
     .await?;

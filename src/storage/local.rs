@@ -298,6 +298,21 @@ impl LocalStore {
         Ok(size)
     }
 
+    /// Moves `from` to `to` (an atomic rename); `false` when there is nothing at `from`. The
+    /// moved object's digest is dropped: a PUT racing the move may have written either file's.
+    pub async fn seal(&self, bucket: Bucket, from: &str, to: &str) -> Result<bool, StorageError> {
+        let (source, target) = (self.path(bucket, from)?, self.path(bucket, to)?);
+        match tokio::fs::rename(&source, &target).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(from)(e)),
+        }
+        for meta in [Self::meta_path(&source), Self::meta_path(&target)] {
+            let _ = tokio::fs::remove_file(meta).await;
+        }
+        Ok(true)
+    }
+
     pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
         let path = self.path(bucket, key)?;
         for p in [Self::meta_path(&path), path] {

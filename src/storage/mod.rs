@@ -211,6 +211,16 @@ impl Storage {
         stored
     }
 
+    /// Moves an uploaded object to the key it is kept under once accepted, a key no upload
+    /// link points to: a link still valid (S3 cannot revoke a presigned URL) or a PUT still in
+    /// flight can then no longer change the accepted file. `false` when `from` holds nothing.
+    pub async fn seal(&self, bucket: Bucket, from: &str, to: &str) -> Result<bool, StorageError> {
+        match &*self.backend {
+            Backend::Local(store) => store.seal(bucket, from, to).await,
+            Backend::S3(store) => store.seal(bucket, from, to).await,
+        }
+    }
+
     pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
         match &*self.backend {
             Backend::Local(store) => store.delete(bucket, key).await,

@@ -199,6 +199,27 @@ impl S3Store {
         Ok(size)
     }
 
+    /// Copies `from` to `to` inside the bucket (server-side), then deletes `from`; `false` when
+    /// there is nothing at `from`.
+    pub async fn seal(&self, bucket: Bucket, from: &str, to: &str) -> Result<bool, StorageError> {
+        check_key(from)?;
+        check_key(to)?;
+        if self.info(bucket, from).await?.is_none() {
+            return Ok(false);
+        }
+        let name = self.bucket(bucket);
+        self.client
+            .copy_object()
+            .copy_source(format!("{name}/{from}"))
+            .bucket(name)
+            .key(to)
+            .send()
+            .await
+            .map_err(|e| s3_error(to, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        self.delete(bucket, from).await?;
+        Ok(true)
+    }
+
     pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
         check_key(key)?;
         self.client

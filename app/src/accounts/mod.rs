@@ -169,7 +169,7 @@ fn query_error() -> Signal<Option<String>> {
         query.with(|q| {
             q.get("error").map(|code| match code.as_str() {
                 "credentials" => "Invalid email or password.".to_owned(),
-                "rate" => "Too many failed attempts. Wait a few minutes and try again.".to_owned(),
+                "rate" => "Too many attempts from your address. Wait a few minutes and try again.".to_owned(),
                 "taken" => "This email is already registered. Log in instead.".to_owned(),
                 "invite" => "This server registers new accounts by invitation: ask its administrator for an invite link (an expired or used link no longer works).".to_owned(),
                 "closed" => "This server does not register new accounts; ask its administrator.".to_owned(),

@@ -145,6 +145,7 @@ pub async fn register(
         &Credentials { email, password },
         services.registration,
         invite.as_deref(),
+        Some(&client_addr(&parts)),
     )
     .await
     {
@@ -174,6 +175,9 @@ pub async fn register(
                     AppError::from_engine(RegisterError::InviteRequired),
                 ),
                 RegisterError::Closed => ("closed", AppError::from_engine(RegisterError::Closed)),
+                RegisterError::RateLimited { retry_after_s } => {
+                    ("rate", AppError::RateLimited(retry_after_s))
+                }
                 other => ("internal", AppError::internal(other)),
             };
             if plain_form_post(&parts) {

@@ -22,14 +22,30 @@ pub async fn list_tokens() -> Result<Vec<ApiTokenView>, AppError> {
 }
 
 #[server(prefix = "/rpc", endpoint = "create_token")]
-pub async fn create_token(name: String) -> Result<CreatedApiToken, AppError> {
+pub async fn create_token(
+    name: String,
+    // Days the token works ("" or absent: until revoked): a select's value.
+    #[server(default)] expires_in_days: String,
+) -> Result<CreatedApiToken, AppError> {
     use engine::accounts::store::TokenError;
     let crate::server_context::SignedIn { user, db, .. } =
         crate::server_context::signed_in().await?;
     crate::accounts::server::require_session().await?;
-    match engine::accounts::store::create_token(&db, user.id, &name).await {
+    let days = match expires_in_days.trim() {
+        "" => None,
+        days => Some(days.parse::<u32>().map_err(|_| {
+            AppError::invalid(
+                "Check the expiry.",
+                engine::validation::FieldErrors::single(
+                    "expires_in_days",
+                    "Choose how long the token works.",
+                ),
+            )
+        })?),
+    };
+    match engine::accounts::store::create_token(&db, user.id, &name, days).await {
         Ok(created) => Ok(created),
-        Err(TokenError::Invalid(fields)) => Err(AppError::invalid("Check the token name.", fields)),
+        Err(TokenError::Invalid(fields)) => Err(AppError::invalid("Check the token.", fields)),
         Err(e) => Err(AppError::internal(e)),
     }
 }
@@ -94,6 +110,14 @@ pub fn SettingsPage() -> impl IntoView {
                 <button type="submit" class="btn btn-primary" disabled=move || create.pending().get()>
                     {move || if create.pending().get() { "Creating…" } else { "Create token" }}
                 </button>
+                <label for="token-expiry">"Expires"</label>
+                <select id="token-expiry" name="expires_in_days">
+                    <option value="">"Never (until revoked)"</option>
+                    <option value="7">"In 7 days"</option>
+                    <option value="30">"In 30 days"</option>
+                    <option value="90" selected>"In 90 days"</option>
+                    <option value="365">"In a year"</option>
+                </select>
                 <FieldError id="token-name-error" message=Signal::derive(name_error)/>
             </ActionForm>
             {move || create.value().get().and_then(Result::ok).map(|created| view! {
@@ -114,7 +138,7 @@ pub fn SettingsPage() -> impl IntoView {
                 }.into_any(),
                 Ok(list) => view! {
                     <table class="table card">
-                        <thead><tr><th>"Name"</th><th>"Token"</th><th>"Created"</th><th>"Last used"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
+                        <thead><tr><th>"Name"</th><th>"Token"</th><th>"Created"</th><th>"Last used"</th><th>"Expires"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
                         <tbody>
                             {list.into_iter().map(|t| view! {
                                 <tr>
@@ -122,6 +146,11 @@ pub fn SettingsPage() -> impl IntoView {
                                     <td><code>{format!("{}…", t.token_prefix)}</code></td>
                                     <td><time datetime=t.created_at.to_rfc3339()>{t.created_at.format("%Y-%m-%d %H:%M UTC").to_string()}</time></td>
                                     <td>{t.last_used_at.map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "never".into())}</td>
+                                    <td>{match t.expires_at {
+                                        None => "never".to_owned(),
+                                        Some(at) if at <= chrono::Utc::now() => "expired".to_owned(),
+                                        Some(at) => at.format("%Y-%m-%d").to_string(),
+                                    }}</td>
                                     <td class="num">
                                         // A confirmation step that works without JavaScript.
                                         <details class="confirm">

@@ -111,6 +111,7 @@ pub async fn register(
         &credentials,
         state.settings.registration,
         body.invite.as_deref(),
+        Some(&client),
     )
     .await?;
     tracing::info!(user_id = %user.id, "account registered");

@@ -22,9 +22,13 @@ pub fn router() -> axum::Router<crate::state::AppState> {
         .route("/api/tokens/{id}", delete(revoke))
 }
 
+/// `POST /api/tokens {name, expires_in_days?}` (no `expires_in_days`: until revoked).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewToken {
     name: String,
+    #[serde(default)]
+    expires_in_days: Option<u32>,
 }
 
 /// Tokens are made and revoked in a signed-in session only: a leaked token cannot mint others
@@ -45,7 +49,7 @@ pub async fn create(
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<impl IntoResponse, ApiError> {
     session_only(method)?;
-    let created = store::create_token(&state.db, user.id, &body.name).await?;
+    let created = store::create_token(&state.db, user.id, &body.name, body.expires_in_days).await?;
     Ok((StatusCode::CREATED, ok(created)))
 }
 

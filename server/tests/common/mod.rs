@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use engine::accounts::store::RegistrationMode;
+use engine::accounts::store::{RegistrationMode, RegistrationPolicy};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -213,6 +213,8 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     /// How the app connects to its database (a replica connects the same way).
     pub options: PgConnectOptions,
+    /// Its S3 settings, when it stores objects on S3.
+    pub s3: Option<engine::storage::S3Settings>,
 }
 
 impl TestApp {
@@ -256,7 +258,7 @@ impl TestApp {
             s3,
             gpu,
             None,
-            RegistrationMode::Open,
+            policy(RegistrationMode::Open),
         )
         .await
     }
@@ -264,12 +266,16 @@ impl TestApp {
     /// An app whose registration is `mode` (the others let anyone register: tests make many
     /// accounts).
     pub async fn spawn_with_registration(mode: RegistrationMode) -> Self {
+        Self::spawn_with_policy(policy(mode)).await
+    }
+
+    pub async fn spawn_with_policy(registration: RegistrationPolicy) -> Self {
         Self::spawn_on(
             fresh_database().await,
             None,
             test_gpu_settings(),
             None,
-            mode,
+            registration,
         )
         .await
     }
@@ -283,7 +289,7 @@ impl TestApp {
             None,
             gpu,
             Some(self.data_dir.path()),
-            RegistrationMode::Open,
+            policy(RegistrationMode::Open),
         )
         .await
     }
@@ -293,7 +299,7 @@ impl TestApp {
         s3: Option<engine::storage::S3Settings>,
         gpu: server::settings::GpuSettings,
         shared_data: Option<&std::path::Path>,
-        registration: RegistrationMode,
+        registration: RegistrationPolicy,
     ) -> Self {
         let bind = "127.0.0.1:0".parse().expect("bind address");
         let data_dir = tempfile::Builder::new()
@@ -307,7 +313,7 @@ impl TestApp {
             // The tests stand in for a proxy: X-Forwarded-For names their "clients".
             trusted_proxies: server::client_addr::parse_trusted("127.0.0.1").unwrap(),
             registration,
-            s3,
+            s3: s3.clone(),
             catalog_file: None,
             gpu,
             bind,
@@ -324,6 +330,7 @@ impl TestApp {
             client: Self::browser(),
             data_dir,
             options,
+            s3,
         }
     }
 
@@ -334,6 +341,18 @@ impl TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client")
+    }
+
+    /// The app's object storage, reached as the app reaches it.
+    pub async fn storage(&self) -> engine::storage::Storage {
+        match &self.s3 {
+            Some(s3) => engine::storage::Storage::s3(s3).await.expect("s3 storage"),
+            None => engine::storage::Storage::local(
+                self.data_dir.path().join("objects"),
+                std::fs::read(self.data_dir.path().join("signing.key")).expect("signing key"),
+                self.address.clone(),
+            ),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -406,6 +425,14 @@ impl TestApp {
 
 /// The embedded local executor running the real worker from the repository, with the Python
 /// environment scripts/test prepared (WORKER_PYTHON), polling fast.
+/// `mode` with a registration limit no test of many accounts reaches.
+pub fn policy(mode: RegistrationMode) -> RegistrationPolicy {
+    RegistrationPolicy {
+        mode,
+        per_address: 10_000,
+    }
+}
+
 pub fn test_gpu_settings() -> server::settings::GpuSettings {
     let mut gpu = server::settings::GpuSettings::default();
     gpu.executor.python = std::env::var("WORKER_PYTHON")
