@@ -125,34 +125,6 @@ build_site() {
   done
 }
 
-MOTO_VERSION="5.2.5"
-
-# An S3-compatible server for the S3 backend's tests: moto from PyPI, in a venv outside the clone.
-install_moto() {
-  local venv="$CACHE/moto-venv"
-  if [ "$(cat "$venv/.installed" 2>/dev/null)" != "moto==$MOTO_VERSION" ]; then
-    log "pip install moto[server]==$MOTO_VERSION (S3-compatible test server)"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
-    echo "moto==$MOTO_VERSION" > "$venv/.installed"
-  fi
-}
-
-# Starts moto on a free port; sets LP_TEST_S3_ENDPOINT and MOTO_PID.
-start_test_s3() {
-  local port
-  port="$(free_port)"
-  "$CACHE/moto-venv/bin/moto_server" -H 127.0.0.1 -p "$port" > "${PG_SCRATCH:-/tmp}/moto.log" 2>&1 &
-  MOTO_PID=$!
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-  done
-  export LP_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
-  log "test S3 (moto) on $LP_TEST_S3_ENDPOINT"
-}
-
 # The GPU worker's Python environment (torch, transformers, peft; ~5 GB), outside the clone,
 # reinstalled only when worker/requirements*.txt change. Exports WORKER_PYTHON.
 install_worker_env() {

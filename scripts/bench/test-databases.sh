@@ -9,8 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$ROOT"
 install_worker_env
 start_test_postgres
-start_test_s3
-trap 'kill "${MOTO_PID:-}" 2>/dev/null; stop_test_postgres' EXIT
+trap stop_test_postgres EXIT
 cargo nextest run --locked -p engine -p app -p server --no-run >/dev/null 2>&1
 DB_BOUND='binary(/api_|tenant_isolation|queue_leases|runpod_faults/)'
 run() {

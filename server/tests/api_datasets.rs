@@ -465,7 +465,7 @@ async fn a_validation_left_by_a_crashed_worker_is_taken_over() {
 async fn upload_confirm_ready_on_s3() {
     let app = TestApp::spawn_with_s3().await;
     let (client, _) = app.signed_in_user("s3@example.com").await;
-    let endpoint = std::env::var("LP_TEST_S3_ENDPOINT").unwrap();
+    let endpoint = app.s3.as_ref().unwrap().endpoint.clone();
 
     let bytes = sample("brightrun-v4.jsonl");
     let created = create(&app, &client, "on s3", "s3.jsonl", bytes.len()).await;
@@ -521,6 +521,70 @@ async fn upload_confirm_ready_on_s3() {
     let dataset = full_flow(&app, &client, "broken-missing-assistant.jsonl").await;
     assert_eq!(dataset["status"], "invalid");
     assert_eq!(dataset["validation_errors"][0]["line"], 4);
+}
+
+/// The S3 server checks signatures as AWS does: our presigned URLs work, and a tampered,
+/// resized, expired or unsigned request is refused there, as the local store refuses them.
+#[tokio::test]
+async fn s3_refuses_tampered_resized_expired_and_unsigned_requests() {
+    let app = TestApp::spawn_with_s3().await;
+    let (client, _) = app.signed_in_user("s3-signatures@example.com").await;
+    let bytes = sample("openai-chat.jsonl");
+    let created = create(&app, &client, "signed", "a.jsonl", bytes.len()).await;
+    let url = created["uploadUrl"].as_str().unwrap().to_owned();
+    let put = |url: String, body: Vec<u8>| async move {
+        reqwest::Client::new()
+            .put(url)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let signature = url.split("X-Amz-Signature=").nth(1).unwrap().to_owned();
+    let mut tampered: Vec<char> = signature.chars().collect();
+    tampered[0] = if tampered[0] == 'a' { 'b' } else { 'a' };
+    let tampered = url.replace(&signature, &tampered.into_iter().collect::<String>());
+    assert_eq!(
+        put(tampered, bytes.clone()).await,
+        403,
+        "tampered signature"
+    );
+    let other_key = url.replace("upload.jsonl", "other.jsonl");
+    assert_eq!(put(other_key, bytes.clone()).await, 403, "another object");
+    let mut longer = bytes.clone();
+    longer.push(b'\n');
+    assert_ne!(put(url.clone(), longer).await, 200, "another size");
+    let unsigned = url.split('?').next().unwrap().to_owned();
+    assert_eq!(put(unsigned, bytes.clone()).await, 403, "unsigned");
+
+    // A link past its lifetime.
+    let storage = app.storage().await;
+    let short = storage
+        .presign_put(
+            engine::storage::Bucket::Datasets,
+            "someone/short/upload.jsonl",
+            bytes.len() as u64,
+            chrono::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(put(short.url, bytes.clone()).await, 403, "expired");
+    let download = storage
+        .presign_get(
+            engine::storage::Bucket::Datasets,
+            "someone/short/upload.jsonl",
+            chrono::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let expired_get = reqwest::get(download.url).await.unwrap().status();
+    assert_eq!(expired_get, 403, "expired download");
+
+    // The genuine link still works.
+    assert_eq!(put(url, bytes).await, 200);
 }
 
 /// An app configured for RunPod as well as its local executor, so every GPU type is available

@@ -215,6 +215,74 @@ pub struct TestApp {
     pub options: PgConnectOptions,
     /// Its S3 settings, when it stores objects on S3.
     pub s3: Option<engine::storage::S3Settings>,
+    /// The S3 server it uses, kept running as long as the app.
+    pub s3_server: Option<std::sync::Arc<TestS3>>,
+}
+
+/// An S3 server (s3s-fs over a temporary directory) that checks every request's SigV4
+/// signature against one key pair: a tampered, expired or unsigned request is refused (403).
+pub struct TestS3 {
+    pub endpoint: String,
+    _root: tempfile::TempDir,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TestS3 {
+    pub const ACCESS_KEY: &str = "lp-test-access-key";
+    pub const SECRET_KEY: &str = "lp-test-secret-key-0123456789";
+
+    pub async fn start() -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let root = tempfile::tempdir().expect("s3 root");
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
+        let service = {
+            let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+            builder.set_auth(s3s::auth::SimpleAuth::from_single(
+                Self::ACCESS_KEY,
+                Self::SECRET_KEY,
+            ));
+            builder.build()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind s3");
+        let address = listener.local_addr().expect("s3 address");
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            endpoint: format!("http://{address}"),
+            _root: root,
+            accept,
+        }
+    }
+
+    pub fn settings(&self, bucket_prefix: &str) -> engine::storage::S3Settings {
+        engine::storage::S3Settings {
+            endpoint: self.endpoint.clone(),
+            region: "us-east-1".into(),
+            access_key_id: Self::ACCESS_KEY.into(),
+            secret_access_key: Self::SECRET_KEY.into(),
+            path_style: true,
+            bucket_prefix: bucket_prefix.into(),
+        }
+    }
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
 
 impl TestApp {
@@ -228,25 +296,15 @@ impl TestApp {
         Self::spawn_with(None, gpu).await
     }
 
-    /// An app whose object storage is the S3-compatible server that scripts/test starts.
+    /// An app whose object storage is S3: a server in this test process that verifies SigV4
+    /// signatures (header-signed requests and presigned URLs, their expiry included), as AWS
+    /// does.
     pub async fn spawn_with_s3() -> Self {
-        let endpoint = std::env::var("LP_TEST_S3_ENDPOINT").expect(
-            "LP_TEST_S3_ENDPOINT is not set: run the tests with scripts/test, which starts an \
-             S3-compatible server (moto), or export its URL",
-        );
+        let server = TestS3::start().await;
         let prefix = format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        Self::spawn_with(
-            Some(engine::storage::S3Settings {
-                endpoint,
-                region: "us-east-1".into(),
-                access_key_id: "test".into(),
-                secret_access_key: "test".into(),
-                path_style: true,
-                bucket_prefix: prefix,
-            }),
-            test_gpu_settings(),
-        )
-        .await
+        let mut app = Self::spawn_with(Some(server.settings(&prefix)), test_gpu_settings()).await;
+        app.s3_server = Some(std::sync::Arc::new(server));
+        app
     }
 
     async fn spawn_with(
@@ -331,6 +389,7 @@ impl TestApp {
             data_dir,
             options,
             s3,
+            s3_server: None,
         }
     }
 
