@@ -226,18 +226,8 @@ impl Application {
 pub const RPC_BODY_LIMIT: usize = 1 << 20;
 
 fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .merge(routes::accounts::router())
-        .merge(routes::tokens::router())
-        .merge(routes::datasets::router())
-        .merge(routes::storage::router())
-        .merge(routes::training::router())
-        .merge(routes::jobs::router())
-        .merge(routes::models::router())
-        .merge(routes::costs::router())
-        .merge(routes::notifications::router())
-        .merge(routes::live::router())
-        .merge(routes::health::router())
+    let api = routes::api()
+        .into_router()
         .route("/api/{*rest}", any(routes::api_not_found));
 
     let context = services(&state);

@@ -205,7 +205,10 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
     .fetch_one(db.pool())
     .await
     .unwrap();
-    assert_eq!(tables, 13, "11 tenant tables + login_attempts + invites");
+    assert_eq!(
+        tables, 14,
+        "11 tenant tables + login_attempts + invites + registration_attempts"
+    );
 }
 
 #[tokio::test]
@@ -214,4 +217,68 @@ async fn a_superuser_connection_is_refused() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("superuser"), "{error}");
+}
+
+/// The tenant is set per transaction (`set_config(…, true)`), never per connection: on a pool of
+/// one connection, a plain query right after a tenant's transaction — committed, rolled back,
+/// or dropped mid-way — and after a system-scope one sees no tenant rows at all.
+#[tokio::test]
+async fn a_pooled_connection_keeps_no_tenant_between_transactions() {
+    let app = TestApp::spawn().await;
+    let (_, alice) = app.signed_in_user("pooled@example.com").await;
+    insert_dataset(&app, alice, "alice's").await;
+    let db = engine::db::Db::connect(app.options.clone(), 1)
+        .await
+        .unwrap();
+    let plain = |db: engine::db::Db| async move {
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM datasets")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let scope: Option<String> =
+            sqlx::query_scalar("SELECT nullif(current_setting('app.user_id', true), '')")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        (seen, scope)
+    };
+    assert_eq!(plain(db.clone()).await, (0, None), "before any tenant");
+
+    let mut tx = db.tenant(alice).await.unwrap();
+    let own: i64 = sqlx::query_scalar("SELECT count(*) FROM datasets")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(own, 1, "the tenant sees its row");
+    tx.commit().await.unwrap();
+    assert_eq!(plain(db.clone()).await, (0, None), "after a commit");
+
+    let mut tx = db.tenant(alice).await.unwrap();
+    sqlx::query("SELECT count(*) FROM datasets")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(plain(db.clone()).await, (0, None), "after a rollback");
+
+    let mut tx = db.tenant(alice).await.unwrap();
+    sqlx::query("SELECT count(*) FROM datasets")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(
+        plain(db.clone()).await,
+        (0, None),
+        "after a dropped transaction"
+    );
+
+    let mut tx = db.system().await.unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM datasets")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(all >= 1, "the system scope sees every row");
+    tx.commit().await.unwrap();
+    assert_eq!(plain(db).await, (0, None), "after the system scope");
 }

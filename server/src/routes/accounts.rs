@@ -13,9 +13,9 @@ use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
 /// `/api/auth/*`.
-pub fn router() -> axum::Router<crate::state::AppState> {
+pub fn router() -> super::Api {
     use axum::routing::{get, post};
-    axum::Router::new()
+    super::Api::new()
         .route("/api/auth/register", post(register))
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))

@@ -12,8 +12,8 @@ use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
 /// `/api/costs`.
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new().route("/api/costs", axum::routing::get(costs))
+pub fn router() -> super::Api {
+    super::Api::new().route("/api/costs", axum::routing::get(costs))
 }
 
 /// The query as sent: every field a string, so each bad one gets its own message.

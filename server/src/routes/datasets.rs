@@ -15,9 +15,9 @@ use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
 /// `/api/datasets`.
-pub fn router() -> axum::Router<crate::state::AppState> {
+pub fn router() -> super::Api {
     use axum::routing::{get, post};
-    axum::Router::new()
+    super::Api::new()
         .route("/api/datasets", post(create).get(list))
         .route("/api/datasets/{id}", get(detail).delete(delete))
         .route("/api/datasets/{id}/confirm", post(confirm))

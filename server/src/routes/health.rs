@@ -9,9 +9,9 @@ use serde_json::json;
 use crate::state::AppState;
 
 /// `/healthz` and `/readyz`.
-pub fn router() -> axum::Router<crate::state::AppState> {
+pub fn router() -> super::Api {
     use axum::routing::get;
-    axum::Router::new()
+    super::Api::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
 }

@@ -14,9 +14,9 @@ use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
 /// `/api/jobs`.
-pub fn router() -> axum::Router<crate::state::AppState> {
+pub fn router() -> super::Api {
     use axum::routing::{get, post};
-    axum::Router::new()
+    super::Api::new()
         .route("/api/jobs", post(create).get(list))
         .route("/api/jobs/{id}", get(detail))
         .route("/api/jobs/{id}/cancel", post(cancel))

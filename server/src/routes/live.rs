@@ -96,9 +96,9 @@ impl<S: futures::Stream + Unpin> futures::Stream for Counted<S> {
 }
 
 /// The SSE streams.
-pub fn router() -> axum::Router<crate::state::AppState> {
+pub fn router() -> super::Api {
     use axum::routing::get;
-    axum::Router::new()
+    super::Api::new()
         .route("/api/jobs/{id}/events", get(job_events))
         .route("/api/events", get(user_events))
 }

@@ -17,9 +17,9 @@ use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
 /// `/api/models`.
-pub fn router() -> axum::Router<AppState> {
+pub fn router() -> super::Api {
     use axum::routing::{get, post};
-    axum::Router::new()
+    super::Api::new()
         .route("/api/models", get(list))
         .route("/api/models/{id}", get(detail).patch(update).delete(delete))
         .route("/api/models/{id}/download", post(download))

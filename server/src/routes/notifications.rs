@@ -12,9 +12,9 @@ use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
 /// `/api/notifications`.
-pub fn router() -> axum::Router<AppState> {
+pub fn router() -> super::Api {
     use axum::routing::{get, patch, post};
-    axum::Router::new()
+    super::Api::new()
         .route("/api/notifications", get(list))
         .route("/api/notifications/{id}/read", patch(read).post(read))
         .route("/api/notifications/read-all", post(read_all))

@@ -15,8 +15,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The local store's signed URLs.
-pub fn router() -> axum::Router<crate::state::AppState> {
-    axum::Router::new().route("/storage/{bucket}/{*key}", axum::routing::get(get).put(put))
+pub fn router() -> super::Api {
+    super::Api::new().route("/storage/{bucket}/{*key}", axum::routing::get(get).put(put))
 }
 
 #[derive(Deserialize)]

@@ -15,9 +15,9 @@ use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
 /// `/api/tokens`.
-pub fn router() -> axum::Router<crate::state::AppState> {
+pub fn router() -> super::Api {
     use axum::routing::{delete, post};
-    axum::Router::new()
+    super::Api::new()
         .route("/api/tokens", post(create).get(list))
         .route("/api/tokens/{id}", delete(revoke))
 }

@@ -16,9 +16,9 @@ use crate::error::{ApiError, ok};
 use crate::state::AppState;
 
 /// The catalog and the authoritative estimate.
-pub fn router() -> axum::Router<crate::state::AppState> {
+pub fn router() -> super::Api {
     use axum::routing::{get, post};
-    axum::Router::new()
+    super::Api::new()
         .route("/api/catalog", get(catalog))
         .route("/api/jobs/estimate", post(estimate_job))
 }
