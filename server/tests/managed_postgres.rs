@@ -135,6 +135,43 @@ fn managed_cluster_lifecycle() {
     let conf = std::fs::read_to_string(data.join("data/postgres/postmaster.pid")).unwrap();
     assert!(conf.contains(&data.join("data/run").display().to_string()));
 
+    // The socket asks every connection for a password, kept in a file only the server's user
+    // can read: a local process that reaches the socket (a worker) cannot log in with none.
+    let secret = data.join("data/postgres.secret");
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let secrets = std::fs::read_to_string(&secret).unwrap();
+    let psql = |role: &str, password: Option<&str>| {
+        let mut command = Command::new("psql");
+        command
+            .args(["-h", &data.join("data/run").display().to_string()])
+            .args([
+                "-p", "5432", "-U", role, "-d", "postgres", "-w", "-Atc", "SELECT 1",
+            ])
+            .env_remove("PGPASSWORD");
+        if let Some(password) = password {
+            command.env("PGPASSWORD", password);
+        }
+        command.output().unwrap()
+    };
+    for role in ["postgres", "lora_app"] {
+        let refused = psql(role, None);
+        assert!(!refused.status.success(), "{role} without a password");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("password"), "{stderr}");
+        let password = secrets
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{role}=")))
+            .unwrap();
+        assert!(!psql(role, Some("guess")).status.success());
+        let allowed = psql(role, Some(password));
+        assert!(
+            allowed.status.success(),
+            "{role}: {}",
+            String::from_utf8_lossy(&allowed.stderr)
+        );
+    }
+
     // A concurrent second serve on the same DATA_DIR is refused with a clear message.
     let second = command(data)
         .args(["serve", "--bind", "127.0.0.1:0"])

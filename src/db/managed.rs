@@ -5,14 +5,17 @@
 //! - `lora-pipeline.lock` — held (flock) by the one process that manages the cluster;
 //! - `postgres/` — the cluster (owned by the `postgres` user when we run as root, because
 //!   `initdb` refuses to run as root);
-//! - `run/` — the private Unix socket directory; the cluster listens on no TCP port at all.
+//! - `run/` — the private Unix socket directory; the cluster listens on no TCP port at all;
+//! - `postgres.secret` — the roles' passwords (0600): the socket takes no connection without
+//!   one (scram-sha-256), so a local process that reaches it — a worker, another user — still
+//!   cannot log in.
 //!
 //! A second `serve` on the same DATA_DIR finds the lock taken and stops with a clear message
 //! instead of starting a second postmaster on the same files.
 
 use std::fs::{self, File, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -67,6 +70,11 @@ pub enum ManagedError {
     },
     #[error("could not prepare the application database: {0}")]
     Bootstrap(#[source] sqlx::Error),
+    #[error(
+        "{0} lacks a database password: it was edited or truncated. Restore it from a backup \
+         (the cluster's roles use these passwords)."
+    )]
+    Secret(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagedError + '_ {
@@ -135,6 +143,8 @@ impl DataDirLock {
 pub struct ClusterPaths {
     pub data: PathBuf,
     pub socket_dir: PathBuf,
+    /// The roles' passwords, one `role=password` line each.
+    pub secret: PathBuf,
 }
 
 impl ClusterPaths {
@@ -142,15 +152,21 @@ impl ClusterPaths {
         Self {
             data: data_dir.join("postgres"),
             socket_dir: data_dir.join("run"),
+            secret: data_dir.join("postgres.secret"),
         }
     }
 
+    /// Options for `role` (with its password from [`ClusterPaths::secret`], when there is one).
     pub fn connect_options(&self, role: &str, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
+        let options = PgConnectOptions::new()
             .socket(&self.socket_dir)
             .port(SOCKET_PORT)
             .username(role)
-            .database(database)
+            .database(database);
+        match read_password(&self.secret, role) {
+            Some(password) => options.password(&password),
+            None => options,
+        }
     }
 
     /// Options for the application role, for a cluster already running under another process.
@@ -208,6 +224,7 @@ impl ManagedPostgres {
         fs::set_permissions(&this.paths.socket_dir, fs::Permissions::from_mode(0o700))
             .map_err(io_err(&this.paths.socket_dir))?;
 
+        ensure_secret(&this.paths)?;
         this.init_if_needed(owner).await?;
         this.stop_orphan().await?;
         this.start_server().await?;
@@ -362,6 +379,30 @@ impl ManagedPostgres {
                 .await
                 .map_err(ManagedError::Bootstrap)?;
         }
+        // Passwords, then a socket that asks for them. Set on every start (a cluster made by
+        // an older version trusted every local user); the values are our own hex secrets.
+        for role in [SUPERUSER, APP_ROLE] {
+            let password = read_password(&self.paths.secret, role)
+                .ok_or_else(|| ManagedError::Secret(self.paths.secret.display().to_string()))?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER ROLE {role} PASSWORD '{password}'"
+            )))
+            .execute(&mut conn)
+            .await
+            .map_err(ManagedError::Bootstrap)?;
+        }
+        let hba = self.paths.data.join("pg_hba.conf");
+        let wanted = "# Written by lora-pipeline: local connections with a password only.\n\
+                      local all all scram-sha-256\n";
+        if fs::read_to_string(&hba).map_err(io_err(&hba))? != wanted {
+            // Rewritten in place: the file keeps its owner (the postgres user as root).
+            fs::write(&hba, wanted).map_err(io_err(&hba))?;
+            sqlx::query("SELECT pg_reload_conf()")
+                .execute(&mut conn)
+                .await
+                .map_err(ManagedError::Bootstrap)?;
+            tracing::info!("the managed PostgreSQL now asks every local connection for a password");
+        }
         conn.close().await.map_err(ManagedError::Bootstrap)?;
         Ok(())
     }
@@ -418,6 +459,47 @@ impl ManagedPostgres {
             })
         }
     }
+}
+
+/// The password of `role` in the secret file, if any.
+fn read_password(secret: &Path, role: &str) -> Option<String> {
+    let text = fs::read_to_string(secret).ok()?;
+    text.lines().find_map(|line| {
+        let (name, password) = line.split_once('=')?;
+        (name == role && !password.is_empty()).then(|| password.to_owned())
+    })
+}
+
+/// Creates the secret file (0600) with a random password per role, once. A cluster that
+/// already asks for passwords while the file is gone cannot be entered: that is an error.
+fn ensure_secret(paths: &ClusterPaths) -> Result<(), ManagedError> {
+    let secret = &paths.secret;
+    if [SUPERUSER, APP_ROLE]
+        .iter()
+        .all(|role| read_password(secret, role).is_some())
+    {
+        return Ok(());
+    }
+    let hba = fs::read_to_string(paths.data.join("pg_hba.conf")).unwrap_or_default();
+    if hba.contains("scram-sha-256") {
+        return Err(ManagedError::Secret(secret.display().to_string()));
+    }
+    let mut text = String::new();
+    for role in [SUPERUSER, APP_ROLE] {
+        let mut bytes = [0u8; 24];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        text.push_str(&format!("{role}={}\n", hex::encode(bytes)));
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(secret)
+        .map_err(io_err(secret))?;
+    file.write_all(text.as_bytes()).map_err(io_err(secret))?;
+    fs::set_permissions(secret, fs::Permissions::from_mode(0o600)).map_err(io_err(secret))?;
+    Ok(())
 }
 
 fn is_root() -> bool {
