@@ -128,11 +128,22 @@ build_site() {
 # The GPU worker's Python environment (torch, transformers, peft; ~5 GB), outside the clone,
 # reinstalled only when worker/requirements*.txt change. Exports WORKER_PYTHON.
 install_worker_env() {
-  local venv="$CACHE/worker-venv" want
-  want="$(cat "$ROOT/worker/requirements.txt" "$ROOT/worker/requirements-test.txt" | sha256sum | cut -c1-16)"
+  local venv="$CACHE/worker-venv" base=python3 want
+  if [ "$(id -u)" = 0 ]; then
+    # As root the worker runs as its own user (WORKER_USER=auto), who cannot enter /root: its
+    # environment lives where every user can read it, on the system's Python (not a pyenv
+    # interpreter under /root).
+    venv="${LORA_WORKER_VENV:-/var/cache/lora-pipeline/worker-venv}"
+    [ -x /usr/bin/python3 ] && base=/usr/bin/python3
+  fi
+  want="$( (cat "$ROOT/worker/requirements.txt" "$ROOT/worker/requirements-test.txt"; echo "$base") | sha256sum | cut -c1-16)"
   if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]; then
     log "pip install the worker's environment (torch, transformers, peft: a few GB, once)"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    if [ "$(cat "$venv/.base" 2>/dev/null)" != "$base" ]; then
+      rm -rf "$venv"
+      "$base" -m venv "$venv"
+      echo "$base" > "$venv/.base"
+    fi
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/worker/requirements-test.txt"
     echo "$want" > "$venv/.installed"
   fi

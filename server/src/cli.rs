@@ -95,6 +95,9 @@ enum Command {
         /// Jobs run at once (one per GPU).
         #[arg(long = "slots", env = "EXECUTOR_SLOTS", default_value_t = 1)]
         slots: usize,
+        /// Who the worker runs as: auto (as root, the system user lora-worker), none, or a name.
+        #[arg(long = "worker-user", env = "WORKER_USER", default_value = "auto")]
+        worker_user: String,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -204,6 +207,7 @@ pub async fn run() -> anyhow::Result<()> {
             worker_python,
             worker_dir,
             slots,
+            worker_user,
         } => {
             let bind = settings::parse_bind(&bind)?;
             if !bind.ip().is_loopback() {
@@ -228,6 +232,7 @@ pub async fn run() -> anyhow::Result<()> {
                     python: worker_python,
                     worker_dir,
                     slots,
+                    user: settings::WorkerUser::parse(&worker_user)?,
                 },
                 data_dir: settings.data_dir.clone(),
             })

@@ -140,7 +140,7 @@ async fn health(State(state): State<ExecutorState>) -> Response {
 }
 
 /// Starts an executor running the worker from `worker` (or the embedded copy).
-pub fn start(
+pub async fn start(
     worker: &WorkerSettings,
     data_dir: &Path,
     shutdown: watch::Receiver<bool>,
@@ -152,7 +152,17 @@ pub fn start(
     if !worker_dir.join("harness.py").is_file() {
         anyhow::bail!("WORKER_DIR {} has no harness.py", worker_dir.display());
     }
-    tracing::info!(python = %worker.python.display(), worker_dir = %worker_dir.display(), slots = worker.slots, "local executor ready");
+    let run_as = match sandbox::resolve(&worker.user).await? {
+        Some((name, uid, gid)) => {
+            Some(sandbox::prepare(&name, uid, gid, data_dir, &worker.python, &worker_dir).await?)
+        }
+        None => None,
+    };
+    let cache = match &run_as {
+        Some(user) => user.home.join("cache"),
+        None => data_dir.join("worker-cache"),
+    };
+    tracing::info!(python = %worker.python.display(), worker_dir = %worker_dir.display(), slots = worker.slots, user = run_as.as_ref().map(|u| u.name.as_str()).unwrap_or("(this process's)"), "local executor ready");
     Ok(Executor::start(
         ExecutorConfig {
             python: worker.python.clone(),
@@ -161,11 +171,144 @@ pub fn start(
             retention: DEFAULT_RETENTION,
             env: vec![(
                 "LORA_WORKER_CACHE".into(),
-                data_dir.join("worker-cache").to_string_lossy().into_owned(),
+                cache.to_string_lossy().into_owned(),
             )],
+            run_as,
         },
         shutdown,
     ))
+}
+
+/// The worker's own user: who it is, and a home it can write to.
+mod sandbox {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use anyhow::{Context, bail};
+    use engine::executor::RunAs;
+
+    use crate::settings::WorkerUser;
+
+    /// The dedicated system user made for the worker when the server runs as root.
+    pub const DEDICATED: &str = "lora-worker";
+
+    fn is_root() -> bool {
+        std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+            .unwrap_or(false)
+    }
+
+    /// uid and gid of `name`, from /etc/passwd.
+    async fn lookup(name: &str) -> anyhow::Result<Option<(u32, u32)>> {
+        let passwd = tokio::fs::read_to_string("/etc/passwd")
+            .await
+            .context("reading /etc/passwd")?;
+        Ok(passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next()? == name).then_some(())?;
+            let _password = fields.next()?;
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        }))
+    }
+
+    /// The user the worker runs as, creating the dedicated one when it is missing; `None`:
+    /// this process's own user.
+    pub async fn resolve(setting: &WorkerUser) -> anyhow::Result<Option<(String, u32, u32)>> {
+        let name = match setting {
+            WorkerUser::Same => return Ok(None),
+            WorkerUser::Auto if !is_root() => return Ok(None),
+            WorkerUser::Auto => DEDICATED.to_owned(),
+            WorkerUser::Named(name) if !is_root() => bail!(
+                "WORKER_USER={name} needs the server to run as root (it starts the worker as \
+                 that user); unset it to run the worker as this server's user"
+            ),
+            WorkerUser::Named(name) => name.clone(),
+        };
+        if lookup(&name).await?.is_none() && name == DEDICATED {
+            tracing::info!(user = DEDICATED, "creating the worker's system user");
+            // Racing another process that creates it too is fine: looked up again below.
+            let _ = tokio::process::Command::new("useradd")
+                .args(["--system", "--user-group", "--no-create-home"])
+                .args(["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"])
+                .arg(DEDICATED)
+                .output()
+                .await;
+        }
+        match lookup(&name).await? {
+            Some((0, _)) => bail!("WORKER_USER={name} is root: name an unprivileged user"),
+            Some((uid, gid)) => Ok(Some((name, uid, gid))),
+            None => bail!(
+                "the worker's user {name} does not exist and could not be created: create it \
+                 (useradd --system {name}) or set WORKER_USER=none"
+            ),
+        }
+    }
+
+    /// DATA_DIR made enterable (its contents stay private: objects/ and run/ are 0700, secrets
+    /// 0600), a home the user owns (cache, temporary files), and a check that the user can run
+    /// the worker's Python and read its source.
+    pub async fn prepare(
+        name: &str,
+        uid: u32,
+        gid: u32,
+        data_dir: &Path,
+        python: &Path,
+        worker_dir: &Path,
+    ) -> anyhow::Result<RunAs> {
+        let mode = tokio::fs::metadata(data_dir)
+            .await
+            .with_context(|| format!("reading {}", data_dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            tokio::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(mode | 0o001))
+                .await
+                .with_context(|| format!("letting the worker enter {}", data_dir.display()))?;
+        }
+        let home = data_dir.join("worker-home");
+        for dir in [home.clone(), home.join("cache"), home.join("tmp")] {
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .with_context(|| format!("creating {}", dir.display()))?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .with_context(|| format!("giving {} to {name}", dir.display()))?;
+            tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .await
+                .with_context(|| format!("making {} private", dir.display()))?;
+        }
+        let probe = tokio::process::Command::new(python)
+            .args(["-c", "import sys, os; open(sys.argv[1]).close(); open(os.path.join(sys.argv[2], '.probe'), 'w').close()"])
+            .arg(worker_dir.join("harness.py"))
+            .arg(home.join("tmp"))
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .await;
+        let failure = match probe {
+            Ok(output) if output.status.success() => None,
+            Ok(output) => Some(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(failure) = failure {
+            bail!(
+                "the worker runs as the user {name} (WORKER_USER), who cannot run {} with the \
+                 worker in {}: {}. Make them reachable by that user (every parent directory \
+                 needs o+x; ./scripts/run installs the environment under /var/cache/lora-pipeline \
+                 as root), or set WORKER_USER=none to run the worker as this server's user",
+                python.display(),
+                worker_dir.display(),
+                engine::format::clip(&failure, 300)
+            );
+        }
+        Ok(RunAs {
+            name: name.to_owned(),
+            uid,
+            gid,
+            home,
+        })
+    }
 }
 
 /// Writes the embedded worker into DATA_DIR/worker/<content hash>/ (once per version).
@@ -196,6 +339,16 @@ fn unpack_worker(data_dir: &Path) -> anyhow::Result<PathBuf> {
             }
             std::fs::write(&path, &file.data)
                 .with_context(|| format!("writing {}", path.display()))?;
+            // Readable by the worker's own user whatever the umask (our source, not a secret).
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+            let mut dir = path.parent();
+            while let Some(parent) = dir.filter(|d| d.starts_with(data_dir.join("worker"))) {
+                std::fs::set_permissions(
+                    parent,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                )?;
+                dir = parent.parent();
+            }
         }
     }
     // Another process may have unpacked the same version meanwhile; either copy is fine.
@@ -217,7 +370,7 @@ pub async fn serve_standalone(options: Standalone) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("creating DATA_DIR {}", options.data_dir.display()))?;
     let (stop, stopped) = watch::channel(false);
-    let executor = start(&options.worker, &options.data_dir, stopped)?;
+    let executor = start(&options.worker, &options.data_dir, stopped).await?;
     let listener = tokio::net::TcpListener::bind(options.bind)
         .await
         .with_context(|| format!("cannot listen on {} (EXECUTOR_BIND)", options.bind))?;

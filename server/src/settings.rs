@@ -76,6 +76,41 @@ pub struct WorkerSettings {
     /// The worker's source; unset: the copy embedded in the binary, unpacked into DATA_DIR.
     pub worker_dir: Option<PathBuf>,
     pub slots: usize,
+    /// Who the worker runs as (`WORKER_USER`).
+    pub user: WorkerUser,
+}
+
+/// Who the local executor starts the worker as (`WORKER_USER`): code that trains on users'
+/// data runs without the server's privileges.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WorkerUser {
+    /// `auto`: as root, the dedicated system user `lora-worker` (created when missing);
+    /// otherwise this process's own user (which cannot switch users).
+    #[default]
+    Auto,
+    /// `none`: this process's own user.
+    Same,
+    /// A system user by name (needs the server to run as root).
+    Named(String),
+}
+
+impl WorkerUser {
+    pub fn parse(value: &str) -> Result<Self, SettingsError> {
+        match value.trim() {
+            "" | "auto" => Ok(Self::Auto),
+            "none" => Ok(Self::Same),
+            name if name.len() <= 32
+                && name.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+                }) =>
+            {
+                Ok(Self::Named(name.to_owned()))
+            }
+            other => Err(SettingsError(format!(
+                "WORKER_USER must be auto, none or a system user's name (got {other:?})"
+            ))),
+        }
+    }
 }
 
 impl Default for GpuSettings {
@@ -86,6 +121,7 @@ impl Default for GpuSettings {
                 python: "python3".into(),
                 worker_dir: None,
                 slots: 1,
+                user: WorkerUser::Auto,
             },
             processor: engine::jobs::processor::ProcessorConfig::default(),
             task_concurrency: Default::default(),
@@ -123,6 +159,10 @@ pub struct GpuOptions {
     /// The worker's source directory; unset: the copy embedded in this binary.
     #[arg(long = "worker-dir", env = "WORKER_DIR")]
     pub worker_dir: Option<PathBuf>,
+    /// Who the worker runs as: auto (as root, the dedicated system user lora-worker, created
+    /// when missing), none (this server's user) or a system user's name.
+    #[arg(long = "worker-user", env = "WORKER_USER", default_value = "auto")]
+    pub worker_user: String,
     /// Jobs the embedded local executor runs at once (one per GPU); 0 runs none.
     #[arg(long = "executor-slots", env = "EXECUTOR_SLOTS", default_value_t = 1)]
     pub executor_slots: usize,
@@ -251,6 +291,7 @@ pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
             python: options.worker_python.clone(),
             worker_dir: options.worker_dir.clone(),
             slots: options.executor_slots,
+            user: WorkerUser::parse(&options.worker_user)?,
         },
         processor: engine::jobs::processor::ProcessorConfig {
             poll_interval: std::time::Duration::from_millis(options.poll_interval_ms),

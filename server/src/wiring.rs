@@ -93,7 +93,8 @@ pub async fn local_executor(
         return Ok(None);
     }
     let executor =
-        crate::executor::start(&settings.gpu.executor, &settings.data_dir, shutdown.clone())?;
+        crate::executor::start(&settings.gpu.executor, &settings.data_dir, shutdown.clone())
+            .await?;
     let key = uuid::Uuid::new_v4().simple().to_string();
     let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await

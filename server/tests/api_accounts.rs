@@ -901,6 +901,8 @@ async fn api_tokens_may_expire() {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(me(token).await, 401);
+    let listed: Value = app.get_json(&alice, "/api/tokens").await;
+    assert_eq!(listed["data"][0]["expired"], true, "{listed}");
     // Without a lifetime, a token works until revoked.
     let forever: Value = app
         .post(&alice, "/api/tokens", json!({ "name": "forever" }))

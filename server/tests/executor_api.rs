@@ -30,15 +30,22 @@ struct Api {
 
 impl Api {
     async fn start() -> Self {
+        Self::start_with(HARNESS, server::settings::WorkerUser::Same).await
+    }
+
+    async fn start_with(harness: &str, user: server::settings::WorkerUser) -> Self {
         let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join("harness.py"), HARNESS).expect("harness");
+        std::fs::write(dir.path().join("harness.py"), harness).expect("harness");
         let (stop, stopped) = watch::channel(false);
         let worker = server::settings::WorkerSettings {
             python: "python3".into(),
             worker_dir: Some(dir.path().to_owned()),
             slots: 1,
+            user,
         };
-        let executor = server::executor::start(&worker, dir.path(), stopped).expect("executor");
+        let executor = server::executor::start(&worker, dir.path(), stopped)
+            .await
+            .expect("executor");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -215,4 +222,88 @@ async fn responses_have_runpods_shapes() {
         .await
         .expect("request");
     assert_eq!(wrong.status(), 401);
+}
+
+/// Reports what the worker can reach: who it is, the server's secret files, the database's
+/// socket, and where it may write.
+const PROBE: &str = r#"
+import json, os, socket, sys
+job = json.loads(sys.stdin.read())["input"]
+def attempt(action):
+    try:
+        action()
+        return "ok"
+    except OSError as e:
+        return type(e).__name__
+def connect():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(job["socket"])
+    s.close()
+def write_home():
+    with open(os.path.join(os.environ["HOME"], "tmp", "scratch"), "w") as f:
+        f.write("x")
+print(json.dumps({
+    "uid": os.getuid(), "groups": os.getgroups(), "home": os.environ.get("HOME"),
+    "secret": attempt(lambda: open(job["secret"]).read()),
+    "objects": attempt(lambda: os.listdir(job["objects"])),
+    "socket": attempt(connect),
+    "write_home": attempt(write_home),
+}), flush=True)
+"#;
+
+/// As root, the worker runs as its own unprivileged user: it cannot read the server's secret
+/// files or stored objects, cannot reach the database's socket, and writes only to its home.
+#[tokio::test]
+async fn the_worker_runs_as_its_own_user_and_reaches_no_secret_and_no_database() {
+    if std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) != 0)
+        .unwrap_or(true)
+    {
+        // Without root there is no other user to switch to; CI runs as root.
+        eprintln!("skipped: needs root to start the worker as another user");
+        return;
+    }
+    let api = Api::start_with(PROBE, server::settings::WorkerUser::Auto).await;
+    let data = api._dir.path();
+    // What a server keeps in DATA_DIR, as it keeps it.
+    let secret = data.join("postgres.secret");
+    std::fs::write(&secret, "postgres=hunter2\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let objects = data.join("objects");
+    let run = data.join("run");
+    for dir in [&objects, &run] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    }
+    let socket = run.join(".s.PGSQL.5432");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // Even a socket file others may write to stays out of reach behind its directory.
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+
+    let (status, run) = api
+        .call(
+            reqwest::Method::POST,
+            "/run",
+            Some(json!({ "input": {
+                "secret": secret, "objects": objects, "socket": socket,
+            }})),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let id = run["id"].as_str().unwrap().to_owned();
+    let done = api.wait_for(&id, "COMPLETED").await;
+    let report = &done["output"][0];
+    assert_ne!(report["uid"], 0, "{done}");
+    assert!(
+        !report["groups"].as_array().unwrap().contains(&json!(0)),
+        "no supplementary root group: {report}"
+    );
+    assert!(
+        report["home"].as_str().unwrap().ends_with("worker-home"),
+        "{report}"
+    );
+    assert_eq!(report["secret"], "PermissionError", "{report}");
+    assert_eq!(report["objects"], "PermissionError", "{report}");
+    assert_eq!(report["socket"], "PermissionError", "{report}");
+    assert_eq!(report["write_home"], "ok", "{report}");
 }

@@ -41,6 +41,9 @@ pub struct ApiTokenView {
     /// When the token stops working; `None`: until revoked.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Past `expires_at` when it was read (decided by the server, so pages agree everywhere).
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// The answer to `POST /api/tokens`: the token, shown this once.

@@ -64,6 +64,7 @@ struct TokenRow {
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
     expires_at: Option<DateTime<Utc>>,
+    expired: bool,
 }
 
 impl From<TokenRow> for ApiTokenView {
@@ -75,6 +76,7 @@ impl From<TokenRow> for ApiTokenView {
             created_at: row.created_at,
             last_used_at: row.last_used_at,
             expires_at: row.expires_at,
+            expired: row.expired,
         }
     }
 }
@@ -568,9 +570,10 @@ pub async fn create_token(
     let mut tx = db.tenant(user_id).await?;
     let row = sqlx::query_as!(
         TokenRow,
-        "INSERT INTO api_tokens (user_id, name, token_prefix, token_hash, expires_at)
+        r#"INSERT INTO api_tokens (user_id, name, token_prefix, token_hash, expires_at)
          VALUES ($1, $2, $3, $4, $5)
-         RETURNING id, name, token_prefix, created_at, last_used_at, expires_at",
+         RETURNING id, name, token_prefix, created_at, last_used_at, expires_at,
+                   false AS "expired!""#,
         user_id,
         name.trim(),
         secret.chars().take(12).collect::<String>(),
@@ -590,8 +593,9 @@ pub async fn list_tokens(db: &Db, user_id: Uuid) -> Result<Vec<ApiTokenView>, sq
     let mut tx = db.tenant(user_id).await?;
     let rows = sqlx::query_as!(
         TokenRow,
-        "SELECT id, name, token_prefix, created_at, last_used_at, expires_at FROM api_tokens
-          WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
+        r#"SELECT id, name, token_prefix, created_at, last_used_at, expires_at,
+                  coalesce(expires_at <= now(), false) AS "expired!" FROM api_tokens
+          WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC"#,
         user_id
     )
     .fetch_all(&mut *tx)

@@ -35,6 +35,19 @@ pub struct ExecutorConfig {
     pub retention: Duration,
     /// Extra environment for the worker (e.g. its model cache).
     pub env: Vec<(String, String)>,
+    /// The unprivileged user the worker runs as (when the executor runs as root); `None`: the
+    /// executor's own user.
+    pub run_as: Option<RunAs>,
+}
+
+/// A system user the worker is started as, with a home of its own (its caches and temporary
+/// files): it cannot read the server's files, its database socket or its secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]

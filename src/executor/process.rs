@@ -99,6 +99,16 @@ pub(super) async fn run_job(
         .kill_on_drop(true)
         // Its own process group, so a stop reaches anything it started.
         .process_group(0);
+    if let Some(user) = &config.run_as {
+        // Set before exec, after which the worker cannot regain root; supplementary groups
+        // are dropped with it (std calls setgroups(0) when root sets a uid).
+        command
+            .uid(user.uid)
+            .gid(user.gid)
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("TMPDIR", user.home.join("tmp"));
+    }
     // SAFETY: prctl and setrlimit are async-signal-safe. The first asks the kernel to kill the
     // worker if we die, so a crashed server leaves no orphan training behind; the limits bound
     // its open files and forbid core dumps (which would hold users' data). No address-space

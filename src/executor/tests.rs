@@ -36,6 +36,7 @@ fn executor(slots: usize) -> (Executor, watch::Sender<bool>, tempfile::TempDir) 
         slots,
         retention: DEFAULT_RETENTION,
         env: Vec::new(),
+        run_as: None,
     };
     (Executor::start(config, rx), tx, dir)
 }

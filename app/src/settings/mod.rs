@@ -148,7 +148,7 @@ pub fn SettingsPage() -> impl IntoView {
                                     <td>{t.last_used_at.map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "never".into())}</td>
                                     <td>{match t.expires_at {
                                         None => "never".to_owned(),
-                                        Some(at) if at <= chrono::Utc::now() => "expired".to_owned(),
+                                        Some(at) if t.expired => format!("expired {}", at.format("%Y-%m-%d")),
                                         Some(at) => at.format("%Y-%m-%d").to_string(),
                                     }}</td>
                                     <td class="num">

@@ -498,6 +498,8 @@ pub fn test_gpu_settings() -> server::settings::GpuSettings {
         .unwrap_or_else(|_| "python3".into())
         .into();
     gpu.executor.worker_dir = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../worker").into());
+    // The server's own user (tests that check the worker's sandbox ask for their own).
+    gpu.executor.user = server::settings::WorkerUser::Same;
     gpu.processor.poll_interval = std::time::Duration::from_millis(200);
     // Every step reported: the tests count them.
     gpu.processor.report_interval = std::time::Duration::ZERO;
