@@ -82,13 +82,10 @@ enum Command {
         /// The key clients must send as `Authorization: Bearer <key>` (at least 16 characters).
         #[arg(long, env = "EXECUTOR_API_KEY", hide_env_values = true)]
         api_key: String,
-        /// Python of the worker's environment.
-        #[arg(
-            long = "worker-python",
-            env = "WORKER_PYTHON",
-            default_value = "python3"
-        )]
-        worker_python: PathBuf,
+        /// Python of the worker's environment; unset: the one `worker install` built in
+        /// DATA_DIR, else python3.
+        #[arg(long = "worker-python", env = "WORKER_PYTHON")]
+        worker_python: Option<PathBuf>,
         /// The worker's source directory; unset: the copy embedded in this binary.
         #[arg(long = "worker-dir", env = "WORKER_DIR")]
         worker_dir: Option<PathBuf>,
@@ -101,10 +98,28 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// The local executor's worker environment.
+    Worker {
+        #[command(subcommand)]
+        action: WorkerAction,
+    },
     /// Manage accounts from the shell.
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkerAction {
+    /// Build the worker's Python environment (torch, transformers, peft: a few GB) in
+    /// DATA_DIR/worker-env from the requirements pinned in this binary; `serve` uses it when
+    /// WORKER_PYTHON is unset. Run again after an upgrade: it installs only what changed.
+    Install {
+        /// The Python to build it from (3.10 or newer); default: /usr/bin/python3 as root
+        /// (reachable by the worker's own user), else python3 on PATH.
+        #[arg(long)]
+        python: Option<PathBuf>,
     },
 }
 
@@ -237,6 +252,16 @@ pub async fn run() -> anyhow::Result<()> {
                 data_dir: settings.data_dir.clone(),
             })
             .await
+        }
+        Command::Worker {
+            action: WorkerAction::Install { python },
+        } => {
+            let python = crate::worker_env::install(&settings.data_dir, python).await?;
+            println!(
+                "the worker's environment is ready: {} (serve uses it when WORKER_PYTHON is unset)",
+                python.display()
+            );
+            Ok(())
         }
         Command::Migrate => {
             let (db, managed) = database::open_for_command(&settings).await?;

@@ -31,7 +31,7 @@ use crate::settings::WorkerSettings;
 #[exclude = "tests/*"]
 #[exclude = "bench/*"]
 #[exclude = "**/__pycache__/*"]
-struct WorkerSource;
+pub(crate) struct WorkerSource;
 
 #[derive(Clone)]
 struct ExecutorState {
@@ -139,12 +139,30 @@ async fn health(State(state): State<ExecutorState>) -> Response {
     Json(state.executor.health()).into_response()
 }
 
+/// The worker's Python when `WORKER_PYTHON` is unset: the environment `lora-pipeline worker
+/// install` builds in DATA_DIR, else `python3` from PATH.
+pub fn default_python(data_dir: &Path) -> PathBuf {
+    let installed = crate::worker_env::env_dir(data_dir).join("bin/python");
+    if installed.exists() {
+        installed
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// An executor, and why its worker cannot train here when it cannot (its Python cannot be run
+/// by the worker's user, or lacks torch, transformers or peft): the reason says what fixes it.
+pub struct Started {
+    pub executor: Executor,
+    pub problem: Option<String>,
+}
+
 /// Starts an executor running the worker from `worker` (or the embedded copy).
 pub async fn start(
     worker: &WorkerSettings,
     data_dir: &Path,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<Executor> {
+) -> anyhow::Result<Started> {
     let worker_dir = match &worker.worker_dir {
         Some(dir) => dir.clone(),
         None => unpack_worker(data_dir)?,
@@ -152,20 +170,28 @@ pub async fn start(
     if !worker_dir.join("harness.py").is_file() {
         anyhow::bail!("WORKER_DIR {} has no harness.py", worker_dir.display());
     }
+    let python = worker
+        .python
+        .clone()
+        .unwrap_or_else(|| default_python(data_dir));
     let run_as = match sandbox::resolve(&worker.user).await? {
-        Some((name, uid, gid)) => {
-            Some(sandbox::prepare(&name, uid, gid, data_dir, &worker.python, &worker_dir).await?)
-        }
+        Some((name, uid, gid)) => Some(sandbox::prepare(&name, uid, gid, data_dir).await?),
         None => None,
     };
+    let problem = sandbox::check(&python, &worker_dir, run_as.as_ref()).await;
+    match &problem {
+        None => {
+            tracing::info!(python = %python.display(), worker_dir = %worker_dir.display(), slots = worker.slots, user = run_as.as_ref().map(|u| u.name.as_str()).unwrap_or("(this process's)"), "local executor ready")
+        }
+        Some(problem) => tracing::error!(%problem, "the local executor cannot train here"),
+    }
     let cache = match &run_as {
         Some(user) => user.home.join("cache"),
         None => data_dir.join("worker-cache"),
     };
-    tracing::info!(python = %worker.python.display(), worker_dir = %worker_dir.display(), slots = worker.slots, user = run_as.as_ref().map(|u| u.name.as_str()).unwrap_or("(this process's)"), "local executor ready");
-    Ok(Executor::start(
+    let executor = Executor::start(
         ExecutorConfig {
-            python: worker.python.clone(),
+            python,
             worker_dir,
             slots: worker.slots,
             retention: DEFAULT_RETENTION,
@@ -176,7 +202,8 @@ pub async fn start(
             run_as,
         },
         shutdown,
-    ))
+    );
+    Ok(Started { executor, problem })
 }
 
 /// The worker's own user: who it is, and a home it can write to.
@@ -245,16 +272,8 @@ mod sandbox {
     }
 
     /// DATA_DIR made enterable (its contents stay private: objects/ and run/ are 0700, secrets
-    /// 0600), a home the user owns (cache, temporary files), and a check that the user can run
-    /// the worker's Python and read its source.
-    pub async fn prepare(
-        name: &str,
-        uid: u32,
-        gid: u32,
-        data_dir: &Path,
-        python: &Path,
-        worker_dir: &Path,
-    ) -> anyhow::Result<RunAs> {
+    /// 0600) and a home the user owns (cache, temporary files).
+    pub async fn prepare(name: &str, uid: u32, gid: u32, data_dir: &Path) -> anyhow::Result<RunAs> {
         let mode = tokio::fs::metadata(data_dir)
             .await
             .with_context(|| format!("reading {}", data_dir.display()))?
@@ -276,38 +295,70 @@ mod sandbox {
                 .await
                 .with_context(|| format!("making {} private", dir.display()))?;
         }
-        let probe = tokio::process::Command::new(python)
-            .args(["-c", "import sys, os; open(sys.argv[1]).close(); open(os.path.join(sys.argv[2], '.probe'), 'w').close()"])
-            .arg(worker_dir.join("harness.py"))
-            .arg(home.join("tmp"))
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .uid(uid)
-            .gid(gid)
-            .output()
-            .await;
-        let failure = match probe {
-            Ok(output) if output.status.success() => None,
-            Ok(output) => Some(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(failure) = failure {
-            bail!(
-                "the worker runs as the user {name} (WORKER_USER), who cannot run {} with the \
-                 worker in {}: {}. Make them reachable by that user (every parent directory \
-                 needs o+x; ./scripts/run installs the environment under /var/cache/lora-pipeline \
-                 as root), or set WORKER_USER=none to run the worker as this server's user",
-                python.display(),
-                worker_dir.display(),
-                engine::format::clip(&failure, 300)
-            );
-        }
         Ok(RunAs {
             name: name.to_owned(),
             uid,
             gid,
             home,
         })
+    }
+
+    /// What the probe runs: the worker's source is readable, its home writable, and the
+    /// modules it trains with are installed (found, not imported: this takes milliseconds).
+    const PROBE: &str = "import sys, os, importlib.util as u
+open(sys.argv[1]).close()
+if len(sys.argv) > 2: open(os.path.join(sys.argv[2], '.probe'), 'w').close()
+missing = [m for m in ('torch', 'transformers', 'peft') if u.find_spec(m) is None]
+print(' '.join(missing))";
+
+    /// Runs the probe as the worker will run (its user, its Python); `None` when the worker
+    /// can train here, else why not and what fixes it.
+    pub async fn check(python: &Path, worker_dir: &Path, run_as: Option<&RunAs>) -> Option<String> {
+        let mut probe = tokio::process::Command::new(python);
+        probe
+            .args(["-c", PROBE])
+            .arg(worker_dir.join("harness.py"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        if let Some(user) = run_as {
+            probe.arg(user.home.join("tmp")).uid(user.uid).gid(user.gid);
+        }
+        let who = run_as
+            .map(|u| format!("the user {} (WORKER_USER)", u.name))
+            .unwrap_or_else(|| "this server's user".to_owned());
+        let output = match probe.output().await {
+            Ok(output) => output,
+            Err(e) => {
+                return Some(format!(
+                    "The local executor cannot start its worker's Python {} as {who}: {e}. Run \
+                     `lora-pipeline worker install` (or set WORKER_PYTHON to a Python with \
+                     worker/requirements.txt installed).",
+                    python.display()
+                ));
+            }
+        };
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Some(format!(
+                "The local executor's worker cannot run as {who} with {} and the worker in {}: \
+                 {}. Make them reachable by that user (every parent directory needs o+x; \
+                 `lora-pipeline worker install` puts the environment in DATA_DIR), or set \
+                 WORKER_USER=none.",
+                python.display(),
+                worker_dir.display(),
+                engine::format::clip(stderr.trim(), 300)
+            ));
+        }
+        let missing = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !missing.is_empty() {
+            return Some(format!(
+                "The local executor's Python ({}) lacks {}: run `lora-pipeline worker install` \
+                 and restart (or set WORKER_PYTHON).",
+                python.display(),
+                missing.replace(' ', ", ")
+            ));
+        }
+        None
     }
 }
 
@@ -370,7 +421,10 @@ pub async fn serve_standalone(options: Standalone) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("creating DATA_DIR {}", options.data_dir.display()))?;
     let (stop, stopped) = watch::channel(false);
-    let executor = start(&options.worker, &options.data_dir, stopped).await?;
+    let Started { executor, problem } = start(&options.worker, &options.data_dir, stopped).await?;
+    if let Some(problem) = problem {
+        anyhow::bail!("{problem}");
+    }
     let listener = tokio::net::TcpListener::bind(options.bind)
         .await
         .with_context(|| format!("cannot listen on {} (EXECUTOR_BIND)", options.bind))?;

@@ -72,7 +72,9 @@ pub struct RunpodSettings {
 /// How the local executor runs the worker.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    pub python: PathBuf,
+    /// The worker's Python; unset: the environment `lora-pipeline worker install` built in
+    /// DATA_DIR, else `python3`.
+    pub python: Option<PathBuf>,
     /// The worker's source; unset: the copy embedded in the binary, unpacked into DATA_DIR.
     pub worker_dir: Option<PathBuf>,
     pub slots: usize,
@@ -118,7 +120,7 @@ impl Default for GpuSettings {
         Self {
             runpod: None,
             executor: WorkerSettings {
-                python: "python3".into(),
+                python: None,
                 worker_dir: None,
                 slots: 1,
                 user: WorkerUser::Auto,
@@ -150,12 +152,9 @@ pub struct GpuOptions {
     )]
     pub runpod_api_url: String,
     /// Python of the worker's environment (the local executor runs the worker with it).
-    #[arg(
-        long = "worker-python",
-        env = "WORKER_PYTHON",
-        default_value = "python3"
-    )]
-    pub worker_python: PathBuf,
+    /// Unset: the one `lora-pipeline worker install` built in DATA_DIR, else python3.
+    #[arg(long = "worker-python", env = "WORKER_PYTHON")]
+    pub worker_python: Option<PathBuf>,
     /// The worker's source directory; unset: the copy embedded in this binary.
     #[arg(long = "worker-dir", env = "WORKER_DIR")]
     pub worker_dir: Option<PathBuf>,

@@ -118,7 +118,11 @@ impl Application {
         // API and client, unless EXECUTOR_SLOTS is 0. A job goes to its GPU type's backend.
         let runpod = wiring::runpod(&settings)?;
         let executor = wiring::local_executor(&settings, stopping.clone()).await?;
-        wiring::mark_available(&mut catalog, runpod.is_some(), executor.is_some());
+        wiring::mark_available(
+            &mut catalog,
+            runpod.is_some(),
+            executor.as_ref().map(|e| e.problem.as_deref()),
+        );
         let catalog = engine::training::calibration::CatalogHandle::new(catalog);
         tokio::spawn(catalog.clone().keep_fresh(
             db.clone(),

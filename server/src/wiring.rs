@@ -78,6 +78,8 @@ pub fn runpod(settings: &Settings) -> anyhow::Result<Option<RunpodClient>> {
 /// unless `EXECUTOR_SLOTS` is 0.
 pub struct LocalExecutor {
     pub executor: engine::executor::Executor,
+    /// Why its worker cannot train here (its GPU type is then unavailable, with this reason).
+    pub problem: Option<String>,
     /// The bearer key of its routes, generated at start.
     pub key: String,
     pub client: RunpodClient,
@@ -92,7 +94,7 @@ pub async fn local_executor(
     if settings.gpu.executor.slots == 0 {
         return Ok(None);
     }
-    let executor =
+    let crate::executor::Started { executor, problem } =
         crate::executor::start(&settings.gpu.executor, &settings.data_dir, shutdown.clone())
             .await?;
     let key = uuid::Uuid::new_v4().simple().to_string();
@@ -120,18 +122,24 @@ pub async fn local_executor(
     )?;
     Ok(Some(LocalExecutor {
         executor,
+        problem,
         key,
         client,
     }))
 }
 
 /// GPU types of an unconfigured backend stay in the catalog (for estimates), marked
-/// unavailable.
-pub fn mark_available(catalog: &mut Catalog, runpod: bool, local: bool) {
+/// unavailable. `local`: `None` without a local executor, else `Some(problem)` (`None` when
+/// its worker can train).
+pub fn mark_available(catalog: &mut Catalog, runpod: bool, local: Option<Option<&str>>) {
     for gpu in &mut catalog.gpus {
-        gpu.available = match gpu.backend {
-            Backend::Runpod => runpod,
-            Backend::Local => local,
+        (gpu.available, gpu.unavailable_reason) = match gpu.backend {
+            Backend::Runpod => (runpod, None),
+            Backend::Local => match local {
+                None => (false, None),
+                Some(None) => (true, None),
+                Some(Some(problem)) => (false, Some(problem.to_owned())),
+            },
         };
     }
 }

@@ -598,6 +598,42 @@ async fn with_runpod() -> TestApp {
     TestApp::spawn_with_gpu(gpu).await
 }
 
+/// A worker Python without torch (the release binary on a fresh machine) makes the local
+/// executor unavailable with the reason and the command that fixes it; jobs on it are refused
+/// with that message instead of failing later with "No module named 'torch'".
+#[tokio::test]
+async fn a_worker_python_without_torch_makes_the_local_executor_unavailable() {
+    let mut gpu = common::test_gpu_settings();
+    // The system's Python, without the worker's requirements.
+    gpu.executor.python = Some("/usr/bin/python3".into());
+    let app = TestApp::spawn_with_gpu(gpu).await;
+    let (client, _) = app.signed_in_user("no-torch@example.com").await;
+    let catalog: Value = app.get_json(&client, "/api/catalog").await;
+    let local = catalog["data"]["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == "local")
+        .unwrap()
+        .clone();
+    assert_eq!(local["available"], false, "{local}");
+    let reason = local["unavailable_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("torch") && reason.contains("lora-pipeline worker install"),
+        "{reason}"
+    );
+    let dataset = full_flow(&app, &client, "openai-chat.jsonl").await;
+    let refused =
+        common::job_request(&app, &client, dataset["id"].as_str().unwrap(), 1, "local").await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    let said = body["details"]["fields"]["gpu_type"].as_str().unwrap();
+    assert!(
+        reason.starts_with(said.trim_end_matches('…')),
+        "the job is refused with the reason: {body}"
+    );
+}
+
 #[tokio::test]
 async fn runpod_gpu_types_are_refused_where_runpod_is_not_configured() {
     let app = TestApp::spawn().await;

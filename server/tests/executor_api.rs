@@ -38,14 +38,15 @@ impl Api {
         std::fs::write(dir.path().join("harness.py"), harness).expect("harness");
         let (stop, stopped) = watch::channel(false);
         let worker = server::settings::WorkerSettings {
-            python: "python3".into(),
+            python: Some("python3".into()),
             worker_dir: Some(dir.path().to_owned()),
             slots: 1,
             user,
         };
         let executor = server::executor::start(&worker, dir.path(), stopped)
             .await
-            .expect("executor");
+            .expect("executor")
+            .executor;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -183,6 +183,7 @@ mod tests {
             price_per_second: 0.00076,
             throughput: BTreeMap::from([("medium_nf4".to_owned(), 2500.0)]),
             available: true,
+            unavailable_reason: None,
             max_count: 1,
             measured: BTreeMap::new(),
         }

@@ -98,6 +98,10 @@ pub struct GpuType {
     /// type can still be estimated.
     #[serde(default = "available_by_default")]
     pub available: bool,
+    /// Why an unavailable type cannot run here and what fixes it (e.g. the local executor's
+    /// Python lacks torch: `lora-pipeline worker install`); set by the server at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
     /// How many GPUs of this type one job may use ([`bounds::GPU_COUNT`]; not settable in a
     /// catalog file until the worker trains on several).
     #[serde(skip_deserializing, default = "max_gpus_per_job")]
@@ -512,7 +516,9 @@ pub fn check_config(config: &TrainingConfig, catalog: &Catalog) -> Result<(), Fi
                     "{} runs on RunPod, which this server is not configured for (RUNPOD_API_KEY, RUNPOD_ENDPOINT_ID). Choose the local executor.",
                     gpu.name
                 ),
-                Backend::Local => "This server runs no local executor; choose a RunPod GPU type.".to_owned(),
+                Backend::Local => gpu.unavailable_reason.clone().unwrap_or_else(|| {
+                    "This server runs no local executor; choose a RunPod GPU type.".to_owned()
+                }),
             },
         );
     }

@@ -390,13 +390,27 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
                                     "{} — {}/h{}",
                                     g.name,
                                     engine::format::money(g.price_per_hour(1)),
-                                    if g.available { "" } else { " (not configured on this server)" }
+                                    match (g.available, g.unavailable_reason.is_some()) {
+                                        (true, _) => "",
+                                        (false, true) => " (unavailable: see below)",
+                                        (false, false) => " (not configured on this server)",
+                                    }
                                 )}
                             </option>
                         }
                     }).collect_view()}
                 </select>
                 <p class="field-error">{field("gpu_type")}</p>
+                {move || {
+                    let chosen = gpu.get();
+                    catalog
+                        .get_value()
+                        .gpus
+                        .into_iter()
+                        .find(|g| g.id == chosen && !g.available)
+                        .and_then(|g| g.unavailable_reason)
+                        .map(|reason| view! { <p class="muted small" role="note">{reason}</p> })
+                }}
                 <label for="gpu_count">"GPU count"</label>
                 <input id="gpu_count" type="number" min=engine::training::bounds::GPU_COUNT.0 max=engine::training::bounds::GPU_COUNT.1
                     aria-describedby="gpu_count-help" prop:value=move || gpu_count.get().to_string()

@@ -36,6 +36,7 @@ pub async fn catalog(
                 "id": g.id, "name": g.name, "backend": g.backend, "memory_gb": g.memory_gb,
                 "price_per_second": g.price_per_second, "price_per_hour": g.price_per_hour(1),
                 "throughput": g.throughput, "measured_jobs": g.measured, "available": g.available,
+                "unavailable_reason": g.unavailable_reason,
             })
         })
         .collect();

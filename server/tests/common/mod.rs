@@ -494,9 +494,11 @@ pub fn policy(mode: RegistrationMode) -> RegistrationPolicy {
 
 pub fn test_gpu_settings() -> server::settings::GpuSettings {
     let mut gpu = server::settings::GpuSettings::default();
-    gpu.executor.python = std::env::var("WORKER_PYTHON")
-        .unwrap_or_else(|_| "python3".into())
-        .into();
+    gpu.executor.python = Some(
+        std::env::var("WORKER_PYTHON")
+            .unwrap_or_else(|_| "python3".into())
+            .into(),
+    );
     gpu.executor.worker_dir = Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../worker").into());
     // The server's own user (tests that check the worker's sandbox ask for their own).
     gpu.executor.user = server::settings::WorkerUser::Same;
