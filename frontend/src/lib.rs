@@ -29,6 +29,7 @@ pub fn bench_estimate(n: u32) -> f64 {
             price_per_second: 0.00076,
             throughput: [("medium_nf4".to_owned(), 2550.0)].into_iter().collect(),
             available: true,
+            unavailable_reason: None,
             max_count: 1,
             measured: Default::default(),
         }],

@@ -336,6 +336,9 @@ pub async fn run_validation(
     let started = std::time::Instant::now();
     let reader = storage.open(Bucket::Datasets, &row.storage_key).await?;
     tokio::fs::create_dir_all(scratch).await?;
+    // Users' data passes through here: the server's user only (the worker runs as another).
+    tokio::fs::set_permissions(scratch, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .await?;
     let output = scratch.join(format!("{id}.normalized.jsonl"));
     let options = Options {
         hash: row.sha256.is_none(),

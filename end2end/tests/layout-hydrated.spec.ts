@@ -1,0 +1,70 @@
+import { expect, Page, test } from "@playwright/test";
+import { readyDataset, register, uniqueEmail, waitForHydration } from "./helpers";
+
+/** How far the page reaches beyond the viewport's width, in CSS pixels (0: it fits), and the
+ *  widest elements that stick out, to say what to fix. */
+async function overflow(page: Page): Promise<{ by: number; culprits: string[] }> {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const by = document.documentElement.scrollWidth - width;
+    const culprits = [...document.querySelectorAll("body *")]
+      .filter((e) => e.getBoundingClientRect().right > width + 1)
+      .slice(0, 5)
+      .map((e) => `${e.tagName.toLowerCase()}.${[...e.classList].join(".")} → ${Math.round(e.getBoundingClientRect().right)}px`);
+    return { by, culprits };
+  });
+}
+
+// Every page, at a laptop's and a phone's width: none scrolls sideways.
+test("no page overflows the viewport at 1280 px or at 390 px", async ({ page }) => {
+  test.setTimeout(240_000);
+  await register(page, uniqueEmail("layout"));
+  const dataset = await readyDataset(page, "layout");
+  const origin = new URL(page.url()).origin;
+  const catalog = await (await page.request.get("/api/catalog")).json();
+  const hyperparameters = { ...catalog.data.presets.fast, quantization: "none" };
+  const created = await page.request.post("/api/jobs", {
+    headers: { Origin: origin },
+    data: { dataset_id: dataset, base_model: "tiny-random-llama", preset: "fast", hyperparameters, gpu_type: "local", gpu_count: 1 },
+  });
+  const job = (await created.json()).data.job.id;
+  await expect
+    .poll(async () => (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.status, { timeout: 180_000 })
+    .toBe("completed");
+  const model = (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.artifact_id;
+
+  const pages = [
+    "/",
+    "/datasets",
+    `/datasets/${dataset}`,
+    "/train",
+    "/jobs",
+    `/jobs/${job}`,
+    "/models",
+    `/models/${model}`,
+    "/costs",
+    "/notifications",
+    "/settings",
+  ];
+  const wide: string[] = [];
+  for (const width of [1280, 390]) {
+    await page.setViewportSize({ width, height: 900 });
+    for (const path of pages) {
+      await page.goto(path);
+      await waitForHydration(page);
+      const { by, culprits } = await overflow(page);
+      if (by > 0) wide.push(`${path} at ${width} px: ${by} px too wide (${culprits.join("; ")})`);
+    }
+  }
+  // Signed out: the login and register pages.
+  await page.context().clearCookies();
+  for (const width of [1280, 390]) {
+    await page.setViewportSize({ width, height: 900 });
+    for (const path of ["/login", "/register"]) {
+      await page.goto(path);
+      const { by, culprits } = await overflow(page);
+      if (by > 0) wide.push(`${path} at ${width} px: ${by} px too wide (${culprits.join("; ")})`);
+    }
+  }
+  expect(wide, wide.join("\n")).toEqual([]);
+});
