@@ -8,7 +8,18 @@ use engine::datasets::HistogramBucket;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
-const ECHARTS: &str = "/pkg/echarts.min.js";
+/// ECharts' URL beside the page's stylesheet: under the bundle's content hash
+/// (`/pkg/<version>/`, cached for good) when the page links it so, else `/pkg/`.
+fn echarts_url(document: &web_sys::Document) -> String {
+    let dir = document
+        .query_selector("link[rel='stylesheet'][href$='/lora-pipeline.css']")
+        .ok()
+        .flatten()
+        .and_then(|link| link.get_attribute("href"))
+        .and_then(|href| href.rsplit_once('/').map(|(dir, _)| dir.to_owned()))
+        .unwrap_or_else(|| "/pkg".to_owned());
+    format!("{dir}/echarts.min.js")
+}
 
 /// Runs `draw` once the global `echarts` exists, loading it (once per page) if needed.
 pub fn with_echarts(draw: impl FnOnce() + 'static) {
@@ -23,13 +34,14 @@ pub fn with_echarts(draw: impl FnOnce() + 'static) {
     let Some(document) = window.document() else {
         return;
     };
-    let script = match document.query_selector(&format!("script[src='{ECHARTS}']")) {
+    let url = echarts_url(&document);
+    let script = match document.query_selector(&format!("script[src='{url}']")) {
         Ok(Some(existing)) => existing,
         _ => {
             let Ok(element) = document.create_element("script") else {
                 return;
             };
-            let _ = element.set_attribute("src", ECHARTS);
+            let _ = element.set_attribute("src", &url);
             if let Some(head) = document.head() {
                 let _ = head.append_child(&element);
             }

@@ -20,7 +20,7 @@ pub mod settings;
 pub mod training;
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::components::{ParentRoute, Route, Router, Routes};
 use leptos_router::{SsrMode, path};
 
@@ -67,6 +67,9 @@ fn content_security_policy() {
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
     content_security_policy();
+    // `site_pkg_dir` carries the assets' content hash (`pkg/<hash>`): their URLs change when
+    // they do, so browsers may keep them for good.
+    let stylesheet = format!("/{}/lora-pipeline.css", options.site_pkg_dir);
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -75,6 +78,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="color-scheme" content="light dark"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <link rel="stylesheet" href=stylesheet/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -90,7 +94,6 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     // Pages render completely on the server (SsrMode::Async) so they read without JavaScript.
     view! {
-        <Stylesheet id="leptos" href="/pkg/lora-pipeline.css"/>
         <Title formatter=|page: String| format!("{page} · lora-pipeline")/>
         <Router>
             <Routes fallback=NotFound>

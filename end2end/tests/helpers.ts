@@ -75,3 +75,21 @@ export function cspViolations(page: Page): string[] {
   });
   return seen;
 }
+
+/** Starts a demo job on the dataset through the API and waits until it completed; returns the
+ *  job's and its model's ids. */
+export async function finishedDemoJob(page: Page, dataset: string): Promise<{ job: string; model: string }> {
+  const origin = new URL(page.url()).origin;
+  const catalog = await (await page.request.get("/api/catalog")).json();
+  const hyperparameters = { ...catalog.data.presets.fast, quantization: "none" };
+  const created = await page.request.post("/api/jobs", {
+    headers: { Origin: origin },
+    data: { dataset_id: dataset, base_model: "tiny-random-llama", preset: "fast", hyperparameters, gpu_type: "local", gpu_count: 1 },
+  });
+  const job = (await created.json()).data.job.id;
+  await expect
+    .poll(async () => (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.status, { timeout: 180_000 })
+    .toBe("completed");
+  const model = (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.artifact_id;
+  return { job, model };
+}

@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { expectNotHydrated, readyDataset, register, uniqueEmail } from "./helpers";
+import { expectNotHydrated, finishedDemoJob, readyDataset, register, uniqueEmail } from "./helpers";
 
 // JavaScript off: a job's page and the Jobs list are complete server-rendered HTML.
 
@@ -42,6 +42,12 @@ test("the job page and the Jobs list render without JavaScript", async ({ page, 
 
   await page.goto("/jobs");
   await expect(page.getByRole("link", { name: "support" })).toHaveAttribute("href", `/jobs/${id}`);
+  // The page size is a plain link: 25 rows by default, 50 or 100 on request.
+  await expect(page.getByRole("link", { name: "25 rows per page" })).toHaveAttribute("aria-current", "page");
+  await page.getByRole("link", { name: "100 rows per page" }).click();
+  await expect(page).toHaveURL(/per_page=100/);
+  await expect(page.getByRole("link", { name: "100 rows per page" })).toHaveAttribute("aria-current", "page");
+  await expect(page.getByRole("link", { name: "support" })).toBeVisible();
   await page.goto("/jobs?status=failed");
   await expect(page.getByText("No jobs with this status")).toBeVisible();
 
@@ -68,21 +74,10 @@ test("the job page and the Jobs list render without JavaScript", async ({ page, 
 test("a finished demo job's model page renders without JavaScript, and its bundle downloads", async ({ page, browser }) => {
   test.setTimeout(240_000);
   await register(page, uniqueEmail("models-ssr"));
-  const origin = new URL(page.url()).origin;
   await page.goto("/models");
   await expect(page.getByText("No models yet")).toBeVisible();
   const dataset = await readyDataset(page, "helpdesk");
-  const catalog = await (await page.request.get("/api/catalog")).json();
-  const hyperparameters = { ...catalog.data.presets.fast, quantization: "none" };
-  const created = await page.request.post("/api/jobs", {
-    headers: { Origin: origin },
-    data: { dataset_id: dataset, base_model: "tiny-random-llama", preset: "fast", hyperparameters, gpu_type: "local", gpu_count: 1 },
-  });
-  const job = (await created.json()).data.job.id;
-  await expect
-    .poll(async () => (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.status, { timeout: 180_000 })
-    .toBe("completed");
-  const model = (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.artifact_id;
+  const { job, model } = await finishedDemoJob(page, dataset);
 
   await page.goto("/models");
   await expect(page.locator(".model-card .stars")).toHaveCount(1);

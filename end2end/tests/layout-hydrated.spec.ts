@@ -1,5 +1,5 @@
 import { expect, Page, test } from "@playwright/test";
-import { readyDataset, register, uniqueEmail, waitForHydration } from "./helpers";
+import { finishedDemoJob, readyDataset, register, uniqueEmail, waitForHydration } from "./helpers";
 
 /** How far the page reaches beyond the viewport's width, in CSS pixels (0: it fits), and the
  *  widest elements that stick out, to say what to fix. */
@@ -20,18 +20,7 @@ test("no page overflows the viewport at 1280 px or at 390 px", async ({ page }) 
   test.setTimeout(240_000);
   await register(page, uniqueEmail("layout"));
   const dataset = await readyDataset(page, "layout");
-  const origin = new URL(page.url()).origin;
-  const catalog = await (await page.request.get("/api/catalog")).json();
-  const hyperparameters = { ...catalog.data.presets.fast, quantization: "none" };
-  const created = await page.request.post("/api/jobs", {
-    headers: { Origin: origin },
-    data: { dataset_id: dataset, base_model: "tiny-random-llama", preset: "fast", hyperparameters, gpu_type: "local", gpu_count: 1 },
-  });
-  const job = (await created.json()).data.job.id;
-  await expect
-    .poll(async () => (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.status, { timeout: 180_000 })
-    .toBe("completed");
-  const model = (await (await page.request.get(`/api/jobs/${job}`)).json()).data.job.artifact_id;
+  const { job, model } = await finishedDemoJob(page, dataset);
 
   const pages = [
     "/",

@@ -33,6 +33,8 @@ pub fn leptos_options(settings: &Settings) -> anyhow::Result<LeptosOptions> {
     let mut options =
         leptos::config::get_config_from_str(LEPTOS_TOML).context("Leptos.toml is invalid")?;
     options.site_addr = settings.bind;
+    // The hydration scripts and the stylesheet are linked under their content hash.
+    options.site_pkg_dir = format!("pkg/{}", crate::assets::version()).into();
     Ok(options)
 }
 

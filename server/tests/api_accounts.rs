@@ -912,3 +912,58 @@ async fn api_tokens_may_expire() {
         .unwrap();
     assert!(forever["data"]["expires_at"].is_null());
 }
+
+/// Pages link the hydrate bundle under its content hash, and those URLs are kept for good;
+/// the same files under any other path are revalidated.
+#[tokio::test]
+async fn assets_are_linked_under_their_hash_and_kept_for_good() {
+    let app = TestApp::spawn().await;
+    let page = app
+        .client
+        .get(app.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = page.find("/pkg/").expect("the page links the bundle");
+    let version: String = page[at + 5..].chars().take(16).collect();
+    assert!(version.chars().all(|c| c.is_ascii_hexdigit()), "{version}");
+    for file in [
+        "lora-pipeline.css",
+        "lora-pipeline.js",
+        "lora-pipeline_bg.wasm",
+    ] {
+        assert!(
+            page.contains(&format!("/pkg/{version}/{file}")),
+            "{file} is linked under the hash"
+        );
+    }
+    let get = |path: String| {
+        let client = app.client.clone();
+        let url = app.url(&path);
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(
+        get(format!("/pkg/{version}/lora-pipeline.css")).await,
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(
+        get(format!("/pkg/{version}/echarts.min.js")).await,
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(get("/pkg/lora-pipeline.css".into()).await, "no-cache");
+    assert_eq!(
+        get("/pkg/0123456789abcdef/lora-pipeline.css".into()).await,
+        "no-cache",
+        "another build's hash is not kept"
+    );
+}

@@ -37,9 +37,14 @@ async fn create(
 }
 
 async fn upload(created: &Value, bytes: Vec<u8>) -> reqwest::Response {
+    put(created["uploadUrl"].as_str().unwrap().to_owned(), bytes).await
+}
+
+/// A PUT to a signed URL, as an uploader without the app's cookies sends it.
+async fn put(url: String, body: Vec<u8>) -> reqwest::Response {
     reqwest::Client::new()
-        .put(created["uploadUrl"].as_str().unwrap())
-        .body(bytes)
+        .put(url)
+        .body(body)
         .send()
         .await
         .unwrap()
@@ -203,14 +208,6 @@ async fn signed_urls_are_bound_to_their_object_size_and_time() {
     let created = create(&app, &client, "s", "s.jsonl", bytes.len()).await;
     let url = created["uploadUrl"].as_str().unwrap().to_owned();
     let id = created["dataset"]["id"].as_str().unwrap().to_owned();
-    let put = |url: String, body: Vec<u8>| async move {
-        reqwest::Client::new()
-            .put(url)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    };
 
     // Tampered signature, size, key or expiry: refused.
     let tampered_sig = {
@@ -532,15 +529,7 @@ async fn s3_refuses_tampered_resized_expired_and_unsigned_requests() {
     let bytes = sample("openai-chat.jsonl");
     let created = create(&app, &client, "signed", "a.jsonl", bytes.len()).await;
     let url = created["uploadUrl"].as_str().unwrap().to_owned();
-    let put = |url: String, body: Vec<u8>| async move {
-        reqwest::Client::new()
-            .put(url)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
+    let put = |url: String, body: Vec<u8>| async move { put(url, body).await.status() };
     let signature = url.split("X-Amz-Signature=").nth(1).unwrap().to_owned();
     let mut tampered: Vec<char> = signature.chars().collect();
     tampered[0] = if tampered[0] == 'a' { 'b' } else { 'a' };

@@ -16,8 +16,15 @@ use crate::components::{EmptyState, ErrorState, PageHeader, Skeleton};
 use crate::error::AppError;
 use crate::live::UserMessage;
 
-/// Rows per page of the Jobs list.
-const PAGE_SIZE: u32 = 25;
+/// Rows per page of the Jobs list: the choices, the first the default.
+const PAGE_SIZES: [u32; 3] = [25, 50, 100];
+
+/// `?per_page=`, one of [`PAGE_SIZES`] (anything else: the default).
+fn page_size(asked: Option<u32>) -> u32 {
+    asked
+        .filter(|n| PAGE_SIZES.contains(n))
+        .unwrap_or(PAGE_SIZES[0])
+}
 /// The status filters, in the order the chips show them (after "All").
 const FILTERS: [JobStatus; 6] = [
     JobStatus::Running,
@@ -33,17 +40,28 @@ pub struct JobPageData {
     pub jobs: Vec<JobView>,
     pub total: i64,
     pub page: u32,
+    pub per_page: u32,
 }
 
 #[server(prefix = "/rpc", endpoint = "list_jobs")]
-pub async fn list_jobs(status: Option<String>, page: u32) -> Result<JobPageData, AppError> {
+pub async fn list_jobs(
+    status: Option<String>,
+    page: u32,
+    per_page: Option<u32>,
+) -> Result<JobPageData, AppError> {
     let crate::server_context::SignedIn { user, db, .. } =
         crate::server_context::signed_in().await?;
     let status = status.as_deref().and_then(JobStatus::parse);
     let page = page.max(1);
-    engine::jobs::service::list(&db, user.id, status, page, PAGE_SIZE)
+    let per_page = page_size(per_page);
+    engine::jobs::service::list(&db, user.id, status, page, per_page)
         .await
-        .map(|(jobs, total)| JobPageData { jobs, total, page })
+        .map(|(jobs, total)| JobPageData {
+            jobs,
+            total,
+            page,
+            per_page,
+        })
         .map_err(AppError::internal)
 }
 
@@ -58,9 +76,11 @@ pub fn JobsPage() -> impl IntoView {
                 .unwrap_or(1)
         })
     };
+    let per_page =
+        move || query.with(|q| page_size(q.get("per_page").and_then(|n| n.parse().ok())));
     let jobs = Resource::new(
-        move || (status(), page()),
-        |(status, page)| list_jobs(status, page),
+        move || (status(), page(), per_page()),
+        |(status, page, per_page)| list_jobs(status, page, Some(per_page)),
     );
     view! {
         <PageHeader title="Jobs" description="Your training runs: status, progress and cost so far, live.">
@@ -97,7 +117,8 @@ pub fn JobsPage() -> impl IntoView {
 
 #[component]
 fn JobsTable(data: JobPageData, status: Option<String>, refresh: Callback<()>) -> impl IntoView {
-    let pages = ((data.total.max(0) as u32).div_ceil(PAGE_SIZE)).max(1);
+    let per_page = data.per_page;
+    let pages = ((data.total.max(0) as u32).div_ceil(per_page)).max(1);
     let page = data.page;
     let rows = RwSignal::new(data.jobs);
     // Status changes and progress of the listed jobs, live, from the page's shared stream.
@@ -119,9 +140,17 @@ fn JobsTable(data: JobPageData, status: Option<String>, refresh: Callback<()>) -
             _ => {}
         });
     }
-    let link = move |target: u32| match &status {
-        Some(s) => format!("/jobs?status={s}&page={target}"),
-        None => format!("/jobs?page={target}"),
+    // Plain links: paging and the page size work without JavaScript.
+    let link = move |target: u32, size: u32| {
+        let size = if size == PAGE_SIZES[0] {
+            String::new()
+        } else {
+            format!("&per_page={size}")
+        };
+        match &status {
+            Some(s) => format!("/jobs?status={s}&page={target}{size}"),
+            None => format!("/jobs?page={target}{size}"),
+        }
     };
     view! {
         <div class="table-wrap card">
@@ -161,8 +190,15 @@ fn JobsTable(data: JobPageData, status: Option<String>, refresh: Callback<()>) -
         </div>
         <nav class="pager" aria-label="Pages">
             <span class="muted small">{format!("Page {page} of {pages} · {} jobs", data.total)}</span>
-            {(page > 1).then(|| view! { <a class="btn" href=link(page - 1)>"← Newer"</a> })}
-            {(page < pages).then(|| view! { <a class="btn" href=link(page + 1)>"Older →"</a> })}
+            {(page > 1).then(|| view! { <a class="btn" href=link(page - 1, per_page)>"← Newer"</a> })}
+            {(page < pages).then(|| view! { <a class="btn" href=link(page + 1, per_page)>"Older →"</a> })}
+            <span class="muted small page-sizes">"Rows: "
+                {PAGE_SIZES.into_iter().map(|size| view! {
+                    <a href=link(1, size) class="chip" class:active=size == per_page
+                        aria-current=(size == per_page).then_some("page")
+                        aria-label=format!("{size} rows per page")>{size}</a>
+                }).collect_view()}
+            </span>
             <span class="muted small live-dot" class:on=move || live.get()>{move || if live.get() { "live" } else { "" }}</span>
         </nav>
     }
