@@ -16,8 +16,9 @@ await page.goto(`${base}/login`);
 await page.waitForFunction(() => performance.getEntriesByType("resource").some((r) => r.name.endsWith(".wasm")));
 await page.waitForLoadState("networkidle");
 const results = await page.evaluate(async () => {
-  // The module is already instantiated by the hydration script; importing it again returns it.
-  const wasm = await import("/pkg/lora-pipeline.js");
+  // The module is already instantiated by the hydration script; importing it again (from the
+  // same, content-hashed URL) returns it.
+  const wasm = await import(document.querySelector("link[rel=modulepreload]").href);
   wasm.bench_estimate(1000); // warm up
   return [10_000, 100_000].map((n) => ({ n, ms: wasm.bench_estimate(n) }));
 });
