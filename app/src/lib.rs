@@ -1,9 +1,15 @@
 //! The lora-pipeline UI: the HTML shell, the routes, and one module per capability (pages plus
 //! the server functions they call). Server-function bodies run on the server (`ssr`) and call
 //! into the engine; in the browser (`hydrate`) they are HTTP calls.
+//!
+//! Islands: every page renders on the server, routing included, and reads without JavaScript.
+//! Only the parts that must react in the browser are `#[island]`s — the bell, the live Jobs list
+//! and overview, the upload form, the Train form with its estimator, the job monitor, the
+//! charts, and the forms that show what the server answered — and only they are compiled into
+//! the WASM. An island takes its data as serializable props (never a context or a resource
+//! from the page around it) and moves to another page with a plain page load.
 
 pub mod accounts;
-#[cfg(feature = "hydrate")]
 pub mod charts;
 pub mod components;
 pub mod costs;
@@ -28,15 +34,26 @@ use crate::accounts::{LoginPage, RegisterPage};
 use crate::components::NotFound;
 use crate::components::layout::AppLayout;
 
-/// Marks the page hydrated (`<html data-hydrated>`): the end-to-end tests wait for it, and the
-/// SSR-only ones check it never appears.
+/// Hydrates the page's islands, then marks the page hydrated (`<html data-hydrated>`): the
+/// end-to-end tests and the page benchmark wait for it, and the SSR-only tests check it never
+/// appears. Leptos' island script calls the WASM's `hydrate` and then walks the page's islands
+/// in microtasks; a zero-delay timeout runs after them.
 #[cfg(feature = "hydrate")]
-pub fn mark_hydrated() {
-    if let Some(root) = web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| d.document_element())
-    {
-        let _ = root.set_attribute("data-hydrated", "");
+pub fn hydrate_islands() {
+    use wasm_bindgen::JsCast;
+    // With no client-side router, a server function's redirect is a page load.
+    let _ = leptos::server_fn::redirect::set_redirect_hook(components::go_to);
+    leptos::mount::hydrate_islands();
+    let mark = wasm_bindgen::closure::Closure::once_into_js(|| {
+        if let Some(root) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.document_element())
+        {
+            let _ = root.set_attribute("data-hydrated", "");
+        }
+    });
+    if let Some(window) = web_sys::window() {
+        let _ = window.set_timeout_with_callback(mark.unchecked_ref());
     }
 }
 
@@ -79,7 +96,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <link rel="stylesheet" href=stylesheet/>
-                <HydrationScripts options/>
+                <HydrationScripts options islands=true/>
                 <MetaTags/>
             </head>
             <body>

@@ -1,7 +1,8 @@
 //! The browser's end of the live bus. Every signed-in page opens one `EventSource` on
-//! `GET /api/events` (in the layout) and shares it through [`LiveBus`]: the bell sets its
-//! unread count from it, the Jobs list applies job events, the dataset page follows validation.
-//! On the server (and before hydration) the bus is inert: pages render from their resources.
+//! `GET /api/events` (when its first island asks for the bus) and shares it through
+//! [`LiveBus::get`]: the bell sets its unread count from it, the Jobs list applies job events,
+//! the dataset page follows validation. On the server the bus is inert: pages render from the
+//! database.
 
 #[cfg(feature = "hydrate")]
 use std::rc::Rc;
@@ -46,7 +47,7 @@ struct Listeners {
     opened: bool,
 }
 
-/// The page's shared stream; `use_context::<LiveBus>()` under the signed-in layout.
+/// The page's shared stream: one per page in the browser, shared by all its islands.
 #[derive(Clone, Copy)]
 pub struct LiveBus {
     /// Whether the stream is open.
@@ -58,19 +59,40 @@ pub struct LiveBus {
 }
 
 impl LiveBus {
-    /// Creates the page's bus and provides it to the pages below; opens the stream in the
-    /// browser.
-    pub fn provide() -> Self {
-        let bus = Self {
+    /// The page's bus. In the browser the first call opens the stream and later calls (from
+    /// any island) share it; on the server each call gets an inert one.
+    pub fn get() -> Self {
+        #[cfg(feature = "hydrate")]
+        {
+            thread_local! {
+                static BUS: std::cell::OnceCell<LiveBus> = const { std::cell::OnceCell::new() };
+            }
+            BUS.with(|cell| {
+                *cell.get_or_init(|| {
+                    // Owned by a root of its own that lives as long as the page, not by the
+                    // island that happened to ask first.
+                    let owner = Owner::new_root(None);
+                    let bus = owner.with(|| {
+                        let bus = Self::new();
+                        bus.connect();
+                        bus
+                    });
+                    std::mem::forget(owner);
+                    bus
+                })
+            })
+        }
+        #[cfg(not(feature = "hydrate"))]
+        Self::new()
+    }
+
+    fn new() -> Self {
+        Self {
             connected: RwSignal::new(false),
             unread: RwSignal::new(None),
             #[cfg(feature = "hydrate")]
             listeners: StoredValue::new_local(Listeners::default()),
-        };
-        provide_context(bus);
-        #[cfg(feature = "hydrate")]
-        bus.connect();
-        bus
+        }
     }
 
     /// Calls `listener` with every message until the calling component is cleaned up (in the

@@ -1,7 +1,8 @@
 import { expect, test } from "@playwright/test";
 import { SECTIONS, cspViolations, expectSectionPage, readyDataset, register, submitRegister, uniqueEmail, waitForHydration } from "./helpers";
 
-// JavaScript on: the pages hydrate, navigation is client-side, forms use server functions.
+// JavaScript on: each page loads from the server and hydrates its islands (the interactive
+// parts); their forms call server functions in place.
 
 test("the register form checks fields as you type", async ({ page }) => {
   await page.goto("/register");
@@ -33,7 +34,9 @@ test("register → Overview → all five sections → log out", async ({ page })
     ).toHaveAttribute("aria-current", "page");
   }
 
-  // The bell opens its panel in the browser; the panel leads to the Notifications page.
+  // The bell opens its panel in the browser (once this page's islands are hydrated); the panel
+  // leads to the Notifications page.
+  await waitForHydration(page);
   await page.getByRole("link", { name: /^Notifications, / }).click();
   const panel = page.getByRole("dialog", { name: "Latest notifications" });
   await expect(panel.getByText("No notifications yet.")).toBeVisible();

@@ -1,4 +1,5 @@
-//! The WASM entry point: hydrates the server-rendered page.
+//! The WASM entry point: hydrates the page's islands (the interactive parts of the
+//! server-rendered page; everything else stays plain HTML).
 
 // Leptos view types nest deeply.
 #![recursion_limit = "256"]
@@ -6,8 +7,7 @@
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
-    app::mark_hydrated();
+    app::hydrate_islands();
 }
 
 /// Benchmark hook (docs/PERFORMANCE.md, `scripts/bench/estimate.mjs`): what one keystroke on

@@ -65,10 +65,18 @@ pub async fn can_invite() -> Result<bool, AppError> {
 #[component]
 pub fn InviteSection() -> impl IntoView {
     let allowed = Resource::new(|| (), |_| can_invite());
-    let action = ServerAction::<CreateInvite>::new();
     view! {
         <Suspense fallback=|| ()>
-            {move || allowed.get().and_then(Result::ok).filter(|a| *a).map(|_| view! {
+            {move || allowed.get().and_then(Result::ok).filter(|a| *a).map(|_| view! { <InviteLinks/> })}
+        </Suspense>
+    }
+}
+
+/// Making an invite link and showing it, an island.
+#[island]
+fn InviteLinks() -> impl IntoView {
+    let action = ServerAction::<CreateInvite>::new();
+    view! {
                 <section class="card panel" aria-labelledby="invite-heading">
                     <h2 id="invite-heading">"Invite someone"</h2>
                     <p class="muted small">"New accounts need an invite on this server. A link works once, for 7 days."</p>
@@ -82,8 +90,6 @@ pub fn InviteSection() -> impl IntoView {
                         Err(e) => view! { <p class="form-error" role="alert">{e.to_string()}</p> }.into_any(),
                     })}
                 </section>
-            })}
-        </Suspense>
     }
 }
 
@@ -162,11 +168,12 @@ mod tests {
     }
 }
 
-/// An error passed back in the query string when the form was posted without JavaScript.
-fn query_error() -> Signal<Option<String>> {
+/// An error passed back in the query string when the form was posted without JavaScript
+/// (read on the server, for the form island).
+fn query_error() -> Option<String> {
     let query = use_query_map();
-    Signal::derive(move || {
-        query.with(|q| {
+    {
+        query.with_untracked(|q| {
             q.get("error").map(|code| match code.as_str() {
                 "credentials" => "Invalid email or password.".to_owned(),
                 "rate" => "Too many attempts from your address. Wait a few minutes and try again.".to_owned(),
@@ -180,22 +187,30 @@ fn query_error() -> Signal<Option<String>> {
                 _ => "Something went wrong. Try again.".to_owned(),
             })
         })
-    })
+    }
 }
 
 #[component]
 pub fn LoginPage() -> impl IntoView {
-    let action = ServerAction::<Login>::new();
-    let query = use_query_map();
-    let next = move || query.with(|q| q.get("next"));
-    let from_query = query_error();
-    let error = move || match action.value().get() {
-        Some(Err(e)) => Some(e.to_string()),
-        _ => from_query.get(),
-    };
+    let next = use_query_map().with_untracked(|q| q.get("next"));
     view! {
         <Title text="Log in"/>
         <AuthCard title="Log in" tagline="Fine-tune open models on your own data.">
+            <LoginForm next from_query=query_error()/>
+            <p class="muted small">"No account? " <a href="/register">"Create one"</a></p>
+        </AuthCard>
+    }
+}
+
+/// The login form, an island: a wrong password is reported in place, without a page load.
+#[island]
+fn LoginForm(next: Option<String>, from_query: Option<String>) -> impl IntoView {
+    let action = ServerAction::<Login>::new();
+    let error = move || match action.value().get() {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => from_query.clone(),
+    };
+    view! {
                 <ActionForm action=action attr:class="form" attr:novalidate=true>
                     <input type="hidden" name="next" value=next/>
                     <label for="email">"Email"</label>
@@ -207,20 +222,29 @@ pub fn LoginPage() -> impl IntoView {
                         {move || if action.pending().get() { "Logging in…" } else { "Log in" }}
                     </button>
                 </ActionForm>
-                <p class="muted small">"No account? " <a href="/register">"Create one"</a></p>
-        </AuthCard>
     }
 }
 
 #[component]
 pub fn RegisterPage() -> impl IntoView {
-    let action = ServerAction::<Register>::new();
     let invite = use_query_map()
         .with_untracked(|q| q.get("invite"))
         .unwrap_or_default();
+    view! {
+        <Title text="Create account"/>
+        <AuthCard title="Create your account" tagline="Upload a dataset, see the cost up front, train a LoRA adapter.">
+            <RegisterForm invite from_query=query_error()/>
+            <p class="muted small">"Already registered? " <a href="/login">"Log in"</a></p>
+        </AuthCard>
+    }
+}
+
+/// The register form, an island: the same rules as the server, checked as you type.
+#[island]
+fn RegisterForm(invite: String, from_query: Option<String>) -> impl IntoView {
+    let action = ServerAction::<Register>::new();
     let (email, set_email) = signal(String::new());
     let (password, set_password) = signal(String::new());
-    let from_query = query_error();
     let server_error = move || match action.value().get() {
         Some(Err(e)) => Some(e),
         _ => None,
@@ -245,11 +269,9 @@ pub fn RegisterPage() -> impl IntoView {
     let form_error = move || match server_error() {
         Some(AppError::Invalid { .. }) => None,
         Some(e) => Some(e.to_string()),
-        None => from_query.get(),
+        None => from_query.clone(),
     };
     view! {
-        <Title text="Create account"/>
-        <AuthCard title="Create your account" tagline="Upload a dataset, see the cost up front, train a LoRA adapter.">
                 <ActionForm action=action attr:class="form" attr:novalidate=true>
                     <input type="hidden" name="invite" value=invite/>
                     <label for="email">"Email"</label>
@@ -282,8 +304,6 @@ pub fn RegisterPage() -> impl IntoView {
                         {move || if action.pending().get() { "Creating account…" } else { "Create account" }}
                     </button>
                 </ActionForm>
-                <p class="muted small">"Already registered? " <a href="/login">"Log in"</a></p>
-        </AuthCard>
     }
 }
 

@@ -2,11 +2,11 @@
 //! bell, the account menu, and the page outlet.
 
 use leptos::prelude::*;
-use leptos_router::components::{A, Outlet};
+use leptos_router::components::Outlet;
 use leptos_router::hooks::use_location;
 
 use crate::accounts::{LogoutButton, current_user};
-use crate::notifications::Bell;
+use crate::notifications::{Bell, unread_count};
 
 const SECTIONS: [(&str, &str, &str); 6] = [
     ("/", "Overview", "⌂"),
@@ -20,9 +20,9 @@ const SECTIONS: [(&str, &str, &str); 6] = [
 #[component]
 pub fn AppLayout() -> impl IntoView {
     let user = Resource::new(|| (), |_| current_user());
-    // The page's live stream: the bell's count follows it on every page.
-    let bus = crate::live::LiveBus::provide();
-    let location = use_location();
+    let unread = Resource::new(|| (), |_| unread_count());
+    // Rendered on the server for each page load: the current section is known here.
+    let path = use_location().pathname.get_untracked();
     view! {
         <div class="app">
             <a class="skip-link" href="#main">"Skip to content"</a>
@@ -35,21 +35,21 @@ pub fn AppLayout() -> impl IntoView {
                     {SECTIONS
                         .into_iter()
                         .map(|(href, label, icon)| {
-                            let current = move || {
-                                let path = location.pathname.get();
-                                if href == "/" { path == "/" } else { path.starts_with(href) }
-                            };
+                            let current = if href == "/" { path == "/" } else { path.starts_with(href) };
                             view! {
-                                <A href=href attr:class="nav-link" attr:aria-current=move || current().then_some("page")>
+                                <a href=href class="nav-link" aria-current=current.then_some("page")>
                                     <span class="nav-icon" aria-hidden="true">{icon}</span>
                                     {label}
-                                </A>
+                                </a>
                             }
                         })
                         .collect_view()}
                 </nav>
                 <div class="topbar-end">
-                    <Bell bus/>
+                    // The bell is an island: it starts from the count rendered here.
+                    <Suspense fallback=|| ()>
+                        {move || unread.get().map(|n| view! { <Bell unread=n.unwrap_or(0)/> })}
+                    </Suspense>
                     <Suspense fallback=|| ()>
                         {move || {
                             user.get()
@@ -58,7 +58,7 @@ pub fn AppLayout() -> impl IntoView {
                                 .map(|u| view! { <span class="account" title=u.email.clone()>{u.email.clone()}</span> })
                         }}
                     </Suspense>
-                    <A href="/settings" attr:class="btn btn-ghost btn-small">"Settings"</A>
+                    <a href="/settings" class="btn btn-ghost btn-small">"Settings"</a>
                     <LogoutButton/>
                 </div>
             </header>

@@ -58,14 +58,51 @@ pub fn EmptyState(
     }
 }
 
-/// An error box with a retry button.
+/// An error box with a retry link (the same page again: it works without JavaScript).
 #[component]
-pub fn ErrorState(#[prop(into)] message: String, retry: Callback<()>) -> impl IntoView {
+pub fn ErrorState(#[prop(into)] message: String) -> impl IntoView {
     view! {
         <section class="error-state card" role="alert">
             <p>{message}</p>
-            <button class="btn" on:click=move |_| retry.run(())>"Try again"</button>
+            <a class="btn" href="">"Try again"</a>
         </section>
+    }
+}
+
+/// A page's title and description without the document `<title>`: for islands, which run
+/// without the page's metadata context (the page around them sets the title).
+#[component]
+pub fn PageHeading(
+    #[prop(into)] title: String,
+    #[prop(into)] description: String,
+    #[prop(optional)] children: Option<Children>,
+) -> impl IntoView {
+    view! {
+        <header class="page-header">
+            <div>
+                <h1>{title}</h1>
+                <p class="muted">{description}</p>
+            </div>
+            <div class="page-actions">{children.map(|c| c())}</div>
+        </header>
+    }
+}
+
+/// Loads `path` as a new page (islands have no client-side router); nothing on the server.
+pub fn go_to(path: &str) {
+    #[cfg(feature = "hydrate")]
+    if let Some(window) = web_sys::window() {
+        let _ = window.location().set_href(path);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = path;
+}
+
+/// Loads the current page again, for what the server renders from fresh data.
+pub fn reload() {
+    #[cfg(feature = "hydrate")]
+    if let Some(window) = web_sys::window() {
+        let _ = window.location().reload();
     }
 }
 

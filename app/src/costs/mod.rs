@@ -4,7 +4,7 @@
 //! the account's time zone, which follows the browser's once the page has hydrated.
 
 use chrono::NaiveDate;
-use engine::costs::report::{CostReport, Period};
+use engine::costs::report::{CostReport, Period, SeriesPoint};
 use engine::format::money;
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
@@ -46,12 +46,6 @@ pub fn CostsPage() -> impl IntoView {
     let report = Resource::new(params, |(start, end, period)| {
         costs_page(start, end, period)
     });
-    // Days are the account's: in the browser, the browser's zone becomes the account's.
-    Effect::new(move || {
-        if let Some(Ok(r)) = report.get() {
-            crate::settings::follow_browser_zone(&r.time_zone, move || report.refetch());
-        }
-    });
     let presets = [
         ("?period=week", "7 days"),
         ("?period=month", "30 days"),
@@ -66,7 +60,7 @@ pub fn CostsPage() -> impl IntoView {
         </nav>
         <Transition fallback=|| view! { <Skeleton rows=5/> }>
             {move || report.get().map(|result| match result {
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| report.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
                 Ok(r) => view! { <Report report=r/> }.into_any(),
             })}
         </Transition>
@@ -100,29 +94,6 @@ fn Report(report: CostReport) -> impl IntoView {
         }
         .into_any();
     }
-    #[cfg(feature = "hydrate")]
-    {
-        let days = report.by_day.clone();
-        let gpus = report.by_gpu.clone();
-        Effect::new(move || {
-            let days = days.clone();
-            let gpus = gpus.clone();
-            crate::charts::with_echarts(move || {
-                crate::charts::draw_money_bars(
-                    "cost-day-chart",
-                    "day",
-                    days.iter().map(|p| p.label.clone()).collect(),
-                    days.iter().map(|p| p.amount).collect(),
-                );
-                crate::charts::draw_money_bars(
-                    "cost-gpu-chart",
-                    "GPU type",
-                    gpus.iter().map(|p| p.label.clone()).collect(),
-                    gpus.iter().map(|p| p.amount).collect(),
-                );
-            });
-        });
-    }
     let by_type = report.cost_by_type.clone();
     let accuracy = match report.median_estimate_ratio {
         Some(r) => format!(
@@ -131,7 +102,12 @@ fn Report(report: CostReport) -> impl IntoView {
         ),
         None => "No job in this range had an estimate above zero to compare with.".into(),
     };
+    let labels =
+        |points: &[SeriesPoint]| points.iter().map(|p| p.label.clone()).collect::<Vec<_>>();
+    let amounts = |points: &[SeriesPoint]| points.iter().map(|p| p.amount).collect::<Vec<_>>();
     view! {
+        // Days are the account's: in the browser, the browser's zone becomes the account's.
+        <crate::settings::FollowBrowserZone shown=zone.clone()/>
         {form}
         <div class="stats">
             <div class="stat card"><span class="stat-label">"Total"</span><span class="stat-value cost-total">{money(report.total)}</span></div>
@@ -143,12 +119,12 @@ fn Report(report: CostReport) -> impl IntoView {
             <section class="card">
                 <h2>"By day"</h2>
                 <p class="small">{format!("{} to {} (days in {zone}).", report.start_date, report.end_date)}</p>
-                <div id="cost-day-chart" class="chart" aria-hidden="true"></div>
+                <crate::charts::MoneyBars id="cost-day-chart" x_name="day" labels=labels(&report.by_day) amounts=amounts(&report.by_day)/>
             </section>
             <section class="card">
                 <h2>"By GPU type"</h2>
                 <p class="small">{report.by_gpu.iter().map(|p| format!("{}: {}", p.label, money(p.amount))).collect::<Vec<_>>().join(" · ")}</p>
-                <div id="cost-gpu-chart" class="chart" aria-hidden="true"></div>
+                <crate::charts::MoneyBars id="cost-gpu-chart" x_name="GPU type" labels=labels(&report.by_gpu) amounts=amounts(&report.by_gpu)/>
             </section>
         </div>
         <section class="card">

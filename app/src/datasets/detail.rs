@@ -10,6 +10,7 @@ use super::{DeleteDataset, StatusBadge, format_label, get_dataset, thousands};
 use crate::components::{ErrorState, PageHeader, Skeleton, use_id_param};
 use crate::error::AppError;
 use crate::live::{LiveBus, UserMessage, dataset_pending};
+use uuid::Uuid;
 
 #[component]
 pub fn DatasetDetailPage() -> impl IntoView {
@@ -23,25 +24,6 @@ pub fn DatasetDetailPage() -> impl IntoView {
             }
         },
     );
-    // Follow validation live: the page's shared stream says when this dataset's status
-    // changes; on (re)connect a pending dataset is reloaded, in case it changed meanwhile.
-    if let Some(bus) = use_context::<LiveBus>() {
-        bus.on(move |message| {
-            let pending = || {
-                dataset
-                    .get_untracked()
-                    .is_some_and(|r| r.is_ok_and(|d| dataset_pending(d.status)))
-            };
-            let reload = match message {
-                UserMessage::Dataset(change) => Some(change.dataset_id) == id.get_untracked(),
-                UserMessage::Connected { .. } | UserMessage::Resync => pending(),
-                _ => false,
-            };
-            if reload {
-                dataset.refetch();
-            }
-        });
-    }
     view! {
         <Transition fallback=|| view! { <Skeleton rows=6/> }>
             {move || dataset.get().map(|result| match result {
@@ -49,11 +31,32 @@ pub fn DatasetDetailPage() -> impl IntoView {
                     <PageHeader title="Dataset not found" description="It does not exist, or it is not yours."/>
                     <p><a href="/datasets">"Back to your datasets"</a></p>
                 }.into_any(),
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| dataset.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
                 Ok(d) => view! { <Dataset dataset=d/> }.into_any(),
             })}
         </Transition>
     }
+}
+
+/// Follows validation live, an island with nothing to show: the page's shared stream says when
+/// this dataset's status changes, and the page is loaded again to show the verdict. When the
+/// stream (re)opens, a pending dataset's status is read once more, in case it changed between
+/// the page's render and the stream's start.
+#[island]
+fn FollowDataset(id: Uuid, pending: bool) -> impl IntoView {
+    LiveBus::get().on(move |message| match message {
+        UserMessage::Dataset(change) if change.dataset_id == id => crate::components::reload(),
+        UserMessage::Connected { .. } | UserMessage::Resync if pending => {
+            leptos::task::spawn_local(async move {
+                if let Ok(d) = get_dataset(id).await
+                    && !dataset_pending(d.status)
+                {
+                    crate::components::reload();
+                }
+            });
+        }
+        _ => {}
+    });
 }
 
 #[component]
@@ -117,6 +120,7 @@ fn Dataset(dataset: DatasetView) -> impl IntoView {
                 </div>
             </details>
         </PageHeader>
+        <FollowDataset id=d.id pending=dataset_pending(d.status)/>
         {d.description.clone().map(|text| view! { <p class="muted">{text}</p> })}
         {verdict}
         {stats.map(|s| view! {
@@ -196,9 +200,9 @@ fn Stat(#[prop(into)] label: String, #[prop(into)] value: String) -> impl IntoVi
     }
 }
 
-/// The token-length distribution: a charming (ECharts) bar chart once the page is interactive,
-/// CSS bars before that (and without JavaScript), and the numbers in text beside it.
-#[component]
+/// The token-length distribution, an island: a charming (ECharts) bar chart once the page is
+/// interactive, CSS bars before that (and without JavaScript), and the numbers in text beside it.
+#[island]
 fn Histogram(tokens: TokenDistribution, max_seq_len: u32) -> impl IntoView {
     let peak = tokens
         .histogram

@@ -233,7 +233,7 @@ pub fn DatasetsPage() -> impl IntoView {
         </Form>
         <Suspense fallback=|| view! { <Skeleton rows=5/> }>
             {move || list.get().map(|result| match result {
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| list.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
                 Ok(page) if page.items.is_empty() && filtered() => view! {
                     <EmptyState icon="⌕" title="No datasets match">
                         <p>"Nothing matches these filters. " <a href="/datasets">"Clear the filters"</a></p>

@@ -74,6 +74,15 @@ impl Progress {
 
 #[component]
 pub fn UploadPage() -> impl IntoView {
+    view! {
+        <PageHeader title="Upload a dataset" description="JSON or JSONL, up to 500 MB: OpenAI chat, Alpaca, ShareGPT or brightrun-lora-v4. The format is detected for you."/>
+        <UploadForm/>
+    }
+}
+
+/// The form, an island: the file goes from the browser to storage with a progress bar.
+#[island]
+fn UploadForm() -> impl IntoView {
     let name = RwSignal::new(String::new());
     let description = RwSignal::new(String::new());
     let chosen = RwSignal::new(None::<(String, u64)>);
@@ -87,7 +96,6 @@ pub fn UploadPage() -> impl IntoView {
     let request: RequestSlot = StoredValue::new_local(None::<web_sys::XmlHttpRequest>);
     #[cfg(not(feature = "hydrate"))]
     let request: RequestSlot = ();
-    let navigate = leptos_router::hooks::use_navigate();
     // Effects run only in the browser: this turns true once the page is hydrated.
     let interactive = RwSignal::new(false);
     Effect::new(move || interactive.set(true));
@@ -158,12 +166,11 @@ pub fn UploadPage() -> impl IntoView {
             total: new.file_size as f64,
             ..Default::default()
         });
-        let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
             match create_dataset(new.name, new.description, new.file_name, new.file_size).await {
                 Ok(ticket) => {
                     uploading_id.set(Some(ticket.id));
-                    start_upload(ticket, phase, progress, file_input, request, navigate);
+                    start_upload(ticket, phase, progress, file_input, request);
                 }
                 Err(AppError::Invalid { message, fields }) => {
                     errors.set(engine::validation::FieldErrors(fields));
@@ -197,7 +204,6 @@ pub fn UploadPage() -> impl IntoView {
     };
 
     view! {
-        <PageHeader title="Upload a dataset" description="JSON or JSONL, up to 500 MB: OpenAI chat, Alpaca, ShareGPT or brightrun-lora-v4. The format is detected for you."/>
         // Shown until the page is interactive (a <noscript> would break hydration).
         <p class="form-error" hidden=move || interactive.get()>
             "Uploading from this page needs JavaScript (for the progress bar). Without it, use the API: POST /api/datasets, PUT the file to the returned uploadUrl, then POST /api/datasets/{id}/confirm."
@@ -301,7 +307,6 @@ fn start_upload(
     progress: RwSignal<Progress>,
     file_input: NodeRef<html::Input>,
     request: RequestSlot,
-    navigate: impl Fn(&str, leptos_router::NavigateOptions) + Clone + 'static,
 ) {
     #[cfg(feature = "hydrate")]
     {
@@ -347,10 +352,9 @@ fn start_upload(
             let status = done_xhr.status().unwrap_or(0);
             if status == 200 {
                 phase.set(Phase::Confirming);
-                let navigate = navigate.clone();
                 leptos::task::spawn_local(async move {
                     match super::confirm_dataset(id).await {
-                        Ok(()) => navigate(&format!("/datasets/{id}"), Default::default()),
+                        Ok(()) => crate::components::go_to(&format!("/datasets/{id}")),
                         Err(e) => phase.set(Phase::Failed(e.to_string())),
                     }
                 });
@@ -387,7 +391,7 @@ fn start_upload(
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        let _ = (ticket, progress, file_input, request, navigate);
+        let _ = (ticket, progress, file_input, request);
         phase.set(Phase::Failed("Uploading needs JavaScript.".into()));
     }
 }

@@ -97,7 +97,7 @@ pub fn JobsPage() -> impl IntoView {
         </nav>
         <Transition fallback=|| view! { <Skeleton rows=4/> }>
             {move || jobs.get().map(|result| match result {
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| jobs.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
                 Ok(data) if data.jobs.is_empty() && status().is_some() => view! {
                     <EmptyState icon="◷" title="No jobs with this status">
                         <p><a href="/jobs">"Show all jobs"</a></p>
@@ -109,24 +109,37 @@ pub fn JobsPage() -> impl IntoView {
                         <p><a href="/train">"Configure a training job"</a></p>
                     </EmptyState>
                 }.into_any(),
-                Ok(data) => view! { <JobsTable data=data status=status() refresh=Callback::new(move |_| jobs.refetch())/> }.into_any(),
+                Ok(data) => view! { <JobsTable data=data status=status()/> }.into_any(),
             })}
         </Transition>
     }
 }
 
-#[component]
-fn JobsTable(data: JobPageData, status: Option<String>, refresh: Callback<()>) -> impl IntoView {
+/// The list, an island: rows follow the page's live stream.
+#[island]
+fn JobsTable(data: JobPageData, status: Option<String>) -> impl IntoView {
     let per_page = data.per_page;
     let pages = ((data.total.max(0) as u32).div_ceil(per_page)).max(1);
     let page = data.page;
     let rows = RwSignal::new(data.jobs);
+    // After a gap in the stream, the rows are read again from the server.
+    let refresh = {
+        let status = status.clone();
+        move || {
+            let status = status.clone();
+            leptos::task::spawn_local(async move {
+                if let Ok(fresh) = list_jobs(status, page, Some(per_page)).await {
+                    rows.set(fresh.jobs);
+                }
+            });
+        }
+    };
     // Status changes and progress of the listed jobs, live, from the page's shared stream.
-    let bus = use_context::<crate::live::LiveBus>();
-    let live = Signal::derive(move || bus.is_some_and(|b| b.connected.get()));
-    if let Some(bus) = bus {
+    let bus = crate::live::LiveBus::get();
+    let live = bus.connected;
+    {
         bus.on(move |message| match message {
-            message if message.asks_reload() => refresh.run(()),
+            message if message.asks_reload() => refresh(),
             // The list shows status, stage, progress and cost: status and metrics carry them.
             UserMessage::Job(record)
                 if matches!(record.event, JobEvent::Status(_) | JobEvent::Metrics(_)) =>

@@ -9,7 +9,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::components::{ErrorState, PageHeader, Skeleton, use_id_param};
+use crate::components::{ErrorState, PageHeader, PageHeading, Skeleton, use_id_param};
 use crate::error::AppError;
 
 /// Everything the page shows, in one request.
@@ -78,8 +78,11 @@ pub fn JobPage() -> impl IntoView {
                     <PageHeader title="Job not found" description="It does not exist, or it is not yours."/>
                     <p><a href="/jobs">"Back to your jobs"</a></p>
                 }.into_any(),
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| monitor.refetch())/> }.into_any(),
-                Ok(data) => view! { <Monitor data=data refresh=Callback::new(move |_| monitor.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
+                Ok(data) => view! {
+                    <leptos_meta::Title text=monitor_title(&data.job)/>
+                    <Monitor data=data/>
+                }.into_any(),
             })}
         </Transition>
     }
@@ -97,16 +100,20 @@ fn fmt_number(value: Option<f64>, digits: usize) -> String {
         .map_or_else(|| "—".into(), |v| format!("{v:.digits$}"))
 }
 
-#[component]
-fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
-    let id = data.job.id;
-    let title = format!(
+fn monitor_title(job: &JobView) -> String {
+    format!(
         "Training on {}",
-        data.job
-            .dataset_name
+        job.dataset_name
             .clone()
             .unwrap_or_else(|| "a dataset".into())
-    );
+    )
+}
+
+/// The monitor, an island: it follows the job's own stream from the last event it rendered.
+#[island]
+fn Monitor(data: JobSnapshot) -> impl IntoView {
+    let id = data.job.id;
+    let title = monitor_title(&data.job);
     let description = format!(
         "{} · {} × {} · preset {} · job {}",
         data.job.base_model,
@@ -148,8 +155,9 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
         }
     });
     Effect::new(move || {
+        // The retried run is a new page of events: read it from the server.
         if let Some(Ok(_)) = retry.value().get() {
-            refresh.run(());
+            crate::components::reload();
         }
     });
     let on_cancel = move |_| {
@@ -239,7 +247,7 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
     };
 
     view! {
-        <PageHeader title=title description=description>
+        <PageHeading title=title description=description>
             <Show when=move || running() && !job.with(|j| j.cancel_requested)>
                 <button class="btn btn-danger" on:click=on_cancel disabled=move || cancel.pending().get()>
                     {move || if cancel.pending().get() { "Cancelling…" } else { "Cancel job" }}
@@ -250,7 +258,7 @@ fn Monitor(data: JobSnapshot, refresh: Callback<()>) -> impl IntoView {
                     {move || if retry.pending().get() { "Retrying…" } else { "Retry" }}
                 </button>
             </Show>
-        </PageHeader>
+        </PageHeading>
         {move || action_error().map(|e| view! { <p class="callout callout-danger" role="alert">{e}</p> })}
         <section class="card job-status" aria-live="polite">
             <div class="job-status-line">

@@ -126,7 +126,7 @@ pub fn ModelsPage() -> impl IntoView {
         </nav>
         <Transition fallback=|| view! { <Skeleton rows=4/> }>
             {move || models.get().map(|result| match result {
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| models.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
                 Ok(data) if data.models.is_empty() => view! {
                     <EmptyState icon="◆" title="No models yet">
                         <p>"Every successful training job produces a LoRA adapter here: adapter_config.json, adapter_model.safetensors and the tokenizer, checked file by file and rated 1–5 from its real metrics."</p>
@@ -196,7 +196,7 @@ pub fn ModelPage() -> impl IntoView {
                     <PageHeader title="Model not found" description="It does not exist, it was deleted, or it is not yours."/>
                     <p><a href="/models">"Back to your models"</a></p>
                 }.into_any(),
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| detail.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
                 Ok(data) => view! { <ModelDetailView data=data/> }.into_any(),
             })}
         </Transition>
@@ -211,50 +211,6 @@ fn ModelDetailView(data: ModelSnapshot) -> impl IntoView {
         card_html,
     } = data;
     let id = model.id;
-    let name = RwSignal::new(model.name.clone());
-    let description = RwSignal::new(model.description.clone().unwrap_or_default());
-    let save = Action::new(move |_: &()| {
-        update_model(id, name.get_untracked(), description.get_untracked())
-    });
-    let remove = Action::new(move |_: &()| delete_model(id));
-    Effect::new(move || {
-        if let Some(Ok(updated)) = save.value().get() {
-            name.set(updated.name);
-        }
-    });
-    Effect::new(move || {
-        if let Some(Ok(())) = remove.value().get() {
-            let navigate = leptos_router::hooks::use_navigate();
-            navigate("/models", Default::default());
-        }
-    });
-    #[cfg(feature = "hydrate")]
-    {
-        let points = curve.clone();
-        Effect::new(move || {
-            let points = points.clone();
-            crate::charts::with_echarts(move || {
-                crate::charts::draw_loss_curve("model-loss-chart", &points);
-            });
-        });
-    }
-    let on_delete = move |_| {
-        #[cfg(feature = "hydrate")]
-        let confirmed = web_sys::window()
-            .and_then(|w| w.confirm_with_message("Delete this model? It disappears from your list and its downloads stop working.").ok())
-            .unwrap_or(false);
-        #[cfg(not(feature = "hydrate"))]
-        let confirmed = false;
-        if confirmed {
-            remove.dispatch(());
-        }
-    };
-    let error = move || {
-        save.value()
-            .get()
-            .and_then(Result::err)
-            .or_else(|| remove.value().get().and_then(Result::err))
-    };
     let quality = model.quality_metrics.clone();
     let summary = model.training_summary.clone();
     let configuration = model.configuration.clone().unwrap_or_default();
@@ -274,7 +230,6 @@ fn ModelDetailView(data: ModelSnapshot) -> impl IntoView {
             <a class="btn btn-primary" href=bundle download>"Download all (.tar.gz)"</a>
             <a class="btn" href=train_again>"Train again with these settings"</a>
         </PageHeader>
-        {move || error().map(|e| view! { <p class="callout callout-danger" role="alert">{e.to_string()}</p> })}
         <section class="card model-rating" aria-labelledby="rating-heading">
             <h2 id="rating-heading">"Rating"</h2>
             {match quality.clone() {
@@ -294,7 +249,7 @@ fn ModelDetailView(data: ModelSnapshot) -> impl IntoView {
         <section class="card">
             <h2>"Loss"</h2>
             <p class="small">{format!("{} logged steps; the run is on its job page.", curve.iter().filter(|p| p.train_loss.is_some()).count())} " " <a href=job_href>"Open the job"</a></p>
-            <div id="model-loss-chart" class="chart" aria-hidden="true"></div>
+            <crate::charts::LossChart id="model-loss-chart" points=curve.clone()/>
         </section>
         <section class="card" aria-labelledby="samples-heading">
             <h2 id="samples-heading">"Before and after"</h2>
@@ -351,8 +306,50 @@ fn ModelDetailView(data: ModelSnapshot) -> impl IntoView {
             <h2 id="card-heading">"Model card"</h2>
             <div class="model-card-text" inner_html=card_html></div>
         </section>
+        <ModelEditor id name=model.name.clone() description=model.description.clone().unwrap_or_default()/>
+    }
+}
+
+/// Rename and delete, an island (the rest of the model page is plain HTML).
+#[island]
+fn ModelEditor(id: Uuid, name: String, description: String) -> impl IntoView {
+    let name = RwSignal::new(name);
+    let description = RwSignal::new(description);
+    let save = Action::new(move |_: &()| {
+        update_model(id, name.get_untracked(), description.get_untracked())
+    });
+    let remove = Action::new(move |_: &()| delete_model(id));
+    Effect::new(move || {
+        if let Some(Ok(updated)) = save.value().get() {
+            name.set(updated.name);
+        }
+    });
+    Effect::new(move || {
+        if let Some(Ok(())) = remove.value().get() {
+            crate::components::go_to("/models");
+        }
+    });
+    let on_delete = move |_| {
+        #[cfg(feature = "hydrate")]
+        let confirmed = web_sys::window()
+            .and_then(|w| w.confirm_with_message("Delete this model? It disappears from your list and its downloads stop working.").ok())
+            .unwrap_or(false);
+        #[cfg(not(feature = "hydrate"))]
+        let confirmed = false;
+        if confirmed {
+            remove.dispatch(());
+        }
+    };
+    let error = move || {
+        save.value()
+            .get()
+            .and_then(Result::err)
+            .or_else(|| remove.value().get().and_then(Result::err))
+    };
+    view! {
         <section class="card" aria-labelledby="edit-heading">
             <h2 id="edit-heading">"Name and description"</h2>
+            {move || error().map(|e| view! { <p class="callout callout-danger" role="alert">{e.to_string()}</p> })}
             <form class="stack" on:submit=move |ev| { ev.prevent_default(); save.dispatch(()); }>
                 <label for="model-name">"Name"</label>
                 <input id="model-name" maxlength="200" required prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev))/>

@@ -1,35 +1,26 @@
-//! The bell in the top bar: the unread count (rendered by the server, then kept current by the
-//! live stream) and, in the browser, a panel with the latest notifications, mark-read and
-//! mark-all. Without JavaScript the bell is a link to the Notifications page.
+//! The bell in the top bar, an island: the unread count (rendered by the server, then kept
+//! current by the live stream) and, in the browser, a panel with the latest notifications,
+//! mark-read and mark-all. Without JavaScript the bell is a link to the Notifications page.
 
 use leptos::prelude::*;
 
-use super::{
-    MarkAllNotificationsRead, MarkNotificationRead, NotificationView, list_notifications,
-    unread_count,
-};
+use super::{MarkAllNotificationsRead, MarkNotificationRead, NotificationView, list_notifications};
 use crate::live::LiveBus;
 
 /// How many notifications the panel lists.
 const PANEL_SIZE: usize = 6;
 
-#[component]
-pub fn Bell(bus: LiveBus) -> impl IntoView {
-    let unread = Resource::new(|| (), |_| unread_count());
+#[island]
+pub fn Bell(unread: i64) -> impl IntoView {
+    let bus = LiveBus::get();
     let open = RwSignal::new(false);
-    let count = move || {
-        bus.unread
-            .get()
-            .or_else(|| unread.get().and_then(Result::ok))
-            .unwrap_or(0)
-    };
+    let count = move || bus.unread.get().unwrap_or(unread);
     let label = move || match count() {
         0 => "Notifications, none unread".to_owned(),
         n => format!("Notifications, {n} unread"),
     };
     view! {
         <div class="bell-wrap">
-            <Suspense fallback=|| view! { <span class="bell" aria-busy="true"><BellIcon/></span> }>
                 <a
                     href="/notifications"
                     class="bell"
@@ -46,7 +37,6 @@ pub fn Bell(bus: LiveBus) -> impl IntoView {
                     <BellIcon/>
                     {move || (count() > 0).then(|| view! { <span class="badge-count">{count()}</span> })}
                 </a>
-            </Suspense>
             <Show when=move || open.get()>
                 <BellPanel bus open/>
             </Show>

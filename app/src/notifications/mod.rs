@@ -96,14 +96,9 @@ pub fn NotificationsPage() -> impl IntoView {
         move || (unread_only(), page(), kind()),
         |(unread, page, kind)| list_notifications(unread, page, kind),
     );
-    // Forms, so marking read works without JavaScript too (the server sends the page back).
+    // Plain forms: the server marks and sends the page back (this page has no island).
     let mark = ServerAction::<MarkNotificationRead>::new();
     let mark_all = ServerAction::<MarkAllNotificationsRead>::new();
-    Effect::new(move || {
-        if mark.version().get() + mark_all.version().get() > 0 {
-            list.refetch();
-        }
-    });
     let failed = move || {
         mark.value()
             .get()
@@ -146,7 +141,7 @@ pub fn NotificationsPage() -> impl IntoView {
         {move || failed().map(|e| view! { <p class="callout callout-danger" role="alert">{e.to_string()}</p> })}
         <Suspense fallback=|| view! { <Skeleton/> }>
             {move || list.get().map(|result| match result {
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| list.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
                 Ok(items) if items.is_empty() => view! {
                     <EmptyState icon="✉" title=if unread_only() { "Nothing unread" } else { "No notifications yet" }>
                         <p>"You will be told here when a dataset is validated, a job starts, finishes or fails, and a model is ready."</p>

@@ -106,15 +106,15 @@ pub fn OverviewPage() -> impl IntoView {
         </PageHeader>
         <Transition fallback=|| view! { <Skeleton rows=6/> }>
             {move || data.get().map(|result| match result {
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| data.refetch())/> }.into_any(),
-                Ok(o) => view! { <OverviewBody overview=o refresh=Callback::new(move |_| data.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
+                Ok(o) => view! { <OverviewBody overview=o/> }.into_any(),
             })}
         </Transition>
     }
 }
 
 #[component]
-fn OverviewBody(overview: Overview, refresh: Callback<()>) -> impl IntoView {
+fn OverviewBody(overview: Overview) -> impl IntoView {
     let Overview {
         budget,
         active_jobs,
@@ -122,11 +122,12 @@ fn OverviewBody(overview: Overview, refresh: Callback<()>) -> impl IntoView {
         attention,
     } = overview;
     // The month is the account's: in the browser, the browser's zone becomes the account's.
-    crate::settings::follow_browser_zone(&budget.time_zone, move || refresh.run(()));
+    let zone = budget.time_zone.clone();
     view! {
+        <crate::settings::FollowBrowserZone shown=zone/>
         <div class="overview-grid">
             <SpendCard budget/>
-            <ActiveJobs jobs=active_jobs refresh/>
+            <ActiveJobs jobs=active_jobs/>
             <section class="card panel" aria-labelledby="models-heading">
                 <h2 id="models-heading">"Latest models"</h2>
                 {if recent_models.is_empty() {
@@ -211,13 +212,21 @@ fn SpendCard(budget: BudgetView) -> impl IntoView {
 }
 
 /// The active jobs, following the page's live stream: progress and cost move as the workers
-/// report, a job that ends shows how, and a new job reloads the list.
-#[component]
-fn ActiveJobs(jobs: Vec<JobView>, refresh: Callback<()>) -> impl IntoView {
+/// report, a job that ends shows how, and a new job reloads the list. An island.
+#[island]
+fn ActiveJobs(jobs: Vec<JobView>) -> impl IntoView {
     let rows = RwSignal::new(jobs);
-    if let Some(bus) = use_context::<crate::live::LiveBus>() {
+    let refresh = move || {
+        leptos::task::spawn_local(async move {
+            if let Ok(fresh) = overview_data().await {
+                rows.set(fresh.active_jobs);
+            }
+        });
+    };
+    {
+        let bus = crate::live::LiveBus::get();
         bus.on(move |message| match message {
-            message if message.asks_reload() => refresh.run(()),
+            message if message.asks_reload() => refresh(),
             UserMessage::Job(record)
                 if matches!(record.event, JobEvent::Status(_) | JobEvent::Metrics(_)) =>
             {
@@ -229,7 +238,7 @@ fn ActiveJobs(jobs: Vec<JobView>, refresh: Callback<()>) -> impl IntoView {
                         }
                     });
                 } else if matches!(record.event, JobEvent::Status(_)) {
-                    refresh.run(());
+                    refresh();
                 }
             }
             _ => {}

@@ -2,7 +2,7 @@
 //! (`Authorization: Bearer …`), created here and shown once.
 
 mod spending;
-pub use spending::{SpendingSettings, follow_browser_zone, spending_summary};
+pub use spending::{FollowBrowserZone, SpendingSettings, spending_summary};
 
 use engine::accounts::{ApiTokenView, CreatedApiToken, check_token_name};
 use leptos::form::ActionForm;
@@ -67,12 +67,42 @@ pub async fn revoke_token(id: Uuid) -> Result<(), AppError> {
 
 #[component]
 pub fn SettingsPage() -> impl IntoView {
+    let tokens = Resource::new(|| (), |_| list_tokens());
+    view! {
+        <PageHeader title="Settings" description="Your monthly budget and time zone, and API tokens that let scripts call the REST API as you."/>
+        <SpendingSettings/>
+        <section class="card panel" aria-labelledby="sessions-heading">
+            <h2 id="sessions-heading">"Sessions"</h2>
+            <p class="muted small">"A browser session lasts 14 days from its last use, and 30 days at most."</p>
+            <crate::accounts::LogoutEverywhere/>
+        </section>
+        <crate::accounts::InviteSection/>
+        <Suspense fallback=|| view! { <Skeleton/> }>
+            {move || tokens.get().map(|result| match result {
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
+                Ok(list) => view! { <ApiTokens tokens=list/> }.into_any(),
+            })}
+        </Suspense>
+    }
+}
+
+/// Creating (the secret shown once) and revoking tokens, an island: the list is read again
+/// after each change. Without JavaScript the forms post and the page comes back.
+#[island]
+fn ApiTokens(tokens: Vec<ApiTokenView>) -> impl IntoView {
     let create = ServerAction::<CreateToken>::new();
     let revoke = ServerAction::<RevokeToken>::new();
-    let tokens = Resource::new(
-        move || (create.version().get(), revoke.version().get()),
-        |_| list_tokens(),
-    );
+    let tokens = RwSignal::new(tokens);
+    Effect::new(move || {
+        // Both start at 0: nothing to read again until a form was sent.
+        if create.version().get() + revoke.version().get() > 0 {
+            leptos::task::spawn_local(async move {
+                if let Ok(fresh) = list_tokens().await {
+                    tokens.set(fresh);
+                }
+            });
+        }
+    });
     let (name, set_name) = signal(String::new());
     let name_error = move || {
         let typed = name.get();
@@ -87,14 +117,6 @@ pub fn SettingsPage() -> impl IntoView {
         }
     };
     view! {
-        <PageHeader title="Settings" description="Your monthly budget and time zone, and API tokens that let scripts call the REST API as you."/>
-        <SpendingSettings/>
-        <section class="card panel" aria-labelledby="sessions-heading">
-            <h2 id="sessions-heading">"Sessions"</h2>
-            <p class="muted small">"A browser session lasts 14 days from its last use, and 30 days at most."</p>
-            <crate::accounts::LogoutEverywhere/>
-        </section>
-        <crate::accounts::InviteSection/>
         <section class="card panel">
             <h2>"Create an API token"</h2>
             <ActionForm action=create attr:class="form form-inline">
@@ -128,48 +150,46 @@ pub fn SettingsPage() -> impl IntoView {
                 </div>
             })}
         </section>
-        <Suspense fallback=|| view! { <Skeleton/> }>
-            {move || tokens.get().map(|result| match result {
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| tokens.refetch())/> }.into_any(),
-                Ok(list) if list.is_empty() => view! {
-                    <EmptyState icon="⚿" title="No API tokens">
-                        <p>"Create one above to call the API from scripts or CI."</p>
-                    </EmptyState>
-                }.into_any(),
-                Ok(list) => view! {
-                    <table class="table card">
-                        <thead><tr><th>"Name"</th><th>"Token"</th><th>"Created"</th><th>"Last used"</th><th>"Expires"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
-                        <tbody>
-                            {list.into_iter().map(|t| view! {
-                                <tr>
-                                    <td>{t.name.clone()}</td>
-                                    <td><code>{format!("{}…", t.token_prefix)}</code></td>
-                                    <td><time datetime=t.created_at.to_rfc3339()>{t.created_at.format("%Y-%m-%d %H:%M UTC").to_string()}</time></td>
-                                    <td>{t.last_used_at.map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "never".into())}</td>
-                                    <td>{match t.expires_at {
-                                        None => "never".to_owned(),
-                                        Some(at) if t.expired => format!("expired {}", at.format("%Y-%m-%d")),
-                                        Some(at) => at.format("%Y-%m-%d").to_string(),
-                                    }}</td>
-                                    <td class="num">
-                                        // A confirmation step that works without JavaScript.
-                                        <details class="confirm">
-                                            <summary class="btn btn-small" aria-label=format!("Revoke token {}", t.name)>"Revoke"</summary>
-                                            <div class="confirm-box">
-                                                <p>"Scripts using this token stop working at once."</p>
-                                                <ActionForm action=revoke>
-                                                    <input type="hidden" name="id" value=t.id.to_string()/>
-                                                    <button type="submit" class="btn btn-small btn-danger">"Yes, revoke"</button>
-                                                </ActionForm>
-                                            </div>
-                                        </details>
-                                    </td>
-                                </tr>
-                            }).collect_view()}
-                        </tbody>
-                    </table>
-                }.into_any(),
-            })}
-        </Suspense>
+        {move || if tokens.with(Vec::is_empty) {
+            view! {
+                <EmptyState icon="⚿" title="No API tokens">
+                    <p>"Create one above to call the API from scripts or CI."</p>
+                </EmptyState>
+            }.into_any()
+        } else {
+            view! {
+                <table class="table card">
+                    <thead><tr><th>"Name"</th><th>"Token"</th><th>"Created"</th><th>"Last used"</th><th>"Expires"</th><th><span class="visually-hidden">"Actions"</span></th></tr></thead>
+                    <tbody>
+                        {tokens.get().into_iter().map(|t| view! {
+                            <tr>
+                                <td>{t.name.clone()}</td>
+                                <td><code>{format!("{}…", t.token_prefix)}</code></td>
+                                <td><time datetime=t.created_at.to_rfc3339()>{t.created_at.format("%Y-%m-%d %H:%M UTC").to_string()}</time></td>
+                                <td>{t.last_used_at.map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "never".into())}</td>
+                                <td>{match t.expires_at {
+                                    None => "never".to_owned(),
+                                    Some(at) if t.expired => format!("expired {}", at.format("%Y-%m-%d")),
+                                    Some(at) => at.format("%Y-%m-%d").to_string(),
+                                }}</td>
+                                <td class="num">
+                                    // A confirmation step that works without JavaScript.
+                                    <details class="confirm">
+                                        <summary class="btn btn-small" aria-label=format!("Revoke token {}", t.name)>"Revoke"</summary>
+                                        <div class="confirm-box">
+                                            <p>"Scripts using this token stop working at once."</p>
+                                            <ActionForm action=revoke>
+                                                <input type="hidden" name="id" value=t.id.to_string()/>
+                                                <button type="submit" class="btn btn-small btn-danger">"Yes, revoke"</button>
+                                            </ActionForm>
+                                        </div>
+                                    </details>
+                                </td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        }}
     }
 }

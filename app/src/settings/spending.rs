@@ -104,8 +104,10 @@ pub fn browser_time_zone() -> Option<String> {
 }
 
 /// In the browser: when the account's zone (`shown`) is not the browser's, keeps the browser's
-/// and calls `changed` (to reload what was computed in the old zone).
-pub fn follow_browser_zone(shown: &str, changed: impl Fn() + 'static) {
+/// and loads the page again (what it shows was computed in the old zone). An island with
+/// nothing to show, on the pages that count days (the overview and Costs).
+#[island]
+pub fn FollowBrowserZone(shown: String) -> impl IntoView {
     #[cfg(feature = "hydrate")]
     {
         let Some(zone) = browser_time_zone() else {
@@ -116,84 +118,104 @@ pub fn follow_browser_zone(shown: &str, changed: impl Fn() + 'static) {
         }
         leptos::task::spawn_local(async move {
             if let Ok(true) = keep_time_zone(zone).await {
-                changed();
+                crate::components::reload();
             }
         });
     }
     #[cfg(not(feature = "hydrate"))]
-    let _ = (shown, changed);
+    let _ = shown;
 }
 
 #[component]
 pub fn SpendingSettings() -> impl IntoView {
+    let settings = Resource::new(|| (), |_| spending_summary());
+    view! {
+        <section class="card panel" aria-labelledby="spending-heading">
+            <h2 id="spending-heading">"Spending"</h2>
+            <Suspense fallback=|| view! { <Skeleton rows=2/> }>
+                {move || settings.get().map(|result| match result {
+                    Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
+                    Ok(s) => view! { <SpendingForm summary=s/> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+/// The summary and the form, an island: a save shows its field errors in place and refreshes
+/// the summary (without JavaScript the form posts and the page comes back).
+#[island]
+fn SpendingForm(summary: BudgetView) -> impl IntoView {
     let save = ServerAction::<SaveSpending>::new();
-    let settings = Resource::new(move || save.version().get(), |_| spending_summary());
     let error = move |name: &'static str| {
         Signal::derive(move || match save.value().get() {
             Some(Err(e)) => e.field(name),
             _ => None,
         })
     };
+    let own = if summary.own_budget {
+        format!("{:.2}", summary.monthly_budget)
+    } else {
+        String::new()
+    };
+    let zone = RwSignal::new(summary.time_zone.clone());
+    let (default_budget, max_job_budget) = (summary.default_budget, summary.max_job_budget);
+    let current = RwSignal::new(summary);
+    Effect::new(move || {
+        if let Some(Ok(())) = save.value().get() {
+            leptos::task::spawn_local(async move {
+                if let Ok(fresh) = spending_summary().await {
+                    current.set(fresh);
+                }
+            });
+        }
+    });
     view! {
-        <section class="card panel" aria-labelledby="spending-heading">
-            <h2 id="spending-heading">"Spending"</h2>
-            <Suspense fallback=|| view! { <Skeleton rows=2/> }>
-                {move || settings.get().map(|result| match result {
-                    Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| settings.refetch())/> }.into_any(),
-                    Ok(s) => {
-                        let own = if s.own_budget { format!("{:.2}", s.monthly_budget) } else { String::new() };
-                        let zone = RwSignal::new(s.time_zone.clone());
-                        view! {
-                            <p class="small spend-summary">
-                                {format!(
-                                    "{} spent of {} since {} ({}); {} held by {} active job(s) of {} allowed.",
-                                    money(s.spent_this_month),
-                                    money(s.monthly_budget),
-                                    s.month_start.format("%B %-d"),
-                                    s.time_zone,
-                                    money(s.reserved_by_active_jobs),
-                                    s.active_jobs,
-                                    s.max_active_jobs,
-                                )}
-                            </p>
-                            <ActionForm action=save attr:class="form">
-                                <label for="monthly-budget">"Monthly budget " <span class="muted">"(dollars)"</span></label>
-                                <input id="monthly-budget" name="monthly_budget" inputmode="decimal" value=own
-                                    placeholder=format!("{:.2} (the server's default)", s.default_budget)
-                                    aria-describedby="monthly-budget-hint monthly-budget-error"/>
-                                <p id="monthly-budget-hint" class="muted small">
-                                    {format!(
-                                        "A job that could take the month past it is refused. You are told at 80% and at 100%. Leave empty for the server's default of {}; one job may be capped at {} at most.",
-                                        money(s.default_budget),
-                                        money(s.max_job_budget),
-                                    )}
-                                </p>
-                                <FieldError id="monthly-budget-error" message=error("monthly_budget")/>
-                                <label for="time-zone">"Time zone"</label>
-                                <div class="row">
-                                    <input id="time-zone" name="time_zone" required maxlength="64"
-                                        prop:value=move || zone.get()
-                                        on:input=move |ev| zone.set(event_target_value(&ev))
-                                        aria-describedby="time-zone-hint time-zone-error"/>
-                                    <BrowserZoneButton zone/>
-                                </div>
-                                <p id="time-zone-hint" class="muted small">"Cost reports count days, and the budget counts the month, in this zone (an IANA name such as Europe/Paris)."</p>
-                                <FieldError id="time-zone-error" message=error("time_zone")/>
-                                <button type="submit" class="btn btn-primary" disabled=move || save.pending().get()>
-                                    {move || if save.pending().get() { "Saving…" } else { "Save" }}
-                                </button>
-                                {move || match save.value().get() {
-                                    Some(Ok(())) => Some(view! { <p class="small" role="status">"Saved."</p> }.into_any()),
-                                    Some(Err(AppError::Invalid { .. })) => None,
-                                    Some(Err(e)) => Some(view! { <p class="form-error" role="alert">{e.to_string()}</p> }.into_any()),
-                                    None => None,
-                                }}
-                            </ActionForm>
-                        }.into_any()
-                    }
-                })}
-            </Suspense>
-        </section>
+        <p class="small spend-summary">
+            {move || current.with(|s| format!(
+                "{} spent of {} since {} ({}); {} held by {} active job(s) of {} allowed.",
+                money(s.spent_this_month),
+                money(s.monthly_budget),
+                s.month_start.format("%B %-d"),
+                s.time_zone,
+                money(s.reserved_by_active_jobs),
+                s.active_jobs,
+                s.max_active_jobs,
+            ))}
+        </p>
+        <ActionForm action=save attr:class="form">
+            <label for="monthly-budget">"Monthly budget " <span class="muted">"(dollars)"</span></label>
+            <input id="monthly-budget" name="monthly_budget" inputmode="decimal" value=own
+                placeholder=format!("{default_budget:.2} (the server's default)")
+                aria-describedby="monthly-budget-hint monthly-budget-error"/>
+            <p id="monthly-budget-hint" class="muted small">
+                {format!(
+                    "A job that could take the month past it is refused. You are told at 80% and at 100%. Leave empty for the server's default of {}; one job may be capped at {} at most.",
+                    money(default_budget),
+                    money(max_job_budget),
+                )}
+            </p>
+            <FieldError id="monthly-budget-error" message=error("monthly_budget")/>
+            <label for="time-zone">"Time zone"</label>
+            <div class="row">
+                <input id="time-zone" name="time_zone" required maxlength="64"
+                    prop:value=move || zone.get()
+                    on:input=move |ev| zone.set(event_target_value(&ev))
+                    aria-describedby="time-zone-hint time-zone-error"/>
+                <BrowserZoneButton zone/>
+            </div>
+            <p id="time-zone-hint" class="muted small">"Cost reports count days, and the budget counts the month, in this zone (an IANA name such as Europe/Paris)."</p>
+            <FieldError id="time-zone-error" message=error("time_zone")/>
+            <button type="submit" class="btn btn-primary" disabled=move || save.pending().get()>
+                {move || if save.pending().get() { "Saving…" } else { "Save" }}
+            </button>
+            {move || match save.value().get() {
+                Some(Ok(())) => Some(view! { <p class="small" role="status">"Saved."</p> }.into_any()),
+                Some(Err(AppError::Invalid { .. })) => None,
+                Some(Err(e)) => Some(view! { <p class="form-error" role="alert">{e.to_string()}</p> }.into_any()),
+                None => None,
+            }}
+        </ActionForm>
     }
 }
 

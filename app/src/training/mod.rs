@@ -112,7 +112,7 @@ pub fn TrainPage() -> impl IntoView {
         <PageHeader title="Train" description="Pick a dataset, a base model and a preset; see the cost before you start."/>
         <Suspense fallback=|| view! { <Skeleton rows=6/> }>
             {move || context.get().map(|result| match result {
-                Err(e) => view! { <ErrorState message=e.to_string() retry=Callback::new(move |_| context.refetch())/> }.into_any(),
+                Err(e) => view! { <ErrorState message=e.to_string()/> }.into_any(),
                 Ok(ctx) if ctx.datasets.is_empty() => view! {
                     <EmptyState icon="▶" title="No dataset is ready to train">
                         <p>"Training needs a validated dataset with at least 10 usable examples."</p>
@@ -145,7 +145,9 @@ fn default_gpu(catalog: &Catalog) -> String {
         .unwrap_or_default()
 }
 
-#[component]
+/// The form and its estimate, an island: the rules and the estimator run in the browser on
+/// every change, with no request.
+#[island]
 fn TrainForm(context: TrainingChoices) -> impl IntoView {
     let catalog = StoredValue::new(context.catalog.clone());
     let datasets = StoredValue::new(context.datasets.clone());
@@ -291,7 +293,6 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
             .unwrap_or(f64::NAN)
     };
 
-    let navigate = leptos_router::hooks::use_navigate();
     let start = move |_| {
         if submitting.get_untracked() || !errors.with_untracked(|e| e.is_empty()) {
             return;
@@ -312,10 +313,9 @@ fn TrainForm(context: TrainingChoices) -> impl IntoView {
         };
         submitting.set(true);
         server_error.set(None);
-        let navigate = navigate.clone();
         leptos::task::spawn_local(async move {
             match create_job(job).await {
-                Ok(id) => navigate(&format!("/jobs/{id}"), Default::default()),
+                Ok(id) => crate::components::go_to(&format!("/jobs/{id}")),
                 Err(e) => {
                     server_error.set(Some(e));
                     submitting.set(false);
