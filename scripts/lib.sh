@@ -16,6 +16,7 @@ export PATH="$HOME/.cargo/bin:$CACHE/npm/node_modules/.bin:$PATH"
 WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' "$ROOT/Cargo.lock")"
 BINARYEN_VERSION="132.0.0"
 ECHARTS_VERSION="6.1.0"
+ESBUILD_VERSION="0.25.0"
 PLAYWRIGHT_VERSION="1.65.1"
 SITE="$ROOT/target/site"
 
@@ -87,37 +88,59 @@ install_nextest() {
 
 install_npm_tools() {
   mkdir -p "$CACHE/npm"
-  local wanted="binaryen@$BINARYEN_VERSION echarts@$ECHARTS_VERSION"
+  local wanted="binaryen@$BINARYEN_VERSION echarts@$ECHARTS_VERSION esbuild@$ESBUILD_VERSION"
   if [ "$(cat "$CACHE/npm/.installed" 2>/dev/null)" != "$wanted" ]; then
-    log "npm install $wanted (wasm-opt; the chart library)"
+    log "npm install $wanted (wasm-opt; the chart library and its bundler)"
     [ -f "$CACHE/npm/package.json" ] || echo '{"private":true}' > "$CACHE/npm/package.json"
     (cd "$CACHE/npm" && npm install --silent --no-audit --no-fund $wanted)
     echo "$wanted" > "$CACHE/npm/.installed"
   fi
 }
 
+# The WASM bundles: one per group of pages, each with only its pages' islands (`app::bundle_for`).
+BUNDLES="auth core settings charts train upload"
+
 # Builds the hydrate WASM + JS + CSS + public files into target/site (what the binary embeds).
 build_site() {
-  log "building the site (WASM, JS, CSS)"
+  log "building the site (WASM bundles: $BUNDLES; JS, CSS)"
   mkdir -p "$SITE/pkg"
-  (cd "$ROOT" && cargo build --quiet -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release)
   local wasm="$CARGO_TARGET_DIR/wasm32-unknown-unknown/wasm-release/frontend.wasm"
-  local stage="$CACHE/site-stage"
-  rm -rf "$stage"; mkdir -p "$stage"
-  wasm-bindgen --target web --no-typescript --out-dir "$stage" --out-name lora-pipeline "$wasm"
-  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-mutable-globals "$stage/lora-pipeline_bg.wasm" -o "$stage/lora-pipeline_bg.wasm"
-  # Copy only what changed, so the embedding crate is not rebuilt needlessly.
-  for f in lora-pipeline.js lora-pipeline_bg.wasm; do
-    cmp -s "$stage/$f" "$SITE/pkg/$f" || cp "$stage/$f" "$SITE/pkg/$f"
+  local bundle name stage sum
+  for bundle in $BUNDLES; do
+    name="lora-pipeline-$bundle"
+    stage="$CACHE/site-stage/$bundle"
+    (cd "$ROOT" && cargo build --quiet -p frontend --lib --target wasm32-unknown-unknown \
+      --profile wasm-release --no-default-features --features "$bundle")
+    # wasm-bindgen and wasm-opt again only when cargo's output changed (a minute per bundle).
+    sum="$(sha256sum "$wasm" | cut -c1-32)"
+    if [ "$(cat "$stage/.input" 2>/dev/null)" != "$sum" ] || [ ! -f "$stage/${name}_bg.wasm" ]; then
+      rm -rf "$stage"; mkdir -p "$stage"
+      wasm-bindgen --target web --no-typescript --out-dir "$stage" --out-name "$name" "$wasm"
+      wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+        --enable-mutable-globals "$stage/${name}_bg.wasm" -o "$stage/${name}_bg.wasm"
+      echo "$sum" > "$stage/.input"
+    fi
+    # Copy only what changed, so the embedding crate is not rebuilt needlessly.
+    for f in "$name.js" "${name}_bg.wasm"; do
+      cmp -s "$stage/$f" "$SITE/pkg/$f" || cp "$stage/$f" "$SITE/pkg/$f"
+    done
   done
+  # The single bundle of earlier builds is not served any more.
+  rm -f "$SITE"/pkg/lora-pipeline.js* "$SITE"/pkg/lora-pipeline_bg.wasm*
   cmp -s "$ROOT/style/main.css" "$SITE/pkg/lora-pipeline.css" || cp "$ROOT/style/main.css" "$SITE/pkg/lora-pipeline.css"
   cp -ru "$ROOT/public/." "$SITE/"
-  # ECharts for charming, loaded only by pages that draw charts.
-  cmp -s "$CACHE/npm/node_modules/echarts/dist/echarts.min.js" "$SITE/pkg/echarts.min.js" \
-    || cp "$CACHE/npm/node_modules/echarts/dist/echarts.min.js" "$SITE/pkg/echarts.min.js"
+  # ECharts for charming, loaded only by pages that draw charts: a build with only what the
+  # charts use (scripts/echarts-entry.js), bundled from the npm package when the entry changes.
+  local charts="$CACHE/echarts-$ECHARTS_VERSION-$(sha256sum "$ROOT/scripts/echarts-entry.js" | cut -c1-12).min.js"
+  if [ ! -f "$charts" ]; then
+    cp "$ROOT/scripts/echarts-entry.js" "$CACHE/npm/echarts-entry.js"
+    "$CACHE/npm/node_modules/.bin/esbuild" "$CACHE/npm/echarts-entry.js" --bundle --minify \
+      --format=iife --target=es2020 --log-level=warning --outfile="$charts.tmp"
+    mv "$charts.tmp" "$charts"
+  fi
+  cmp -s "$charts" "$SITE/pkg/echarts.min.js" || cp "$charts" "$SITE/pkg/echarts.min.js"
   # Precompressed copies: the server sends these as they are (no per-request compression).
-  for f in "$SITE"/pkg/lora-pipeline.js "$SITE"/pkg/lora-pipeline_bg.wasm "$SITE"/pkg/lora-pipeline.css "$SITE"/pkg/echarts.min.js; do
+  for f in "$SITE"/pkg/lora-pipeline-*.js "$SITE"/pkg/lora-pipeline-*_bg.wasm "$SITE"/pkg/lora-pipeline.css "$SITE"/pkg/echarts.min.js; do
     if [ ! -f "$f.br" ] || [ "$f" -nt "$f.br" ]; then
       brotli -f -q 11 -o "$f.br" "$f"
       gzip -9 -k -f "$f"
@@ -201,7 +224,7 @@ stop_test_postgres() {
 prepare_bench() {
   local name="$1"
   install_apt postgresql
-  if [ ! -f "$SITE/pkg/lora-pipeline.js" ]; then
+  if [ ! -f "$SITE/pkg/lora-pipeline-core.js" ]; then
     # The binary embeds the site; build it once, as scripts/run does.
     install_rust_tools
     install_npm_tools

@@ -80,10 +80,45 @@ fn content_security_policy() {
     }
 }
 
+/// The WASM bundle a page loads: each holds only the islands of its group of pages (the
+/// `bundle-*` features; `scripts/lib.sh` builds one per group), so no page downloads the Train
+/// form's estimator or the charts it does not draw. Every bundle but `auth` (the signed-out
+/// pages) has the bell.
+pub fn bundle_for(path: &str) -> &'static str {
+    let path = path.trim_end_matches('/');
+    let detail = |section: &str| {
+        path.strip_prefix(section)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+    };
+    match path {
+        "/login" | "/register" => "auth",
+        "/settings" => "settings",
+        "/train" => "train",
+        "/datasets/new" => "upload",
+        "/costs" => "charts",
+        _ if detail("/jobs") || detail("/datasets") || detail("/models") => "charts",
+        _ => "core",
+    }
+}
+
+/// The page's path, on the server.
+#[cfg(feature = "ssr")]
+fn request_path() -> String {
+    use_context::<axum::http::request::Parts>()
+        .map(|parts| parts.uri.path().to_owned())
+        .unwrap_or_default()
+}
+
 /// The HTML document around the app (server side only).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
-    content_security_policy();
+    let options = {
+        content_security_policy();
+        let mut options = options;
+        options.output_name = format!("lora-pipeline-{}", bundle_for(&request_path())).into();
+        options
+    };
     // `site_pkg_dir` carries the assets' content hash (`pkg/<hash>`): their URLs change when
     // they do, so browsers may keep them for good.
     let stylesheet = format!("/{}/lora-pipeline.css", options.site_pkg_dir);
@@ -103,6 +138,36 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <App/>
             </body>
         </html>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bundle_for;
+
+    #[test]
+    fn each_page_gets_the_bundle_with_its_islands() {
+        for (path, bundle) in [
+            ("/", "core"),
+            ("/login", "auth"),
+            ("/register", "auth"),
+            ("/datasets", "core"),
+            ("/datasets/", "core"),
+            ("/datasets/new", "upload"),
+            ("/datasets/0f8fad5b-d9cb-469f-a165-70867728950e", "charts"),
+            ("/train", "train"),
+            ("/jobs", "core"),
+            ("/jobs/0f8fad5b-d9cb-469f-a165-70867728950e", "charts"),
+            ("/jobs/x/y", "core"),
+            ("/models", "core"),
+            ("/models/0f8fad5b-d9cb-469f-a165-70867728950e", "charts"),
+            ("/costs", "charts"),
+            ("/notifications", "core"),
+            ("/settings", "settings"),
+            ("/nowhere", "core"),
+        ] {
+            assert_eq!(bundle_for(path), bundle, "{path}");
+        }
     }
 }
 

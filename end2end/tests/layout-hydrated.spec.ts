@@ -15,9 +15,15 @@ async function overflow(page: Page): Promise<{ by: number; culprits: string[] }>
   });
 }
 
-// Every page, at a laptop's and a phone's width: none scrolls sideways.
+// Every page, at a laptop's and a phone's width: none scrolls sideways. And every page's WASM
+// bundle has the page's islands (Leptos warns of an island it cannot find), with no error.
 test("no page overflows the viewport at 1280 px or at 390 px", async ({ page }) => {
   test.setTimeout(240_000);
+  const problems: string[] = [];
+  page.on("console", (m) => {
+    if (/Could not find WASM function|panicked at/.test(m.text())) problems.push(`${page.url()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`${page.url()}: ${e.message}`));
   await register(page, uniqueEmail("layout"));
   const dataset = await readyDataset(page, "layout");
   const { job, model } = await finishedDemoJob(page, dataset);
@@ -51,9 +57,11 @@ test("no page overflows the viewport at 1280 px or at 390 px", async ({ page }) 
     await page.setViewportSize({ width, height: 900 });
     for (const path of ["/login", "/register"]) {
       await page.goto(path);
+      await waitForHydration(page);
       const { by, culprits } = await overflow(page);
       if (by > 0) wide.push(`${path} at ${width} px: ${by} px too wide (${culprits.join("; ")})`);
     }
   }
   expect(wide, wide.join("\n")).toEqual([]);
+  expect(problems, problems.join("\n")).toEqual([]);
 });

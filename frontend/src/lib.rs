@@ -10,9 +10,10 @@ pub fn hydrate() {
     app::hydrate_islands();
 }
 
-/// Benchmark hook (docs/PERFORMANCE.md, `scripts/bench/estimate.mjs`): what one keystroke on
+/// Benchmark hook (in the Train page's bundle) (docs/PERFORMANCE.md, `scripts/bench/estimate.mjs`): what one keystroke on
 /// the Train page costs — the rules and the estimate — run `n` times in this WASM; returns
 /// milliseconds per keystroke.
+#[cfg(feature = "train")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn bench_estimate(n: u32) -> f64 {
     use engine::training::estimate::{DatasetSize, estimate};

@@ -15,7 +15,7 @@ install_worker_env
 build_site
 # The release server when ./scripts/run built one (server timings as deployed), else debug.
 BIN="$CARGO_TARGET_DIR/release/lora-pipeline"
-if [ ! -x "$BIN" ] || [ "$BIN" -ot "$ROOT/target/site/pkg/lora-pipeline.js" ]; then
+if [ ! -x "$BIN" ] || [ "$BIN" -ot "$ROOT/target/site/pkg/lora-pipeline-core.js" ]; then
   cargo build --locked --quiet -p server
   BIN="$CARGO_TARGET_DIR/debug/lora-pipeline"
   log "measuring the debug server (run ./scripts/run first for release server timings)"

@@ -913,8 +913,8 @@ async fn api_tokens_may_expire() {
     assert!(forever["data"]["expires_at"].is_null());
 }
 
-/// Pages link the hydrate bundle under its content hash, and those URLs are kept for good;
-/// the same files under any other path are revalidated.
+/// Pages link their hydrate bundle under its content hash, and those URLs are kept for good;
+/// the same files under any other path are revalidated. (The login page's bundle is `auth`.)
 #[tokio::test]
 async fn assets_are_linked_under_their_hash_and_kept_for_good() {
     let app = TestApp::spawn().await;
@@ -932,8 +932,8 @@ async fn assets_are_linked_under_their_hash_and_kept_for_good() {
     assert!(version.chars().all(|c| c.is_ascii_hexdigit()), "{version}");
     for file in [
         "lora-pipeline.css",
-        "lora-pipeline.js",
-        "lora-pipeline_bg.wasm",
+        "lora-pipeline-auth.js",
+        "lora-pipeline-auth_bg.wasm",
     ] {
         assert!(
             page.contains(&format!("/pkg/{version}/{file}")),

@@ -73,7 +73,8 @@ pub fn InviteSection() -> impl IntoView {
 }
 
 /// Making an invite link and showing it, an island.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-settings"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-settings")), component)]
 fn InviteLinks() -> impl IntoView {
     let action = ServerAction::<CreateInvite>::new();
     view! {
@@ -203,7 +204,8 @@ pub fn LoginPage() -> impl IntoView {
 }
 
 /// The login form, an island: a wrong password is reported in place, without a page load.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-auth"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-auth")), component)]
 fn LoginForm(next: Option<String>, from_query: Option<String>) -> impl IntoView {
     let action = ServerAction::<Login>::new();
     let error = move || match action.value().get() {
@@ -240,7 +242,8 @@ pub fn RegisterPage() -> impl IntoView {
 }
 
 /// The register form, an island: the same rules as the server, checked as you type.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-auth"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-auth")), component)]
 fn RegisterForm(invite: String, from_query: Option<String>) -> impl IntoView {
     let action = ServerAction::<Register>::new();
     let (email, set_email) = signal(String::new());

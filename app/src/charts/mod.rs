@@ -11,7 +11,8 @@ use engine::jobs::MetricPoint;
 use leptos::prelude::*;
 
 /// Dollar bars over category labels (the Costs page), an island.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-charts"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-charts")), component)]
 pub fn MoneyBars(
     #[prop(into)] id: String,
     #[prop(into)] x_name: String,
@@ -35,7 +36,8 @@ pub fn MoneyBars(
 }
 
 /// A run's training and eval loss (the model page), an island.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-charts"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-charts")), component)]
 pub fn LossChart(#[prop(into)] id: String, points: Vec<MetricPoint>) -> impl IntoView {
     #[cfg(feature = "hydrate")]
     {

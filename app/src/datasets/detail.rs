@@ -42,7 +42,8 @@ pub fn DatasetDetailPage() -> impl IntoView {
 /// this dataset's status changes, and the page is loaded again to show the verdict. When the
 /// stream (re)opens, a pending dataset's status is read once more, in case it changed between
 /// the page's render and the stream's start.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-charts"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-charts")), component)]
 fn FollowDataset(id: Uuid, pending: bool) -> impl IntoView {
     LiveBus::get().on(move |message| match message {
         UserMessage::Dataset(change) if change.dataset_id == id => crate::components::reload(),
@@ -202,7 +203,8 @@ fn Stat(#[prop(into)] label: String, #[prop(into)] value: String) -> impl IntoVi
 
 /// The token-length distribution, an island: a charming (ECharts) bar chart once the page is
 /// interactive, CSS bars before that (and without JavaScript), and the numbers in text beside it.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-charts"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-charts")), component)]
 fn Histogram(tokens: TokenDistribution, max_seq_len: u32) -> impl IntoView {
     let peak = tokens
         .histogram

@@ -81,7 +81,8 @@ pub fn UploadPage() -> impl IntoView {
 }
 
 /// The form, an island: the file goes from the browser to storage with a progress bar.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-upload"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-upload")), component)]
 fn UploadForm() -> impl IntoView {
     let name = RwSignal::new(String::new());
     let description = RwSignal::new(String::new());

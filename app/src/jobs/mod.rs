@@ -116,7 +116,8 @@ pub fn JobsPage() -> impl IntoView {
 }
 
 /// The list, an island: rows follow the page's live stream.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-core"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-core")), component)]
 fn JobsTable(data: JobPageData, status: Option<String>) -> impl IntoView {
     let per_page = data.per_page;
     let pages = ((data.total.max(0) as u32).div_ceil(per_page)).max(1);

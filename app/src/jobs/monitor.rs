@@ -110,7 +110,8 @@ fn monitor_title(job: &JobView) -> String {
 }
 
 /// The monitor, an island: it follows the job's own stream from the last event it rendered.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-charts"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-charts")), component)]
 fn Monitor(data: JobSnapshot) -> impl IntoView {
     let id = data.job.id;
     let title = monitor_title(&data.job);

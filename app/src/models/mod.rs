@@ -311,7 +311,8 @@ fn ModelDetailView(data: ModelSnapshot) -> impl IntoView {
 }
 
 /// Rename and delete, an island (the rest of the model page is plain HTML).
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-charts"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-charts")), component)]
 fn ModelEditor(id: Uuid, name: String, description: String) -> impl IntoView {
     let name = RwSignal::new(name);
     let description = RwSignal::new(description);

@@ -10,7 +10,29 @@ use crate::live::LiveBus;
 /// How many notifications the panel lists.
 const PANEL_SIZE: usize = 6;
 
-#[island]
+// In every bundle but the login pages' (which have no bell).
+#[cfg_attr(
+    any(
+        feature = "ssr",
+        feature = "bundle-core",
+        feature = "bundle-settings",
+        feature = "bundle-charts",
+        feature = "bundle-train",
+        feature = "bundle-upload"
+    ),
+    island
+)]
+#[cfg_attr(
+    not(any(
+        feature = "ssr",
+        feature = "bundle-core",
+        feature = "bundle-settings",
+        feature = "bundle-charts",
+        feature = "bundle-train",
+        feature = "bundle-upload"
+    )),
+    component
+)]
 pub fn Bell(unread: i64) -> impl IntoView {
     let bus = LiveBus::get();
     let open = RwSignal::new(false);

@@ -213,7 +213,8 @@ fn SpendCard(budget: BudgetView) -> impl IntoView {
 
 /// The active jobs, following the page's live stream: progress and cost move as the workers
 /// report, a job that ends shows how, and a new job reloads the list. An island.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-core"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-core")), component)]
 fn ActiveJobs(jobs: Vec<JobView>) -> impl IntoView {
     let rows = RwSignal::new(jobs);
     let refresh = move || {

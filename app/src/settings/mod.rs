@@ -88,7 +88,8 @@ pub fn SettingsPage() -> impl IntoView {
 
 /// Creating (the secret shown once) and revoking tokens, an island: the list is read again
 /// after each change. Without JavaScript the forms post and the page comes back.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-settings"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-settings")), component)]
 fn ApiTokens(tokens: Vec<ApiTokenView>) -> impl IntoView {
     let create = ServerAction::<CreateToken>::new();
     let revoke = ServerAction::<RevokeToken>::new();

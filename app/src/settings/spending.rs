@@ -106,7 +106,14 @@ pub fn browser_time_zone() -> Option<String> {
 /// In the browser: when the account's zone (`shown`) is not the browser's, keeps the browser's
 /// and loads the page again (what it shows was computed in the old zone). An island with
 /// nothing to show, on the pages that count days (the overview and Costs).
-#[island]
+#[cfg_attr(
+    any(feature = "ssr", feature = "bundle-core", feature = "bundle-charts"),
+    island
+)]
+#[cfg_attr(
+    not(any(feature = "ssr", feature = "bundle-core", feature = "bundle-charts")),
+    component
+)]
 pub fn FollowBrowserZone(shown: String) -> impl IntoView {
     #[cfg(feature = "hydrate")]
     {
@@ -144,7 +151,8 @@ pub fn SpendingSettings() -> impl IntoView {
 
 /// The summary and the form, an island: a save shows its field errors in place and refreshes
 /// the summary (without JavaScript the form posts and the page comes back).
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-settings"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-settings")), component)]
 fn SpendingForm(summary: BudgetView) -> impl IntoView {
     let save = ServerAction::<SaveSpending>::new();
     let error = move |name: &'static str| {

@@ -147,7 +147,8 @@ fn default_gpu(catalog: &Catalog) -> String {
 
 /// The form and its estimate, an island: the rules and the estimator run in the browser on
 /// every change, with no request.
-#[island]
+#[cfg_attr(any(feature = "ssr", feature = "bundle-train"), island)]
+#[cfg_attr(not(any(feature = "ssr", feature = "bundle-train")), component)]
 fn TrainForm(context: TrainingChoices) -> impl IntoView {
     let catalog = StoredValue::new(context.catalog.clone());
     let datasets = StoredValue::new(context.datasets.clone());
