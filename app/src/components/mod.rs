@@ -32,13 +32,7 @@ pub fn PageHeader(
 ) -> impl IntoView {
     view! {
         <Title text=title.clone()/>
-        <header class="page-header">
-            <div>
-                <h1>{title}</h1>
-                <p class="muted">{description}</p>
-            </div>
-            <div class="page-actions">{children.map(|c| c())}</div>
-        </header>
+        {PageHeading(PageHeadingProps { title, description, children })}
     }
 }
 
@@ -96,6 +90,19 @@ pub fn go_to(path: &str) {
     }
     #[cfg(not(feature = "hydrate"))]
     let _ = path;
+}
+
+/// Asks the browser's confirmation dialog; `false` on the server or when dismissed.
+pub fn confirm(message: &str) -> bool {
+    #[cfg(feature = "hydrate")]
+    return web_sys::window()
+        .and_then(|w| w.confirm_with_message(message).ok())
+        .unwrap_or(false);
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = message;
+        false
+    }
 }
 
 /// Loads the current page again, for what the server renders from fresh data.

@@ -162,13 +162,9 @@ fn Monitor(data: JobSnapshot) -> impl IntoView {
         }
     });
     let on_cancel = move |_| {
-        #[cfg(feature = "hydrate")]
-        let confirmed = web_sys::window()
-            .and_then(|w| w.confirm_with_message("Cancel this training job? The GPU stops now and the cost so far is kept; you can retry later.").ok())
-            .unwrap_or(false);
-        #[cfg(not(feature = "hydrate"))]
-        let confirmed = false;
-        if confirmed {
+        if crate::components::confirm(
+            "Cancel this training job? The GPU stops now and the cost so far is kept; you can retry later.",
+        ) {
             cancel.dispatch(());
         }
     };

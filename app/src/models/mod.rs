@@ -331,13 +331,9 @@ fn ModelEditor(id: Uuid, name: String, description: String) -> impl IntoView {
         }
     });
     let on_delete = move |_| {
-        #[cfg(feature = "hydrate")]
-        let confirmed = web_sys::window()
-            .and_then(|w| w.confirm_with_message("Delete this model? It disappears from your list and its downloads stop working.").ok())
-            .unwrap_or(false);
-        #[cfg(not(feature = "hydrate"))]
-        let confirmed = false;
-        if confirmed {
+        if crate::components::confirm(
+            "Delete this model? It disappears from your list and its downloads stop working.",
+        ) {
             remove.dispatch(());
         }
     };
