@@ -173,6 +173,25 @@ install_worker_env() {
   export WORKER_PYTHON="$venv/bin/python"
 }
 
+# install_worker_env in the background: a download of a few GB that need not wait for the Rust
+# builds, which keep the cores busy meanwhile. finish_worker_env waits for it.
+start_worker_env() {
+  log "installing the worker's Python environment in the background (when missing)"
+  WORKER_ENV_LOG="$(mktemp)"
+  install_worker_env >"$WORKER_ENV_LOG" 2>&1 &
+  WORKER_ENV_PID=$!
+}
+
+finish_worker_env() {
+  if ! wait "$WORKER_ENV_PID"; then
+    cat "$WORKER_ENV_LOG" >&2
+    echo "installing the worker's Python environment failed (above); run the script again" >&2
+    exit 1
+  fi
+  rm -f "$WORKER_ENV_LOG"
+  install_worker_env # installed by now: only exports WORKER_PYTHON
+}
+
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }

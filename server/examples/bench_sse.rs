@@ -111,6 +111,8 @@ async fn main() {
             ("RUNPOD_ENDPOINT_ID", "bench".to_owned()),
             ("RUNPOD_API_URL", "http://127.0.0.1:9/v2".to_owned()),
             ("EXECUTOR_SLOTS", "0".to_owned()),
+            // Every subscriber is the same user: lift the per-user cap for them.
+            ("STREAMS_PER_USER", args.subscribers.to_string()),
         ],
     )
     .await;

@@ -72,6 +72,16 @@ enum Command {
         /// Registrations one client address may attempt per hour.
         #[arg(long, env = "REGISTRATIONS_PER_HOUR", default_value_t = 10)]
         registrations_per_hour: u32,
+        /// How hard pages and JSON are compressed, 1 (fastest) to 9 (smallest), for brotli and
+        /// gzip alike; scripts/bench/ssr.sh measures the trade-off (docs/PERFORMANCE.md).
+        #[arg(long, env = "COMPRESSION_LEVEL", default_value_t = settings::DEFAULT_COMPRESSION_LEVEL,
+              value_parser = clap::value_parser!(u32).range(1..=9))]
+        compression_level: u32,
+        /// Live streams (SSE) one user may hold open on this replica; past it a new one is
+        /// refused with 429 (a browser tab holds one, two on a job page).
+        #[arg(long, env = "STREAMS_PER_USER", default_value_t = crate::routes::live::DEFAULT_STREAMS_PER_USER,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+        streams_per_user: usize,
     },
     /// Run only the local executor: the RunPod Serverless API over this machine's GPUs, for a
     /// platform elsewhere to use (set its RUNPOD_API_URL to http://<this host>:<port>/v2).
@@ -166,6 +176,17 @@ pub async fn run() -> anyhow::Result<()> {
         },
         _ => store::RegistrationPolicy::default(),
     };
+    let (compression_level, streams_per_user) = match &cli.command {
+        Command::Serve {
+            compression_level,
+            streams_per_user,
+            ..
+        } => (*compression_level, *streams_per_user),
+        _ => (
+            settings::DEFAULT_COMPRESSION_LEVEL,
+            crate::routes::live::DEFAULT_STREAMS_PER_USER,
+        ),
+    };
     let (public_url, storage_signing_key, s3, catalog_file, gpu, trusted_proxies) =
         match &cli.command {
             Command::Serve {
@@ -209,6 +230,8 @@ pub async fn run() -> anyhow::Result<()> {
         gpu,
         trusted_proxies,
         registration,
+        compression_level,
+        streams_per_user,
     };
 
     match cli.command {

@@ -48,7 +48,14 @@ pub struct Settings {
     /// Who may create an account (`REGISTRATION`; the first account always may), and how often
     /// one address may try (`REGISTRATIONS_PER_HOUR`).
     pub registration: engine::accounts::store::RegistrationPolicy,
+    /// Brotli/gzip level of pages and JSON (`COMPRESSION_LEVEL`, 1–9).
+    pub compression_level: u32,
+    /// Live streams one user may hold open on this replica (`STREAMS_PER_USER`).
+    pub streams_per_user: usize,
 }
+
+/// `COMPRESSION_LEVEL`'s default, chosen with scripts/bench/ssr.sh (docs/PERFORMANCE.md).
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 
 /// Where training runs.
 #[derive(Debug, Clone)]

@@ -170,10 +170,10 @@ impl Application {
             cookie: SessionCookie {
                 secure: settings.public_url.scheme() == "https",
             },
+            streams: crate::routes::live::StreamCounter::new(settings.streams_per_user),
             settings: Arc::new(settings),
             leptos_options,
             allowed_origins: Arc::new(allowed),
-            streams: Default::default(),
         };
         let router = router(state);
         Ok(Assembled {
@@ -232,7 +232,7 @@ impl Application {
 pub const RPC_BODY_LIMIT: usize = 1 << 20;
 
 fn router(state: AppState) -> Router {
-    let api = routes::api()
+    let api = routes::compressible()
         .into_router()
         .route("/api/{*rest}", any(routes::api_not_found));
 
@@ -252,9 +252,15 @@ fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let hsts = crate::headers::Hsts(state.settings.public_url.scheme() == "https");
     api.merge(pages)
+        // Pages and JSON; assets come precompressed.
+        .layer(
+            tower_http::compression::CompressionLayer::new().quality(
+                tower_http::CompressionLevel::Precise(state.settings.compression_level as i32),
+            ),
+        )
+        // The live streams: never compressed (routes::compressible says why).
+        .merge(routes::live::router().into_router())
         .layer(middleware::from_fn_with_state(state.clone(), auth::resolve_caller))
-        // Pages and JSON; assets come precompressed and SSE is never compressed.
-        .layer(tower_http::compression::CompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {

@@ -124,7 +124,7 @@ async fn open_streams_per_user_are_capped() {
     let app = TestApp::spawn().await;
     let (client, _) = app.signed_in_user("many-tabs@example.com").await;
     let mut open = Vec::new();
-    for _ in 0..server::routes::live::MAX_STREAMS_PER_USER {
+    for _ in 0..server::routes::live::DEFAULT_STREAMS_PER_USER {
         let stream = client.get(app.url("/api/events")).send().await.unwrap();
         assert_eq!(stream.status(), 200);
         open.push(stream);

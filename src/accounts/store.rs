@@ -478,38 +478,29 @@ pub async fn create_session(
 /// the session (sliding expiry) at most once a minute to keep writes rare.
 pub async fn session_user(db: &Db, secret: &str) -> Result<Option<UserView>, sqlx::Error> {
     let mut tx = db.system().await?;
+    // One statement: the session is touched (at most once a minute, sliding its expiry within
+    // its absolute lifetime) and its user read; the SELECT sees the row as it was.
     let user = sqlx::query_as!(
         UserRow,
-        "UPDATE sessions s
-            SET last_seen_at = now(),
-                expires_at = LEAST(now() + make_interval(secs => $2), s.created_at + make_interval(secs => $3))
-           FROM users u
-          WHERE s.token_hash = $1 AND u.id = s.user_id AND s.expires_at > now()
-            AND s.created_at > now() - make_interval(secs => $3)
-            AND u.disabled_at IS NULL AND s.last_seen_at < now() - interval '1 minute'
-      RETURNING u.id, u.email, u.display_name, u.created_at",
+        "WITH touched AS (
+             UPDATE sessions s
+                SET last_seen_at = now(),
+                    expires_at = LEAST(now() + make_interval(secs => $2), s.created_at + make_interval(secs => $3))
+               FROM users u
+              WHERE s.token_hash = $1 AND u.id = s.user_id AND s.expires_at > now()
+                AND s.created_at > now() - make_interval(secs => $3)
+                AND u.disabled_at IS NULL AND s.last_seen_at < now() - interval '1 minute'
+         )
+         SELECT u.id, u.email, u.display_name, u.created_at
+           FROM sessions s JOIN users u ON u.id = s.user_id
+          WHERE s.token_hash = $1 AND s.expires_at > now() AND u.disabled_at IS NULL
+            AND s.created_at > now() - make_interval(secs => $3)",
         tokens::digest(secret),
         SESSION_TTL.num_seconds() as f64,
         SESSION_MAX_AGE.num_seconds() as f64
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let user = match user {
-        Some(user) => Some(user),
-        None => {
-            sqlx::query_as!(
-                UserRow,
-                "SELECT u.id, u.email, u.display_name, u.created_at
-                   FROM sessions s JOIN users u ON u.id = s.user_id
-                  WHERE s.token_hash = $1 AND s.expires_at > now() AND u.disabled_at IS NULL
-                    AND s.created_at > now() - make_interval(secs => $2)",
-                tokens::digest(secret),
-                SESSION_MAX_AGE.num_seconds() as f64
-            )
-            .fetch_optional(&mut *tx)
-            .await?
-        }
-    };
     tx.commit().await?;
     Ok(user.map(Into::into))
 }

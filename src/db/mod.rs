@@ -89,23 +89,20 @@ impl Db {
 
     /// A transaction acting for one tenant: row-level security shows only their rows.
     pub async fn tenant(&self, user_id: Uuid) -> Result<Tx, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query_scalar!(
-            "SELECT set_config('app.user_id', $1, true)",
-            user_id.to_string()
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        Ok(tx)
+        // One round trip: the statement that opens the transaction also names the tenant (a
+        // UUID's text is hex digits and dashes, nothing to escape).
+        self.pool
+            .begin_with(sqlx::AssertSqlSafe(format!(
+                "BEGIN; SELECT set_config('app.user_id', '{user_id}', true)"
+            )))
+            .await
     }
 
     /// A transaction acting for the platform itself (auth lookups, background workers).
     pub async fn system(&self) -> Result<Tx, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query_scalar!("SELECT set_config('app.scope', 'system', true)")
-            .fetch_one(&mut *tx)
-            .await?;
-        Ok(tx)
+        self.pool
+            .begin_with("BEGIN; SELECT set_config('app.scope', 'system', true)")
+            .await
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {

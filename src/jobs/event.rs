@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::contract::{EvalEvent, MetricsEvent, WorkerResult};
 use super::lifecycle::{JobStage, JobStatus};
-use super::{JobView, MetricPoint};
+use super::{JobRow, JobView, MetricPoint};
 use crate::format::bytes as format_bytes;
 
 /// What happened to a job.
@@ -275,6 +275,38 @@ impl JobEventRecord {
             level,
             text,
         })
+    }
+}
+
+impl JobRow {
+    /// Applies a streamed event of this job to the row, as [`JobView::follow`] does to the
+    /// fields the row has (the test below checks both agree after every event of a run).
+    pub fn follow(&mut self, record: &JobEventRecord) {
+        if record.job_id != self.id {
+            return;
+        }
+        match &record.event {
+            JobEvent::Status(change) => {
+                self.status = change.status;
+                self.current_stage = change.current_stage;
+                self.progress = change.progress;
+                self.current_cost = change.current_cost;
+                self.final_cost = change.final_cost;
+            }
+            JobEvent::Stage(stage) => {
+                if !self.status.is_terminal() {
+                    self.current_stage = stage.stage;
+                }
+            }
+            JobEvent::Metrics(update) => {
+                self.progress = self.progress.max(update.progress);
+                self.current_cost = update.current_cost.max(self.current_cost);
+                if self.status == JobStatus::Initializing {
+                    self.status = JobStatus::Running;
+                }
+            }
+            JobEvent::Checkpoint(_) | JobEvent::Eval(_) | JobEvent::Result(_) => {}
+        }
     }
 }
 
@@ -569,6 +601,46 @@ mod tests {
         assert_eq!(curve.len(), 4);
         assert_eq!(curve[3].eval_loss, Some(1.25));
         assert_eq!(curve[3].train_loss, Some(1.0));
+    }
+
+    #[test]
+    fn a_list_row_follows_a_run_as_the_view_does() {
+        let mut job = view();
+        let mut row = JobRow::from(&job);
+        let mut events = run();
+        // A failure, a retry and a late stage event, after the run.
+        events.push(status(JobStatus::Failed, JobStage::Failed, 25.0, 1));
+        events.push(stage(JobStage::Uploading));
+        events.push(status(JobStatus::Queued, JobStage::Queued, 0.0, 0));
+        events.push(status(
+            JobStatus::Initializing,
+            JobStage::QueuedOnGpu,
+            0.0,
+            0,
+        ));
+        events.push(metrics(1, 2.0));
+        for (i, event) in events.into_iter().enumerate() {
+            let record = JobEventRecord {
+                id: i as i64 + 1,
+                job_id: job.id,
+                user_id: Uuid::nil(),
+                event,
+                created_at: DateTime::<Utc>::default(),
+            };
+            job.follow(&record);
+            row.follow(&record);
+            assert_eq!(row, JobRow::from(&job), "after event {}", i + 1);
+        }
+        // Another job's events leave the row alone.
+        let before = row.clone();
+        row.follow(&JobEventRecord {
+            id: 99,
+            job_id: Uuid::from_u128(7),
+            user_id: Uuid::nil(),
+            event: status(JobStatus::Failed, JobStage::Failed, 5.0, 1),
+            created_at: DateTime::<Utc>::default(),
+        });
+        assert_eq!(row, before);
     }
 
     #[test]

@@ -82,6 +82,46 @@ pub struct JobView {
     pub last_event_id: i64,
 }
 
+/// A job as a row of the Jobs list: what the table shows and the live stream changes, without
+/// the configuration, estimate and metrics a [`JobView`] carries (a page of 100 is sent to the
+/// browser as the list's props and read from Postgres on every page view).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub dataset_name: Option<String>,
+    pub base_model: String,
+    pub preset: String,
+    pub gpu_type: String,
+    pub gpu_count: i32,
+    pub status: JobStatus,
+    pub current_stage: JobStage,
+    pub progress: f64,
+    pub current_cost: f64,
+    pub estimated_total_cost: Option<f64>,
+    pub final_cost: Option<f64>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&JobView> for JobRow {
+    fn from(job: &JobView) -> Self {
+        Self {
+            id: job.id,
+            dataset_name: job.dataset_name.clone(),
+            base_model: job.base_model.clone(),
+            preset: job.preset.clone(),
+            gpu_type: job.gpu_type.clone(),
+            gpu_count: job.gpu_count,
+            status: job.status,
+            current_stage: job.current_stage,
+            progress: job.progress,
+            current_cost: job.current_cost,
+            estimated_total_cost: job.estimated_total_cost,
+            final_cost: job.final_cost,
+            created_at: job.created_at,
+        }
+    }
+}
+
 /// One point of a job's training curve; names as in the worker contract.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct MetricPoint {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::finish::{self, Ending, Subject};
 use super::lifecycle::{JobStage, JobStatus};
 use super::store::{self, NewJobRow};
-use super::{JobView, MetricPoint, NewJob, events};
+use super::{JobRow, JobView, MetricPoint, NewJob, events};
 use crate::db::{Db, Tx};
 use crate::notifications::{self, NewNotification, NotificationKind};
 use crate::tasks::{JobTask, Task};
@@ -323,6 +323,27 @@ pub async fn get(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
     Ok(job)
 }
 
+/// `LIMIT` and `OFFSET` of page `page` (from 1) of `limit` jobs (1 to 100).
+fn window(page: u32, limit: u32) -> (i64, i64) {
+    let limit = i64::from(limit.clamp(1, 100));
+    (limit, i64::from(page.max(1) - 1) * limit)
+}
+
+/// The caller's jobs as rows of the Jobs page, newest first, and the total matching `status`.
+pub async fn list_rows(
+    db: &Db,
+    user: Uuid,
+    status: Option<JobStatus>,
+    page: u32,
+    limit: u32,
+) -> Result<(Vec<JobRow>, i64), JobError> {
+    let (limit, offset) = window(page, limit);
+    let mut tx = db.tenant(user).await?;
+    let page = store::list_rows(&mut tx, user, status, limit, offset).await?;
+    tx.commit().await?;
+    Ok(page)
+}
+
 /// The caller's jobs, newest first, and the total matching `status`.
 pub async fn list(
     db: &Db,
@@ -331,8 +352,7 @@ pub async fn list(
     page: u32,
     limit: u32,
 ) -> Result<(Vec<JobView>, i64), JobError> {
-    let limit = i64::from(limit.clamp(1, 100));
-    let offset = i64::from(page.max(1) - 1) * limit;
+    let (limit, offset) = window(page, limit);
     let mut tx = db.tenant(user).await?;
     let page = store::list_views(&mut tx, user, status, limit, offset).await?;
     tx.commit().await?;

@@ -15,7 +15,7 @@ use super::lifecycle::{JobStage, JobStatus};
 use crate::db::Tx;
 
 mod views;
-pub use views::{active_views, curve, find_view, list_views};
+pub use views::{active_views, curve, find_view, list_rows, list_views};
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
 

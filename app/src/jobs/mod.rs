@@ -7,7 +7,7 @@ mod monitor;
 
 pub use monitor::{JobBadge, JobPage};
 
-use engine::jobs::{JobEvent, JobStatus, JobView};
+use engine::jobs::{JobEvent, JobRow, JobStatus};
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ const FILTERS: [JobStatus; 6] = [
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobPageData {
-    pub jobs: Vec<JobView>,
+    pub jobs: Vec<JobRow>,
     pub total: i64,
     pub page: u32,
     pub per_page: u32,
@@ -54,7 +54,7 @@ pub async fn list_jobs(
     let status = status.as_deref().and_then(JobStatus::parse);
     let page = page.max(1);
     let per_page = page_size(per_page);
-    engine::jobs::service::list(&db, user.id, status, page, per_page)
+    engine::jobs::service::list_rows(&db, user.id, status, page, per_page)
         .await
         .map(|(jobs, total)| JobPageData {
             jobs,

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use engine::jobs::service;
 use engine::jobs::{JobStatus, NewJob};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::ApiJson;
@@ -59,9 +59,17 @@ pub async fn list(
     let (page, limit) = super::paging(query.page, query.limit, &mut fields);
     fields.into_result().map_err(ApiError::Validation)?;
     let (jobs, total) = service::list(&state.db, user.id, status, page, limit).await?;
-    Ok(ok(
-        json!({ "jobs": jobs, "pagination": { "page": page, "limit": limit, "total": total } }),
-    ))
+    Ok(ok(JobList {
+        jobs,
+        pagination: json!({ "page": page, "limit": limit, "total": total }),
+    }))
+}
+
+/// `GET /api/jobs`: written straight from the views (`json!` would copy every job into a tree).
+#[derive(Serialize)]
+struct JobList {
+    jobs: Vec<engine::jobs::JobView>,
+    pagination: serde_json::Value,
 }
 
 pub async fn detail(

@@ -3,9 +3,9 @@
 //! job's (`/api/jobs/{id}/events`) and all of the caller's (`/api/events`) — run the same loop:
 //! replay what the client missed (`Last-Event-ID`, or `?last_event_id=` for the first connect),
 //! then follow live; a subscriber that falls behind reads the table again. Streams send
-//! keep-alives, notice clients that left, and end when the server shuts down.
+//! keep-alives, end with their connection (no task of their own) and when the server shuts down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -19,8 +19,6 @@ use engine::jobs::events;
 use engine::live::{
     DATASET_EVENT, HubMessage, NOTIFICATION_EVENT, NotificationChange, RESYNC_EVENT, Subscription,
 };
-use futures::SinkExt;
-use futures::channel::mpsc;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -29,18 +27,29 @@ use crate::auth::CurrentUser;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Live streams one user may hold open on one replica (a tab holds one, two on a job page).
-pub const MAX_STREAMS_PER_USER: usize = 16;
+/// Live streams one user may hold open on one replica by default (`STREAMS_PER_USER`; a tab
+/// holds one, two on a job page).
+pub const DEFAULT_STREAMS_PER_USER: usize = 16;
 
-/// Open streams per user: past [`MAX_STREAMS_PER_USER`] a new one is refused (429), so one
-/// account cannot hold thousands of connections and their database replays.
-#[derive(Clone, Default)]
-pub struct StreamCounter(Arc<Mutex<HashMap<Uuid, usize>>>);
+/// Open streams per user: past the limit a new one is refused (429), so one account cannot
+/// hold thousands of connections and their database replays.
+#[derive(Clone)]
+pub struct StreamCounter {
+    counts: Arc<Mutex<HashMap<Uuid, usize>>>,
+    limit: usize,
+}
 
 impl StreamCounter {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            counts: Arc::default(),
+            limit,
+        }
+    }
+
     fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, usize>> {
         // A panic while holding it cannot leave the counts half-updated.
-        self.0
+        self.counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -49,7 +58,7 @@ impl StreamCounter {
     pub fn open(&self, user: Uuid) -> Result<StreamSlot, ApiError> {
         let mut counts = self.counts();
         let open = counts.entry(user).or_default();
-        if *open >= MAX_STREAMS_PER_USER {
+        if *open >= self.limit {
             return Err(ApiError::RateLimited { retry_after_s: 5 });
         }
         *open += 1;
@@ -105,10 +114,6 @@ pub fn router() -> super::Api {
 
 /// Events read from the table per replay query.
 const REPLAY_PAGE: i64 = 500;
-/// How often an idle stream checks that its client is still there.
-const CLIENT_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
-
-type EventSender = mpsc::Sender<Result<Event, Infallible>>;
 
 #[derive(Deserialize)]
 pub struct Resume {
@@ -207,6 +212,34 @@ pub async fn user_events(
     ))
 }
 
+/// What a stream holds between events: no task and no channel of its own — the connection
+/// polls it, so an idle stream costs its subscription, a few ids and a small queue (10,000 open
+/// streams is the target; docs/PERFORMANCE.md). When the client goes, hyper drops the body and
+/// the subscription with it.
+struct StreamState {
+    db: Db,
+    user: Uuid,
+    scope: Scope,
+    /// The newest event id sent.
+    last: i64,
+    live: Subscription,
+    /// Events to send before reading more: the first one, a page of a replay.
+    queue: VecDeque<Event>,
+    /// Stored events after `last` must be read before following live (the first connect, a
+    /// lagged subscriber, a hub resync).
+    replay: Replay,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Replay {
+    Done,
+    /// Read the next page.
+    Pending,
+    /// Read the next page, then tell a user stream's page to reload its state.
+    PendingThenResync,
+}
+
 fn stream(
     state: &AppState,
     user: Uuid,
@@ -216,99 +249,77 @@ fn stream(
     first: Option<Event>,
     slot: StreamSlot,
 ) -> impl IntoResponse + use<> {
-    let (mut sender, receiver) = mpsc::channel(16);
-    if let Some(first) = first {
-        // The channel is empty: this cannot fail for want of room.
-        let _ = sender.try_send(Ok(first));
-    }
-    tokio::spawn(pump(
-        state.db.clone(),
+    let state = StreamState {
+        db: state.db.clone(),
         user,
         scope,
         last,
         live,
-        sender,
-        state.shutdown.clone(),
-    ));
+        queue: first.into_iter().collect(),
+        replay: Replay::Pending,
+        shutdown: state.shutdown.clone(),
+    };
+    let events = futures::stream::unfold(state, |mut state| async move {
+        let event = next_event(&mut state).await?;
+        Some((Ok::<_, Infallible>(event), state))
+    });
     Sse::new(Counted {
-        inner: receiver,
+        inner: Box::pin(events),
         _slot: slot,
     })
     .keep_alive(KeepAlive::default())
 }
 
-async fn pump(
-    db: Db,
-    user: Uuid,
-    scope: Scope,
-    mut last: i64,
-    mut live: Subscription,
-    mut sender: EventSender,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    // Boxed: the replay's database futures are large, and a stream spends nearly all its life
-    // waiting for live events; boxing keeps them out of every idle stream's task (≈ 10k streams).
-    if !Box::pin(replay(&db, user, scope, &mut last, &mut sender)).await {
-        return;
-    }
-    let mut check = tokio::time::interval(CLIENT_CHECK);
+/// The next event to send; `None` ends the stream (shutdown, or a job stream whose replay
+/// failed: the browser reconnects with `Last-Event-ID`, so nothing is skipped).
+async fn next_event(state: &mut StreamState) -> Option<Event> {
     loop {
-        tokio::select! {
-            // A finished job sends nothing more: notice a client that left anyway.
-            _ = check.tick() => if sender.is_closed() {
-                return;
-            },
-            message = live.recv() => match message {
-                Ok(HubMessage::Job(event)) => {
-                    let ours = event.user_id == user
-                        && match scope {
-                            Scope::Job(job) => event.job_id == job,
-                            Scope::User => true,
-                        };
-                    if !ours || event.id <= last {
-                        continue;
-                    }
-                    last = event.id;
-                    if sender.send(Ok(sse_event(&event))).await.is_err() {
-                        return;
-                    }
+        if let Some(event) = state.queue.pop_front() {
+            return Some(event);
+        }
+        if state.replay != Replay::Done {
+            // Boxed: the replay's database futures are large, and a stream spends nearly all
+            // its life waiting for live events.
+            Box::pin(replay_page(state)).await?;
+            continue;
+        }
+        let message = tokio::select! {
+            message = state.live.recv() => message,
+            _ = state.shutdown.changed() => return None,
+        };
+        match message {
+            Ok(HubMessage::Job(event)) => {
+                let ours = event.user_id == state.user
+                    && match state.scope {
+                        Scope::Job(job) => event.job_id == job,
+                        Scope::User => true,
+                    };
+                if ours && event.id > state.last {
+                    state.last = event.id;
+                    return Some(sse_event(&event));
                 }
-                // Only user streams subscribe to these, and only to their own user's.
-                Ok(HubMessage::Dataset(change)) => {
-                    if change.user_id != user {
-                        continue;
-                    }
-                    let event = Event::default()
+            }
+            // Only user streams subscribe to these, and only to their own user's.
+            Ok(HubMessage::Dataset(change)) if change.user_id == state.user => {
+                return Some(
+                    Event::default()
                         .event(DATASET_EVENT)
-                        .data(serde_json::to_string(&*change).unwrap_or_default());
-                    if sender.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(HubMessage::Notification(change)) => {
-                    if change.user_id != user {
-                        continue;
-                    }
-                    if sender.send(Ok(notification_event(&change))).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => {
-                    if !Box::pin(replay(&db, user, scope, &mut last, &mut sender)).await {
-                        return;
-                    }
-                    // Dataset and notification messages are state, not history: the page
-                    // reloads them.
-                    if matches!(scope, Scope::User) {
-                        let resync = Event::default().event(RESYNC_EVENT).data("{}");
-                        if sender.send(Ok(resync)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(RecvError::Closed) => return,
-            },
-            _ = shutdown.changed() => return,
+                        .data(serde_json::to_string(&*change).unwrap_or_default()),
+                );
+            }
+            Ok(HubMessage::Notification(change)) if change.user_id == state.user => {
+                return Some(notification_event(&change));
+            }
+            Ok(HubMessage::Dataset(_) | HubMessage::Notification(_)) => {}
+            Ok(HubMessage::Resync) | Err(RecvError::Lagged(_)) => {
+                // Dataset and notification messages are state, not history: after the replay
+                // the page reloads them.
+                state.replay = match state.scope {
+                    Scope::User => Replay::PendingThenResync,
+                    Scope::Job(_) => Replay::Pending,
+                };
+            }
+            Err(RecvError::Closed) => return None,
         }
     }
 }
@@ -319,42 +330,41 @@ fn notification_event(change: &NotificationChange) -> Event {
         .data(serde_json::to_string(change).unwrap_or_default())
 }
 
-/// Sends every stored event after `last`; `false` when the client has gone.
-async fn replay(
-    db: &Db,
-    user: Uuid,
-    scope: Scope,
-    last: &mut i64,
-    sender: &mut EventSender,
-) -> bool {
-    loop {
-        let page = match scope {
-            Scope::Job(job) => events::since(db, user, job, *last, REPLAY_PAGE).await,
-            Scope::User => events::since_for_user(db, user, *last, REPLAY_PAGE).await,
-        };
-        let page = match page {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::warn!(error = %e, ?scope, "cannot replay job events");
-                // A user stream tells the page to reload instead; a job stream ends, and the
-                // browser reconnects with Last-Event-ID, so nothing is skipped.
-                if matches!(scope, Scope::User) {
-                    let resync = Event::default().event(RESYNC_EVENT).data("{}");
-                    return sender.send(Ok(resync)).await.is_ok();
-                }
-                return false;
+/// Reads the next page of stored events after `last` into the queue; `None` when the stream
+/// must end.
+async fn replay_page(state: &mut StreamState) -> Option<()> {
+    let (db, user, last) = (&state.db, state.user, state.last);
+    let page = match state.scope {
+        Scope::Job(job) => events::since(db, user, job, last, REPLAY_PAGE).await,
+        Scope::User => events::since_for_user(db, user, last, REPLAY_PAGE).await,
+    };
+    let page = match page {
+        Ok(page) => page,
+        Err(e) => {
+            tracing::warn!(error = %e, scope = ?state.scope, "cannot replay job events");
+            // A user stream tells the page to reload instead; a job stream ends, and the
+            // browser reconnects with Last-Event-ID, so nothing is skipped.
+            if matches!(state.scope, Scope::User) {
+                state.replay = Replay::Done;
+                state.queue.push_back(resync_event());
+                return Some(());
             }
-        };
-        for event in &page.events {
-            if sender.send(Ok(sse_event(event))).await.is_err() {
-                return false;
-            }
+            return None;
         }
-        if let Some(id) = page.last_read {
-            *last = id;
-        }
-        if !page.full {
-            return true;
-        }
+    };
+    state.queue.extend(page.events.iter().map(sse_event));
+    if let Some(id) = page.last_read {
+        state.last = id;
     }
+    if !page.full {
+        if state.replay == Replay::PendingThenResync {
+            state.queue.push_back(resync_event());
+        }
+        state.replay = Replay::Done;
+    }
+    Some(())
+}
+
+fn resync_event() -> Event {
+    Event::default().event(RESYNC_EVENT).data("{}")
 }

@@ -54,8 +54,16 @@ impl Api {
     }
 }
 
-/// Every REST route: the API, the signed-URL storage endpoints and the health checks.
+/// Every REST route: the API, the live streams, the signed-URL storage endpoints and the health
+/// checks.
 pub fn api() -> Api {
+    compressible().merge(live::router())
+}
+
+/// Every REST route but the live streams: the ones whose answers the server compresses. An SSE
+/// body is never compressed, and outside the compression layer an open stream does not carry
+/// an idle encoder's state either (kilobytes each, 10,000 streams; docs/PERFORMANCE.md).
+pub fn compressible() -> Api {
     Api::new()
         .merge(accounts::router())
         .merge(tokens::router())
@@ -66,7 +74,6 @@ pub fn api() -> Api {
         .merge(models::router())
         .merge(costs::router())
         .merge(notifications::router())
-        .merge(live::router())
         .merge(health::router())
 }
 

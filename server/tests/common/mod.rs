@@ -377,6 +377,8 @@ impl TestApp {
             bind,
             public_url: server::settings::parse_public_url(None, bind).expect("url"),
             log_format: LogFormat::Text,
+            compression_level: server::settings::DEFAULT_COMPRESSION_LEVEL,
+            streams_per_user: server::routes::live::DEFAULT_STREAMS_PER_USER,
         };
         let app = Application::build(settings).await.expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::Result;
 use crate::db::Tx;
 use crate::jobs::lifecycle::{JobStage, JobStatus};
-use crate::jobs::{JobView, MetricPoint};
+use crate::jobs::{JobRow, JobView, MetricPoint};
 
 struct ViewRow {
     id: Uuid,
@@ -151,15 +151,49 @@ pub async fn list_views(
         offset,
     )
     .await?;
-    let total = sqlx::query_scalar!(
+    let total = count(tx, user, status).await?;
+    Ok((jobs, total))
+}
+
+/// A page of `user`'s jobs as list rows (no JSON columns read), newest first, and the total
+/// matching `status`.
+pub async fn list_rows(
+    tx: &mut Tx,
+    user: Uuid,
+    status: Option<JobStatus>,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<JobRow>, i64)> {
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"SELECT j.id, d.name AS "dataset_name?", j.base_model, j.preset, j.gpu_type, j.gpu_count,
+                  j.status AS "status: JobStatus", j.current_stage AS "current_stage: JobStage",
+                  j.progress, j.current_cost::float8 AS "current_cost!",
+                  j.estimated_total_cost::float8 AS estimated_total_cost,
+                  j.final_cost::float8 AS final_cost, j.created_at
+             FROM training_jobs j
+             JOIN datasets d ON d.id = j.dataset_id
+            WHERE j.user_id = $1 AND ($2::text IS NULL OR j.status = $2)
+            ORDER BY j.created_at DESC, j.id LIMIT $3 OFFSET $4"#,
+        user,
+        status.map(JobStatus::as_str),
+        limit,
+        offset
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok((rows, count(tx, user, status).await?))
+}
+
+async fn count(tx: &mut Tx, user: Uuid, status: Option<JobStatus>) -> Result<i64> {
+    sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM training_jobs
             WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)"#,
         user,
         status.map(JobStatus::as_str)
     )
     .fetch_one(&mut **tx)
-    .await?;
-    Ok((jobs, total))
+    .await
 }
 
 struct PointRow {
