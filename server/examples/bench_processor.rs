@@ -23,7 +23,6 @@ mod common;
 use common::*;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,42 +65,30 @@ impl Args {
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             match flag.as_str() {
-                "--jobs" => args.jobs = number(&flag, it.next()),
-                "--latency-ms" => args.latency = Duration::from_millis(number(&flag, it.next())),
-                "--measure-s" => args.measure = Duration::from_secs(number(&flag, it.next())),
+                "--jobs" => args.jobs = USAGE.number(&flag, it.next()),
+                "--latency-ms" => {
+                    args.latency = Duration::from_millis(USAGE.number(&flag, it.next()))
+                }
+                "--measure-s" => args.measure = Duration::from_secs(USAGE.number(&flag, it.next())),
                 "--rate-limit" => args.rate_limit = true,
-                "--poll-interval-ms" => args.poll_interval_ms = Some(number(&flag, it.next())),
-                "-h" | "--help" => usage(""),
-                other => usage(&format!("unknown argument {other}")),
+                "--poll-interval-ms" => {
+                    args.poll_interval_ms = Some(USAGE.number(&flag, it.next()))
+                }
+                "-h" | "--help" => USAGE.exit(""),
+                other => USAGE.exit(&format!("unknown argument {other}")),
             }
         }
         if args.jobs == 0 || args.measure.is_zero() {
-            usage("--jobs and --measure-s must be at least 1");
+            USAGE.exit("--jobs and --measure-s must be at least 1");
         }
         args
     }
 }
 
-fn number<T: FromStr>(flag: &str, value: Option<String>) -> T {
-    value
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| usage(&format!("{flag} needs a whole number")))
-}
-
-fn usage(problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("error: {problem}");
-    }
-    eprintln!(
-        "usage: bench_processor [--jobs N (1000)] [--latency-ms MS (50)] [--measure-s S (60)] \
-         [--rate-limit] [--poll-interval-ms MS (server default)]"
-    );
-    eprintln!(
-        "environment: LORA_PIPELINE_BIN (the server binary), LP_TEST_ADMIN_URL (a superuser URL)"
-    );
-    std::process::exit(2)
-}
+const USAGE: Usage = Usage(
+    "usage: bench_processor [--jobs N (1000)] [--latency-ms MS (50)] [--measure-s S (60)] \
+     [--rate-limit] [--poll-interval-ms MS (server default)]",
+);
 
 // ---------------------------------------------------------------------------------------------
 // The simulated RunPod endpoint

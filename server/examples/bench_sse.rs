@@ -55,39 +55,24 @@ impl Args {
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             match flag.as_str() {
-                "--subscribers" => args.subscribers = number(&flag, it.next()),
-                "--events" => args.events = number(&flag, it.next()),
-                "--interval-ms" => args.interval = Duration::from_millis(number(&flag, it.next())),
-                "-h" | "--help" => usage(""),
-                other => usage(&format!("unknown argument {other}")),
+                "--subscribers" => args.subscribers = USAGE.number(&flag, it.next()),
+                "--events" => args.events = USAGE.number(&flag, it.next()),
+                "--interval-ms" => {
+                    args.interval = Duration::from_millis(USAGE.number(&flag, it.next()))
+                }
+                "-h" | "--help" => USAGE.exit(""),
+                other => USAGE.exit(&format!("unknown argument {other}")),
             }
         }
         if args.subscribers == 0 || args.events == 0 {
-            usage("--subscribers and --events must be at least 1");
+            USAGE.exit("--subscribers and --events must be at least 1");
         }
         args
     }
 }
 
-fn number<T: FromStr>(flag: &str, value: Option<String>) -> T {
-    value
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| usage(&format!("{flag} needs a whole number")))
-}
-
-fn usage(problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("error: {problem}");
-    }
-    eprintln!(
-        "usage: bench_sse [--subscribers N (1000)] [--events E (50)] [--interval-ms MS (100)]"
-    );
-    eprintln!(
-        "environment: LORA_PIPELINE_BIN (the server binary), LP_TEST_ADMIN_URL (a superuser URL)"
-    );
-    std::process::exit(2)
-}
+const USAGE: Usage =
+    Usage("usage: bench_sse [--subscribers N (1000)] [--events E (50)] [--interval-ms MS (100)]");
 
 #[tokio::main]
 async fn main() {

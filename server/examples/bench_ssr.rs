@@ -43,37 +43,22 @@ impl Args {
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             match flag.as_str() {
-                "--connections" => args.connections = number(&flag, it.next()),
-                "--seconds" => args.seconds = number(&flag, it.next()),
-                "--jobs" => args.jobs = number(&flag, it.next()),
-                "-h" | "--help" => usage(""),
-                other => usage(&format!("unknown argument {other}")),
+                "--connections" => args.connections = USAGE.number(&flag, it.next()),
+                "--seconds" => args.seconds = USAGE.number(&flag, it.next()),
+                "--jobs" => args.jobs = USAGE.number(&flag, it.next()),
+                "-h" | "--help" => USAGE.exit(""),
+                other => USAGE.exit(&format!("unknown argument {other}")),
             }
         }
         if args.connections == 0 || args.seconds == 0 || !(1..=100).contains(&args.jobs) {
-            usage("--connections and --seconds must be at least 1, --jobs 1 to 100");
+            USAGE.exit("--connections and --seconds must be at least 1, --jobs 1 to 100");
         }
         args
     }
 }
 
-fn number<T: FromStr>(flag: &str, value: Option<String>) -> T {
-    value
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| usage(&format!("{flag} needs a whole number")))
-}
-
-fn usage(problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("error: {problem}");
-    }
-    eprintln!("usage: bench_ssr [--connections N (64)] [--seconds S (10)] [--jobs J (50)]");
-    eprintln!(
-        "environment: LORA_PIPELINE_BIN (the server binary), LP_TEST_ADMIN_URL (a superuser URL)"
-    );
-    std::process::exit(2)
-}
+const USAGE: Usage =
+    Usage("usage: bench_ssr [--connections N (64)] [--seconds S (10)] [--jobs J (50)]");
 
 #[tokio::main]
 async fn main() {

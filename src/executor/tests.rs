@@ -188,9 +188,11 @@ async fn a_worker_that_exits_while_a_child_holds_its_output_still_completes() {
         3,
         "its output was read"
     );
+    // Two drains of 2 s each (stdout, stderr) after the exit, plus Python's start on a loaded
+    // machine: well under the 60 s the orphan holds the pipes, which a hang would wait for.
     assert!(
-        status.execution_time.unwrap() < 5_000,
-        "not held until a timeout"
+        status.execution_time.unwrap() < 30_000,
+        "not held until the orphan exits"
     );
 }
 

@@ -22,6 +22,32 @@ pub const SAMPLE: &str = concat!(
     "/../../shared/datasets/openai-chat.jsonl"
 );
 
+/// A benchmark's command line, by its usage line (printed on an error and for `--help`).
+pub struct Usage(pub &'static str);
+
+impl Usage {
+    /// The whole-number value given to `flag`, or the usage with the problem.
+    pub fn number<T: FromStr>(&self, flag: &str, value: Option<String>) -> T {
+        value
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| self.exit(&format!("{flag} needs a whole number")))
+    }
+
+    /// Prints the problem (none for `--help`), the usage and the environment every benchmark
+    /// reads, and exits with status 2.
+    pub fn exit(&self, problem: &str) -> ! {
+        if !problem.is_empty() {
+            eprintln!("error: {problem}");
+        }
+        eprintln!("{}", self.0);
+        eprintln!(
+            "environment: LORA_PIPELINE_BIN (the server binary), LP_TEST_ADMIN_URL (a superuser URL)"
+        );
+        std::process::exit(2)
+    }
+}
+
 pub fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (value * scale).round() / scale
