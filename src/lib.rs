@@ -22,6 +22,8 @@ pub mod db;
 #[cfg(feature = "ssr")]
 pub mod executor;
 #[cfg(feature = "ssr")]
+pub mod idempotency;
+#[cfg(feature = "ssr")]
 pub mod queue;
 #[cfg(feature = "ssr")]
 pub mod runpod;

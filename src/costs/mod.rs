@@ -106,6 +106,20 @@ crate::jobs::lifecycle::text_enum!(CostType {
     Transfer => "transfer",
 });
 
+/// One cost record of a job, as `GET /api/jobs/{id}` lists them (the original's `cost_records`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobCostRecord {
+    pub id: uuid::Uuid,
+    pub cost_type: CostType,
+    pub amount: f64,
+    pub gpu_type: Option<String>,
+    pub gpu_count: Option<i32>,
+    pub seconds: Option<f64>,
+    pub rate_per_s: Option<f64>,
+    pub billing_date: chrono::NaiveDate,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Dollars for `execution_ms` of billed execution on `gpu_count` GPUs of `gpu` (RunPod bills
 /// per second of execution; the local executor's rate is the operator's, 0 by default).
 pub fn compute_cost(execution_ms: u64, gpu: Option<&GpuType>, gpu_count: i32) -> f64 {

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{CostType, storage_cost};
+use super::{CostType, JobCostRecord, storage_cost};
 use crate::db::Tx;
 
 /// Records what an attempt of a job cost, in the transaction that ends it: the compute record
@@ -64,13 +64,31 @@ pub async fn record_ending(tx: &mut Tx, job: Uuid) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// A job's cost records, by type: `(type, amount)`.
-pub async fn for_job(tx: &mut Tx, job: Uuid) -> Result<Vec<(String, f64)>, sqlx::Error> {
+/// A job's cost records, by type.
+pub async fn for_job(tx: &mut Tx, job: Uuid) -> Result<Vec<JobCostRecord>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT cost_type, amount::float8 AS "amount!" FROM cost_records WHERE job_id = $1 ORDER BY cost_type"#,
+        r#"SELECT id, cost_type, amount::float8 AS "amount!", gpu_type, gpu_count, seconds,
+                  rate_per_s::float8 AS rate_per_s, billing_date, created_at
+             FROM cost_records WHERE job_id = $1 ORDER BY cost_type"#,
         job
     )
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.cost_type, r.amount)).collect())
+    Ok(rows
+        .into_iter()
+        // The column's CHECK allows only the known types.
+        .filter_map(|r| {
+            Some(JobCostRecord {
+                id: r.id,
+                cost_type: CostType::parse(&r.cost_type)?,
+                amount: r.amount,
+                gpu_type: r.gpu_type,
+                gpu_count: r.gpu_count,
+                seconds: r.seconds,
+                rate_per_s: r.rate_per_s,
+                billing_date: r.billing_date,
+                created_at: r.created_at,
+            })
+        })
+        .collect())
 }

@@ -13,6 +13,7 @@ use super::{
     check_new_dataset,
 };
 use crate::db::Db;
+use crate::idempotency::{self, Claim, ClaimError, IdempotencyKey};
 use crate::notifications::{self, NewNotification, NotificationKind};
 use crate::storage::{Bucket, SignedRequest, Storage, StorageError};
 use crate::tasks::Task;
@@ -56,8 +57,17 @@ pub enum DatasetError {
     Db(#[from] sqlx::Error),
 }
 
+impl From<ClaimError> for DatasetError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Mismatch => Self::Conflict(e.to_string()),
+            ClaimError::Db(e) => Self::Db(e),
+        }
+    }
+}
+
 /// A new dataset and where to upload its file.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Created {
     pub dataset: DatasetView,
     pub upload: SignedRequest,
@@ -92,6 +102,7 @@ pub async fn create(
     limits: &crate::costs::Limits,
     user: Uuid,
     new: &NewDataset,
+    idempotency: Option<&IdempotencyKey>,
 ) -> Result<Created, DatasetError> {
     check_new_dataset(new).map_err(|e| match e {
         NewDatasetError::Invalid(fields) => DatasetError::Invalid(fields),
@@ -106,6 +117,11 @@ pub async fn create(
         .presign_put(Bucket::Datasets, &key, new.file_size, UPLOAD_URL_TTL)
         .await?;
     let mut tx = db.tenant(user).await?;
+    if let Some(key) = idempotency
+        && let Claim::Replay(first) = idempotency::claim(&mut tx, user, key).await?
+    {
+        return Ok(first);
+    }
     // The quota, under the account's storage lock: parallel uploads cannot pass it together.
     let (used, datasets) = super::storage_used(&mut tx, user).await?;
     if datasets >= i64::from(limits.max_datasets) {
@@ -139,12 +155,16 @@ pub async fn create(
         },
     )
     .await?;
-    tx.commit().await?;
-    Ok(Created {
+    let created = Created {
         dataset: row.into(),
         storage_path: format!("{}/{key}", Bucket::Datasets.name()),
         upload,
-    })
+    };
+    if let Some(key) = idempotency {
+        idempotency::record(&mut tx, user, key, &created).await?;
+    }
+    tx.commit().await?;
+    Ok(created)
 }
 
 /// The upload is complete: check the object, then queue validation (in the same transaction

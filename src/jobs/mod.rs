@@ -9,6 +9,7 @@ use crate::training::TrainingConfig;
 
 pub use event::{JobEvent, JobEventKind, JobEventRecord, LogLevel, LogLine, MetricsUpdate};
 pub use lifecycle::{JobStage, JobStatus};
+pub use request::{Adjustment, GpuConfig, HyperparameterInput, JobRequest, ResolvedJob};
 
 pub mod contract;
 pub mod event;
@@ -19,13 +20,14 @@ pub mod finish;
 pub mod lifecycle;
 #[cfg(feature = "ssr")]
 pub mod processor;
+pub mod request;
 #[cfg(feature = "ssr")]
 pub mod service;
 #[cfg(feature = "ssr")]
 pub mod store;
 
 /// `POST /api/jobs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {
     pub dataset_id: Uuid,
     #[serde(flatten)]

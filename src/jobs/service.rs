@@ -9,6 +9,7 @@ use super::lifecycle::{JobStage, JobStatus};
 use super::store::{self, NewJobRow};
 use super::{JobRow, JobView, MetricPoint, NewJob, events};
 use crate::db::{Db, Tx};
+use crate::idempotency::{self, Claim, ClaimError, IdempotencyKey};
 use crate::notifications::{self, NewNotification, NotificationKind};
 use crate::tasks::{JobTask, Task};
 use crate::training::estimate::{DatasetSize, EstimateError, estimate};
@@ -25,6 +26,15 @@ pub enum JobError {
     Conflict(String),
     #[error("database error on jobs: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+impl From<ClaimError> for JobError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Mismatch => Self::Conflict(e.to_string()),
+            ClaimError::Db(e) => Self::Db(e),
+        }
+    }
 }
 
 impl crate::error::Classify for JobError {
@@ -45,6 +55,7 @@ pub async fn create(
     catalog: &Catalog,
     user: Uuid,
     new: &NewJob,
+    idempotency: Option<&IdempotencyKey>,
 ) -> Result<JobView, JobError> {
     check_config(&new.config, catalog).map_err(JobError::Invalid)?;
     if new
@@ -57,6 +68,12 @@ pub async fn create(
         )));
     }
     let mut tx = db.tenant(user).await?;
+    // First: a request sent again answers with the first one's job, whatever changed since.
+    if let Some(key) = idempotency
+        && let Claim::Replay(first) = idempotency::claim(&mut tx, user, key).await?
+    {
+        return Ok(first);
+    }
     // Held until the job is committed: the dataset cannot be deleted under it.
     if !crate::datasets::hold(&mut tx, user, new.dataset_id).await? {
         return Err(JobError::NotFound);
@@ -195,6 +212,9 @@ pub async fn create(
     )
     .await?;
     let job = find(&mut tx, user, id).await?.ok_or(JobError::NotFound)?;
+    if let Some(key) = idempotency {
+        idempotency::record(&mut tx, user, key, &job).await?;
+    }
     tx.commit().await?;
     Ok(job)
 }
@@ -254,8 +274,19 @@ pub async fn cancel(
 /// Runs a failed or cancelled job again as a new attempt: from its latest checkpoint when it
 /// has one (the same data order, so only the steps since that checkpoint are paid for again),
 /// else from the start.
-pub async fn retry(db: &Db, catalog: &Catalog, user: Uuid, id: Uuid) -> Result<JobView, JobError> {
+pub async fn retry(
+    db: &Db,
+    catalog: &Catalog,
+    user: Uuid,
+    id: Uuid,
+    idempotency: Option<&IdempotencyKey>,
+) -> Result<JobView, JobError> {
     let mut tx = db.tenant(user).await?;
+    if let Some(key) = idempotency
+        && let Claim::Replay(first) = idempotency::claim(&mut tx, user, key).await?
+    {
+        return Ok(first);
+    }
     // The new attempt must fit the month's budget like a new job.
     if let Some(job) = find(&mut tx, user, id).await?
         && job.status.can_retry()
@@ -297,6 +328,9 @@ pub async fn retry(db: &Db, catalog: &Catalog, user: Uuid, id: Uuid) -> Result<J
     )
     .await?;
     let job = find(&mut tx, user, id).await?.ok_or(JobError::NotFound)?;
+    if let Some(key) = idempotency {
+        idempotency::record(&mut tx, user, key, &job).await?;
+    }
     tx.commit().await?;
     Ok(job)
 }
@@ -314,6 +348,28 @@ pub async fn metrics(db: &Db, user: Uuid, id: Uuid) -> Result<Vec<MetricPoint>, 
 
 async fn find(tx: &mut Tx, user: Uuid, id: Uuid) -> Result<Option<JobView>, sqlx::Error> {
     store::find_view(tx, user, id).await
+}
+
+/// `GET /api/jobs/{id}`: the job with its training curve and cost records, read together.
+pub async fn detail(db: &Db, user: Uuid, id: Uuid) -> Result<JobDetail, JobError> {
+    let mut tx = db.tenant(user).await?;
+    let job = find(&mut tx, user, id).await?.ok_or(JobError::NotFound)?;
+    let metrics = store::curve(&mut tx, user, id).await?;
+    let cost_records = crate::costs::store::for_job(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(JobDetail {
+        job,
+        metrics,
+        cost_records,
+    })
+}
+
+/// A job as `GET /api/jobs/{id}` answers (the original's job with `metrics` and `cost_records`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobDetail {
+    pub job: JobView,
+    pub metrics: Vec<MetricPoint>,
+    pub cost_records: Vec<crate::costs::JobCostRecord>,
 }
 
 pub async fn get(db: &Db, user: Uuid, id: Uuid) -> Result<JobView, JobError> {

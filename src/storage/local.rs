@@ -125,7 +125,7 @@ impl LocalStore {
             headers.insert("Content-Length".to_owned(), size.to_string());
         }
         Ok(SignedRequest {
-            method,
+            method: method.into(),
             url,
             expires_at: DateTime::from_timestamp(expires, 0).unwrap_or(expires_at),
             headers,
@@ -150,7 +150,7 @@ impl LocalStore {
                 .into_bytes(),
         );
         Ok(SignedRequest {
-            method: "PUT",
+            method: "PUT".into(),
             url: format!(
                 "{}/storage/{}/{key}?expires={expires}&signature={signature}&max={max}",
                 self.public_url,

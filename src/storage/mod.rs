@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use local::{LocalStore, SignatureError, UPTO_METHOD, UploadError, UploadOutcome};
 pub use s3::{S3Settings, S3Store};
@@ -45,9 +45,9 @@ impl Bucket {
 }
 
 /// A request a client may make without our credentials, until `expires_at`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignedRequest {
-    pub method: &'static str,
+    pub method: std::borrow::Cow<'static, str>,
     pub url: String,
     pub expires_at: DateTime<Utc>,
     /// Headers the client must send with it.

@@ -127,7 +127,7 @@ impl S3Store {
                 .map_err(|e| display(&aws_sdk_s3::error::DisplayErrorContext(e)))?,
         };
         Ok(SignedRequest {
-            method,
+            method: method.into(),
             url: request.uri().to_owned(),
             expires_at: Utc::now() + chrono::Duration::seconds(seconds as i64),
             headers: request

@@ -118,9 +118,10 @@ pub async fn create_dataset(
         file_name,
         file_size,
     };
-    let created = engine::datasets::service::create(&db, &storage, &catalog.limits, user.id, &new)
-        .await
-        .map_err(AppError::from)?;
+    let created =
+        engine::datasets::service::create(&db, &storage, &catalog.limits, user.id, &new, None)
+            .await
+            .map_err(AppError::from)?;
     Ok(UploadTicket {
         id: created.dataset.id,
         upload_url: created.upload.url,

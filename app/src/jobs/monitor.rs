@@ -54,7 +54,7 @@ pub async fn retry_job(id: Uuid) -> Result<JobView, AppError> {
     let crate::server_context::SignedIn {
         user, db, catalog, ..
     } = crate::server_context::signed_in().await?;
-    engine::jobs::service::retry(&db, &catalog, user.id, id)
+    engine::jobs::service::retry(&db, &catalog, user.id, id, None)
         .await
         .map_err(AppError::from)
 }

@@ -88,7 +88,7 @@ pub async fn create_job(job: NewJob) -> Result<Uuid, AppError> {
     let crate::server_context::SignedIn {
         user, db, catalog, ..
     } = crate::server_context::signed_in().await?;
-    match engine::jobs::service::create(&db, &catalog, user.id, &job).await {
+    match engine::jobs::service::create(&db, &catalog, user.id, &job, None).await {
         Ok(job) => Ok(job.id),
         Err(JobError::Invalid(fields)) => {
             Err(AppError::invalid("Check the highlighted fields.", fields))

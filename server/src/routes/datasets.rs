@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::ApiJson;
+use super::{ApiJson, IdempotencyHeader};
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ok};
 use crate::state::AppState;
@@ -31,10 +31,20 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    idempotency: IdempotencyHeader,
     ApiJson(new): ApiJson<NewDataset>,
 ) -> Result<impl IntoResponse, ApiError> {
     let limits = state.catalog.current().limits;
-    let created = service::create(&state.db, &state.storage, &limits, user.id, &new).await?;
+    let key = idempotency.bind("datasets.create", &new)?;
+    let created = service::create(
+        &state.db,
+        &state.storage,
+        &limits,
+        user.id,
+        &new,
+        key.as_ref(),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         ok(json!({

@@ -4,11 +4,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use engine::jobs::service;
-use engine::jobs::{JobStatus, NewJob};
+use engine::jobs::{Adjustment, JobRequest, JobStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::ApiJson;
+use super::{ApiJson, IdempotencyHeader};
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ok};
 use crate::state::AppState;
@@ -24,13 +24,32 @@ pub fn router() -> super::Api {
         .route("/api/jobs/{id}/metrics", get(metrics))
 }
 
+/// `POST /api/jobs`: a preset plus any hyperparameters (merged over it), the original's names
+/// accepted; with an `Idempotency-Key`, sending it again answers with the first job.
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiJson(new): ApiJson<NewJob>,
+    idempotency: IdempotencyHeader,
+    ApiJson(request): ApiJson<JobRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = service::create(&state.db, &state.catalog.current(), user.id, &new).await?;
-    Ok((StatusCode::CREATED, ok(json!({ "job": job }))))
+    let catalog = state.catalog.current();
+    let resolved = request.resolve(&catalog).map_err(ApiError::Validation)?;
+    let key = idempotency.bind("jobs.create", &request)?;
+    let job = service::create(&state.db, &catalog, user.id, &resolved.job, key.as_ref()).await?;
+    Ok((
+        StatusCode::CREATED,
+        ok(CreatedJob {
+            job,
+            adjustments: resolved.adjustments,
+        }),
+    ))
+}
+
+/// `POST /api/jobs`: the job, and what the merge chose or adapted that the request did not say.
+#[derive(Serialize)]
+struct CreatedJob {
+    job: engine::jobs::JobView,
+    adjustments: Vec<Adjustment>,
 }
 
 #[derive(Deserialize)]
@@ -77,10 +96,7 @@ pub async fn detail(
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    Ok(ok(
-        json!({ "job": service::get(&state.db, user.id, id).await? }),
-    ))
+    Ok(ok(service::detail(&state.db, user.id, job_id(&id)?).await?))
 }
 
 fn job_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
@@ -107,9 +123,13 @@ pub async fn cancel(
 pub async fn retry(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    idempotency: IdempotencyHeader,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = service::retry(&state.db, &state.catalog.current(), user.id, job_id(&id)?).await?;
+    let id = job_id(&id)?;
+    let key = idempotency.bind(&format!("jobs.retry:{id}"), &())?;
+    let catalog = state.catalog.current();
+    let job = service::retry(&state.db, &catalog, user.id, id, key.as_ref()).await?;
     Ok((StatusCode::ACCEPTED, ok(json!({ "job": job }))))
 }
 

@@ -125,3 +125,40 @@ pub fn paging(
 pub async fn api_not_found() -> ApiError {
     ApiError::NotFound
 }
+
+/// The `Idempotency-Key` header of a write that creates something or starts paid work.
+pub struct IdempotencyHeader(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match parts.headers.get("idempotency-key") {
+            None => Ok(Self(None)),
+            Some(value) => value
+                .to_str()
+                .map(|key| Self(Some(key.to_owned())))
+                .map_err(|_| {
+                    ApiError::BadRequest(engine::idempotency::KeyError::Malformed.to_string())
+                }),
+        }
+    }
+}
+
+impl IdempotencyHeader {
+    /// The key bound to `operation` and the parsed request; none without the header.
+    pub fn bind(
+        &self,
+        operation: &str,
+        request: &impl serde::Serialize,
+    ) -> Result<Option<engine::idempotency::IdempotencyKey>, ApiError> {
+        self.0
+            .as_deref()
+            .map(|key| engine::idempotency::IdempotencyKey::new(key, operation, request))
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
+    }
+}

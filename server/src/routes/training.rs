@@ -4,11 +4,11 @@
 use axum::extract::State;
 use axum::response::IntoResponse;
 use engine::datasets::service;
-use engine::training::estimate::{DatasetSize, EstimateError, estimate};
+use engine::jobs::{Adjustment, JobRequest};
+use engine::training::estimate::{DatasetSize, Estimate, EstimateError, estimate};
 use engine::training::{PresetName, TrainingConfig, check_config};
-use serde::Deserialize;
+use serde::Serialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::ApiJson;
 use crate::auth::CurrentUser;
@@ -51,20 +51,19 @@ pub async fn catalog(
     }))
 }
 
-#[derive(Deserialize)]
-pub struct EstimateRequest {
-    dataset_id: Uuid,
-    #[serde(flatten)]
-    config: TrainingConfig,
-}
-
+/// `POST /api/jobs/estimate`: the same request as `POST /api/jobs` (budget fields ignored),
+/// merged over its preset. The answer carries the merged configuration, our `estimate` and the
+/// original's keys (`estimated_cost`, `cost_breakdown`, `estimated_duration_hours`,
+/// `hourly_rate`, `training_details`).
 pub async fn estimate_job(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    ApiJson(request): ApiJson<EstimateRequest>,
+    ApiJson(request): ApiJson<JobRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let catalog = state.catalog.current();
-    check_config(&request.config, &catalog).map_err(ApiError::Validation)?;
+    let resolved = request.resolve(&catalog).map_err(ApiError::Validation)?;
+    let config = resolved.job.config;
+    check_config(&config, &catalog).map_err(ApiError::Validation)?;
     let dataset = service::get(&state.db, user.id, request.dataset_id).await?;
     let (Some(examples), Some(tokens)) = (dataset.total_training_pairs, dataset.total_tokens)
     else {
@@ -72,31 +71,68 @@ pub async fn estimate_job(
     };
     // check_config guarantees both exist.
     let model = catalog
-        .model(&request.config.base_model)
+        .model(&config.base_model)
         .ok_or(ApiError::NotFound)?;
-    let gpu = catalog
-        .gpu(&request.config.gpu_type)
-        .ok_or(ApiError::NotFound)?;
+    let gpu = catalog.gpu(&config.gpu_type).ok_or(ApiError::NotFound)?;
     let size = DatasetSize {
         examples: examples.max(0) as u64,
         total_tokens: tokens.max(0) as u64,
     };
-    match estimate(
-        size,
-        model,
-        gpu,
-        request.config.gpu_count,
-        &request.config.hyperparameters,
-    ) {
-        Ok(estimate) => Ok(ok(json!({ "estimate": estimate }))),
+    let estimate = match estimate(size, model, gpu, config.gpu_count, &config.hyperparameters) {
+        Ok(estimate) => estimate,
         Err(EstimateError::NoExamples) => {
-            Err(ApiError::conflict("the dataset has no usable examples"))
+            return Err(ApiError::conflict("the dataset has no usable examples"));
         }
-        Err(EstimateError::Unsupported) => Err(ApiError::Validation(
-            engine::validation::FieldErrors::single(
-                "gpu_type",
-                "This GPU cannot train this model with this quantization.",
-            ),
-        )),
-    }
+        Err(EstimateError::Unsupported) => {
+            return Err(ApiError::Validation(
+                engine::validation::FieldErrors::single(
+                    "gpu_type",
+                    "This GPU cannot train this model with this quantization.",
+                ),
+            ));
+        }
+    };
+    let b = &estimate.breakdown;
+    let point = b.compute + b.startup + b.storage;
+    Ok(ok(EstimateAnswer {
+        estimated_cost: point,
+        cost_breakdown: json!({
+            "compute": b.compute, "startup": b.startup, "storage": b.storage, "total": point,
+            "low": estimate.cost.low, "high": estimate.cost.high,
+        }),
+        // The point estimate's duration: start to adapter uploaded, as billed.
+        estimated_duration_hours: estimate.billed_seconds as f64 / 3600.0,
+        hourly_rate: estimate.price_per_hour,
+        training_details: json!({
+            "total_steps": estimate.total_steps,
+            "steps_per_epoch": estimate.steps_per_epoch,
+            "epochs": config.hyperparameters.epochs,
+            "examples": size.examples,
+            "total_tokens": size.total_tokens,
+            "tokens_processed": estimate.tokens_processed,
+            "tokens_per_second": estimate.tokens_per_second,
+            "gpu_type": config.gpu_type,
+            "gpu_count": config.gpu_count,
+            "base_model": config.base_model,
+        }),
+        config,
+        adjustments: resolved.adjustments,
+        estimate,
+    }))
+}
+
+/// `POST /api/jobs/estimate`'s answer: ours and the original's keys.
+#[derive(Serialize)]
+struct EstimateAnswer {
+    estimate: Estimate,
+    /// The request merged over its preset: what `POST /api/jobs` would create.
+    config: TrainingConfig,
+    adjustments: Vec<Adjustment>,
+    /// The point estimate, dollars.
+    estimated_cost: f64,
+    cost_breakdown: serde_json::Value,
+    estimated_duration_hours: f64,
+    /// Dollars per hour for all the job's GPUs.
+    hourly_rate: f64,
+    training_details: serde_json::Value,
 }
