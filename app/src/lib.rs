@@ -10,6 +10,7 @@
 //! from the page around it) and moves to another page with a plain page load.
 
 pub mod accounts;
+pub mod api_reference;
 pub mod charts;
 pub mod components;
 pub mod costs;
@@ -193,6 +194,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/models/:id") view=models::ModelPage ssr=SsrMode::Async/>
                     <Route path=path!("/costs") view=costs::CostsPage ssr=SsrMode::Async/>
                     <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/docs/api") view=api_reference::ApiReferencePage ssr=SsrMode::Async/>
                     <Route
                         path=path!("/notifications")
                         view=notifications::NotificationsPage

@@ -40,6 +40,7 @@ test("no page overflows the viewport at 1280 px or at 390 px", async ({ page }) 
     "/costs",
     "/notifications",
     "/settings",
+    "/docs/api",
   ];
   const wide: string[] = [];
   for (const width of [1280, 390]) {

@@ -88,8 +88,7 @@ impl IntoResponse for ApiError {
             }
             other => (other.to_string(), Value::Null),
         };
-        let mut response =
-            (status, Json(json!({ "error": error, "details": details }))).into_response();
+        let mut response = (status, Json(ErrorBody { error, details })).into_response();
         if let Self::RateLimited { retry_after_s } = self
             && let Ok(value) = HeaderValue::from_str(&retry_after_s.to_string())
         {
@@ -156,10 +155,22 @@ from_engine_errors!(
 );
 
 /// The success envelope: `{"success": true, "data": …}`.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Envelope<T> {
+    /// Always `true`.
     success: bool,
     data: T,
+}
+
+/// Every failure: `{"error": "<short>", "details": …}` with the status that says what happened.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A short message for people (`validation failed`, `not found`, a conflict's reason).
+    pub error: String,
+    /// `{"fields": {"<field>": "<what to do>"}}` for 400 and 409 with field errors; a reason
+    /// (string) for malformed or too-large requests; `{"retry_after_seconds"}` for 429;
+    /// `null` otherwise.
+    pub details: Value,
 }
 
 /// `data` in the success envelope, serialized straight from its type: no `Value` tree is built

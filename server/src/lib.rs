@@ -11,6 +11,7 @@ pub mod database;
 pub mod error;
 pub mod executor;
 pub mod headers;
+pub mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod startup;

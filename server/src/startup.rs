@@ -287,7 +287,11 @@ fn services(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
     let catalog = state.catalog.clone();
     let cookie = state.cookie;
     let registration = state.settings.registration;
+    // The API reference page renders the OpenAPI document; built once.
+    let api_document =
+        std::sync::Arc::new(serde_json::to_value(&*crate::openapi::document()).unwrap_or_default());
     move || {
+        leptos::prelude::provide_context(app::api_reference::ApiDocument(api_document.clone()));
         app::server_context::Services {
             db: db.clone(),
             storage: storage.clone(),

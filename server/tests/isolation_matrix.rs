@@ -88,6 +88,7 @@ const OWN_OR_PUBLIC: &[&str] = &[
     "/api/events",
     "/healthz",
     "/readyz",
+    "/api/openapi.json",
 ];
 
 /// Calls that end B's session: made last.

@@ -23,6 +23,7 @@ pub const TOKEN_NAME_MAX_CHARS: usize = 100;
 
 /// The signed-in user, as the API and the UI show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
@@ -32,6 +33,7 @@ pub struct UserView {
 
 /// An API token as listed (the secret itself is only ever returned once, at creation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ApiTokenView {
     pub id: Uuid,
     pub name: String,
@@ -48,6 +50,7 @@ pub struct ApiTokenView {
 
 /// The answer to `POST /api/tokens`: the token, shown this once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct CreatedApiToken {
     #[serde(flatten)]
     pub info: ApiTokenView,
@@ -56,6 +59,7 @@ pub struct CreatedApiToken {
 
 /// Credentials as typed by a person: the email is trimmed and lower-cased before any rule.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Credentials {
     pub email: String,
     pub password: String,

@@ -17,6 +17,7 @@ pub const STORAGE_PER_GB_MONTH: f64 = 0.023;
 
 /// The operator's spending limits per account (`[limits]` in the catalog file).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Dollars an account may spend in a calendar month (UTC) unless it sets its own budget.
@@ -52,6 +53,7 @@ pub const WARN_SHARE: f64 = 0.8;
 
 /// An account's month against its budget (`GET /api/account/budget`, Settings, the overview).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct BudgetView {
     /// Dollars this month may cost: the account's own budget or the operator's default.
     pub monthly_budget: f64,
@@ -93,6 +95,7 @@ pub fn default_cap(high_estimate: f64, limits: &Limits) -> f64 {
 
 /// What a cost record is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CostType {
     Compute,
@@ -108,6 +111,7 @@ crate::jobs::lifecycle::text_enum!(CostType {
 
 /// One cost record of a job, as `GET /api/jobs/{id}` lists them (the original's `cost_records`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct JobCostRecord {
     pub id: uuid::Uuid,
     pub cost_type: CostType,

@@ -18,6 +18,7 @@ const MAX_DAYS: i64 = 3 * 366;
 
 /// How the `series` of a report is grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     #[default]
@@ -30,6 +31,7 @@ pub enum GroupBy {
 /// A named range, today included: the original's `week`, `month` and `year` (the last 7, 30
 /// and 365 days), the last 90 days, and the calendar month so far or the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     Week,
@@ -59,6 +61,7 @@ pub struct CostQuery {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct CostRecordView {
     pub id: Uuid,
     pub job_id: Uuid,
@@ -74,6 +77,7 @@ pub struct CostRecordView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct SeriesPoint {
     pub key: String,
     pub label: String,
@@ -82,6 +86,7 @@ pub struct SeriesPoint {
 
 /// One job's billed cost against its estimate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct JobCost {
     pub job_id: Uuid,
     pub dataset_name: String,
@@ -93,6 +98,7 @@ pub struct JobCost {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct CostReport {
     pub start_date: NaiveDate,
     pub end_date: NaiveDate,

@@ -30,6 +30,7 @@ pub const MAX_REPORTED_ISSUES: usize = 100;
 
 /// The formats the validator recognises (auto-detected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DatasetFormat {
     /// brightrun-lora-v4 full JSON: `{training_file_metadata, consultant_profile, conversations[].training_pairs[]}`.
@@ -82,6 +83,7 @@ impl DatasetFormat {
 /// One problem found in a file. `line` is 1-based; `index` is the 0-based example index inside
 /// a JSON array (or a brightrun conversation's pair list), when the file is one JSON document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ValidationIssue {
     pub line: Option<u64>,
     pub index: Option<u64>,
@@ -92,6 +94,7 @@ pub struct ValidationIssue {
 
 /// Per-example token counts: exact percentiles from a fixed-size histogram (constant memory).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct TokenDistribution {
     pub min: u64,
     pub p50: u64,
@@ -103,6 +106,7 @@ pub struct TokenDistribution {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct HistogramBucket {
     pub from: u64,
     pub to: u64,
@@ -111,6 +115,7 @@ pub struct HistogramBucket {
 
 /// What the validator measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct DatasetStatistics {
     /// Usable training examples (`total_training_pairs`).
     pub examples: u64,
@@ -132,6 +137,7 @@ pub struct DatasetStatistics {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct SampleMessage {
     pub role: String,
     pub content: String,
@@ -139,6 +145,7 @@ pub struct SampleMessage {
 
 /// The validator's verdict on a whole file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ValidationReport {
     pub format: Option<DatasetFormat>,
     pub statistics: DatasetStatistics,
@@ -182,6 +189,7 @@ impl ValidationReport {
 
 /// Lifecycle of a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DatasetStatus {
     Uploading,
@@ -213,6 +221,7 @@ impl DatasetStatus {
 
 /// A dataset as the API and the UI show it. Field names follow the original's columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct DatasetView {
     pub id: Uuid,
     pub name: String,
@@ -238,6 +247,7 @@ pub struct DatasetView {
 
 /// `POST /api/datasets`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct NewDataset {
     pub name: String,
     #[serde(default)]

@@ -68,6 +68,7 @@ impl From<ClaimError> for DatasetError {
 
 /// A new dataset and where to upload its file.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Created {
     pub dataset: DatasetView,
     pub upload: SignedRequest,

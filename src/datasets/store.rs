@@ -12,7 +12,8 @@ use super::{
 };
 use crate::db::Tx;
 
-#[derive(Debug, Clone)]
+/// A row of the dataset list, as stored and as `GET /api/datasets` sends it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DatasetSummaryRow {
     pub id: Uuid,
     pub name: String,

@@ -24,6 +24,7 @@ pub const ADAPTER_FILES: [&str; 6] = [
 
 /// RunPod's `input` for a training job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WorkerInput {
     pub contract_version: u32,
@@ -53,6 +54,7 @@ pub struct WorkerInput {
 
 /// Save a resumable checkpoint every `every_s` seconds of training to `upload_url`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointPlan {
     pub every_s: f64,
@@ -64,6 +66,7 @@ pub struct CheckpointPlan {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResumeFrom {
     /// Signed GET URL of the checkpoint file.
@@ -74,6 +77,7 @@ pub struct ResumeFrom {
 
 /// The stages a worker reports, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerStage {
     DownloadingDataset,
@@ -97,6 +101,7 @@ impl WorkerStage {
 
 /// One value yielded by the worker's generator handler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerEvent {
     Stage(StageEvent),
@@ -108,6 +113,7 @@ pub enum WorkerEvent {
 
 /// A checkpoint was uploaded: a retry, or a run lost with its backend, resumes from `step`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct CheckpointEvent {
     pub step: u32,
     pub size: u64,
@@ -116,6 +122,7 @@ pub struct CheckpointEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StageEvent {
     pub stage: WorkerStage,
     pub message: String,
@@ -133,6 +140,7 @@ pub struct StageEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct MetricsEvent {
     pub step: u32,
     pub total_steps: u32,
@@ -150,6 +158,7 @@ pub struct MetricsEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct EvalEvent {
     pub step: u32,
     pub epoch: f64,
@@ -158,6 +167,7 @@ pub struct EvalEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum WorkerResult {
     Succeeded {
@@ -181,6 +191,7 @@ pub enum WorkerResult {
 
 /// An answer to one held-out prompt, greedy, from the base model and from the adapter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Sample {
     /// The conversation up to the reply, as plain text.
     pub prompt: String,
@@ -191,6 +202,7 @@ pub struct Sample {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct UploadedFile {
     pub name: String,
     pub size: u64,
@@ -198,6 +210,7 @@ pub struct UploadedFile {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct FinalMetrics {
     pub final_train_loss: f64,
     #[serde(default)]

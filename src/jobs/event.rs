@@ -14,6 +14,7 @@ use crate::format::bytes as format_bytes;
 
 /// What happened to a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
 pub enum JobEvent {
     /// The job's status changed; carries its new summary (the Jobs list needs nothing else).
@@ -32,6 +33,7 @@ pub enum JobEvent {
 
 /// The kind of a [`JobEvent`]: the SSE event name and the `job_events.kind` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobEventKind {
     Status,
@@ -84,6 +86,7 @@ pub(crate) fn content_of(tagged: &impl Serialize) -> serde_json::Value {
 
 /// A status change and the job's summary after it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StatusChange {
     pub status: JobStatus,
     pub current_stage: JobStage,
@@ -109,6 +112,7 @@ pub struct StatusChange {
 
 /// A checkpoint the worker saved: a retry continues from `step`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct CheckpointSaved {
     pub step: u32,
     pub size: u64,
@@ -117,6 +121,7 @@ pub struct CheckpointSaved {
 
 /// A stage change; the worker's stage events carry timing and the step count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StageChange {
     pub stage: JobStage,
     #[serde(default)]
@@ -136,6 +141,7 @@ pub struct StageChange {
 
 /// The worker's metrics with what the platform derives from them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct MetricsUpdate {
     #[serde(flatten)]
     pub metrics: MetricsEvent,
@@ -172,6 +178,7 @@ impl MetricsUpdate {
 
 /// One event as stored and as sent over SSE.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct JobEventRecord {
     /// Ordered per job; the SSE `id` (and so `Last-Event-ID`).
     pub id: i64,
@@ -184,6 +191,7 @@ pub struct JobEventRecord {
 
 /// How a log line reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     Info,
@@ -199,6 +207,7 @@ super::lifecycle::text_enum!(LogLevel {
 
 /// One line of a job's event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct LogLine {
     pub id: i64,
     pub at: DateTime<Utc>,

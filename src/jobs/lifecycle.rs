@@ -87,6 +87,7 @@ pub(crate) use text_enum;
 
 /// Where a job is in its life (`training_jobs.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Stored, waiting to be sent to its GPU backend.
@@ -149,6 +150,7 @@ impl JobStatus {
 /// What a job is doing now (`training_jobs.current_stage`): the platform's stages around the
 /// worker's own ([`WorkerStage`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStage {
     Queued,

@@ -28,6 +28,7 @@ pub mod store;
 
 /// `POST /api/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct NewJob {
     pub dataset_id: Uuid,
     #[serde(flatten)]
@@ -42,6 +43,7 @@ pub struct NewJob {
 
 /// A job as the API and the UI show it. Field names follow the original's columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub id: Uuid,
     pub dataset_id: Uuid,
@@ -88,6 +90,7 @@ pub struct JobView {
 /// the configuration, estimate and metrics a [`JobView`] carries (a page of 100 is sent to the
 /// browser as the list's props and read from Postgres on every page view).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct JobRow {
     pub id: Uuid,
     pub dataset_name: Option<String>,
@@ -126,6 +129,7 @@ impl From<&JobView> for JobRow {
 
 /// One point of a job's training curve; names as in the worker contract.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct MetricPoint {
     pub step: i32,
     pub epoch: Option<f64>,

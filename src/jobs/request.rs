@@ -15,6 +15,7 @@ use crate::validation::FieldErrors;
 
 /// `POST /api/jobs` and `POST /api/jobs/estimate`. Unknown fields are refused by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     pub dataset_id: Uuid,
@@ -47,6 +48,7 @@ pub struct JobRequest {
 
 /// The original's `gpu_config: {type, count}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GpuConfig {
     #[serde(
@@ -63,6 +65,7 @@ pub struct GpuConfig {
 /// Hyperparameters a request sets; the rest come from the preset. Aliases are the names the
 /// original and common trainers (PEFT, transformers) use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HyperparameterInput {
     #[serde(default, alias = "lr", skip_serializing_if = "Option::is_none")]
@@ -152,6 +155,7 @@ impl HyperparameterInput {
 
 /// Something the merge chose or changed that the request did not say; shown with the result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Adjustment {
     pub field: String,
     pub message: String,

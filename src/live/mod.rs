@@ -25,6 +25,7 @@ pub const RESYNC_EVENT: &str = "resync";
 
 /// A dataset's status changed (validation started, or reached its verdict).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct DatasetChange {
     pub dataset_id: Uuid,
     pub user_id: Uuid,
@@ -34,6 +35,7 @@ pub struct DatasetChange {
 
 /// The owner's notifications changed; `unread` is the count now (what the bell shows).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct NotificationChange {
     pub user_id: Uuid,
     pub unread: i64,
@@ -47,6 +49,7 @@ pub struct NotificationChange {
 /// What travels on the bus's Postgres channel.
 #[cfg(feature = "ssr")]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(tag = "topic", content = "message", rename_all = "snake_case")]
 pub enum Announcement {
     Job(crate::jobs::JobEventRecord),

@@ -21,6 +21,7 @@ pub use quality::{Convergence, Quality};
 
 /// One file of a model, as stored (`model_artifacts.files`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ModelFile {
     pub name: String,
     pub size: u64,
@@ -34,6 +35,7 @@ pub use crate::jobs::contract::Sample;
 
 /// What the run was: shown on the model page and in the card.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct TrainingSummary {
     pub total_steps: u32,
     pub train_runtime_s: f64,
@@ -56,6 +58,7 @@ pub struct TrainingSummary {
 /// A model as the API and the pages show it. Field names follow the original's (`id`,
 /// `job_id`, `name`, `quality_metrics.overall_score`, `files`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ModelView {
     pub id: Uuid,
     pub job_id: Uuid,
@@ -85,6 +88,7 @@ impl ModelView {
 
 /// How a list of models is ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ModelSort {
     /// Newest first.
@@ -96,6 +100,7 @@ pub enum ModelSort {
 
 /// `PATCH /api/models/{id}`: rename or describe.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ModelUpdate {
     #[serde(default)]
@@ -107,6 +112,7 @@ pub struct ModelUpdate {
 
 /// `POST /api/models/{id}/download` answer (the original's shape).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct DownloadLinks {
     pub model_id: Uuid,
     pub model_name: String,

@@ -20,6 +20,7 @@ use crate::jobs::MetricPoint;
 
 /// How the end of the training curve moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Convergence {
     /// Still falling by more than 2% of the loss over the last fifth of the run: more training
@@ -36,6 +37,7 @@ pub enum Convergence {
 /// What the model page and the API show as `quality_metrics` (`overall_score` keeps the
 /// original's name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Quality {
     /// 1–5 stars.
     pub overall_score: u8,

@@ -12,6 +12,7 @@ pub use store::*;
 
 /// How much a notification matters (the original's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Low,
@@ -27,6 +28,7 @@ crate::jobs::lifecycle::text_enum!(Priority {
 
 /// What a notification reports (stored as `type`; the database accepts only these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationKind {
     DatasetReady,
@@ -56,6 +58,7 @@ crate::jobs::lifecycle::text_enum!(NotificationKind {
 
 /// A notification as the API and the pages show it (`read` as the original's clients expect).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct NotificationView {
     pub id: Uuid,
     #[serde(rename = "type")]

@@ -46,6 +46,7 @@ impl Bucket {
 
 /// A request a client may make without our credentials, until `expires_at`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct SignedRequest {
     pub method: std::borrow::Cow<'static, str>,
     pub url: String,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::validation::FieldErrors;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Quantization {
     /// QLoRA: 4-bit NormalFloat base weights (bitsandbytes, CUDA only).
@@ -39,6 +40,7 @@ impl Quantization {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     Runpod,
@@ -47,6 +49,7 @@ pub enum Backend {
 
 /// Model size classes that throughput figures are given for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SizeClass {
     /// Under 1B parameters.
@@ -84,6 +87,7 @@ impl SizeClass {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct GpuType {
     pub id: String,
     pub name: String,
@@ -133,6 +137,7 @@ impl GpuType {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct BaseModel {
     pub id: String,
     pub name: String,
@@ -156,6 +161,7 @@ pub struct BaseModel {
 
 /// A model's adjustments of the Fast, Balanced and Quality presets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ModelPresets {
     #[serde(default)]
     pub fast: Option<PresetOverride>,
@@ -173,6 +179,7 @@ impl ModelPresets {
 
 /// The fields a model changes in a preset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PresetOverride {
     pub learning_rate: Option<f64>,
@@ -213,6 +220,7 @@ impl BaseModel {
 /// A decoder's dimensions (its `config.json`: hidden_size, intermediate_size,
 /// num_hidden_layers, num_key_value_heads × head_dim, vocab_size).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ModelShape {
     pub hidden: u32,
     pub intermediate: u32,
@@ -224,6 +232,7 @@ pub struct ModelShape {
 
 /// What the operator offers: GPU types and base models.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Catalog {
     #[serde(rename = "gpu")]
     pub gpus: Vec<GpuType>,
@@ -239,6 +248,7 @@ pub const MIN_CALIBRATION_JOBS: u32 = 3;
 
 /// Throughput measured by finished jobs of one GPU type, base model and quantization.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Measurement {
     pub gpu_type: String,
     pub base_model: String,
@@ -310,6 +320,7 @@ impl Catalog {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PresetName {
     Fast,
@@ -320,6 +331,7 @@ pub enum PresetName {
 
 /// Every knob of a LoRA run, exactly as the worker receives it (DESIGN §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Hyperparameters {
     pub learning_rate: f64,
     pub batch_size: u32,
@@ -399,6 +411,7 @@ pub mod bounds {
 
 /// The whole configuration of a job, from the form to the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct TrainingConfig {
     pub base_model: String,
     pub preset: PresetName,

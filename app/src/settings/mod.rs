@@ -120,6 +120,10 @@ fn ApiTokens(tokens: Vec<ApiTokenView>) -> impl IntoView {
     view! {
         <section class="card panel">
             <h2>"Create an API token"</h2>
+            <p class="small muted">
+                "Scripts send it as " <code>"Authorization: Bearer …"</code> ". Every route is in the "
+                <a href="/docs/api">"API reference"</a> "."
+            </p>
             <ActionForm action=create attr:class="form form-inline">
                 <label for="token-name">"Name"</label>
                 <input

@@ -5,11 +5,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{AppendHeaders, IntoResponse};
 use engine::accounts::web::{ClientAddr, session_secret};
-use engine::accounts::{Credentials, store};
+use engine::accounts::{Credentials, UserView, store};
+use engine::costs::BudgetView;
 
 use super::ApiJson;
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, Envelope, ErrorBody, ok};
 use crate::state::AppState;
 
 /// `/api/auth/*`.
@@ -27,6 +28,8 @@ pub fn router() -> super::Api {
 
 /// `GET /api/account/budget`: the month's budget, spend, what active jobs hold, and the
 /// account's time zone (which days and month these are).
+#[utoipa::path(get, path = "/api/account/budget", tag = "account",
+    responses((status = 200, body = Envelope<BudgetView>), (status = 401, body = ErrorBody)))]
 pub async fn budget(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -40,11 +43,12 @@ pub async fn budget(
     Ok(ok(s.view(&limits)))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetChange {
     /// Dollars per calendar month; `null` returns to the server's default; absent keeps it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
     monthly_budget: Option<Option<f64>>,
     /// An IANA time zone (`Europe/Paris`): the account's days and month.
     time_zone: Option<String>,
@@ -56,6 +60,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>
 }
 
 /// `PUT /api/account/budget {monthly_budget?, time_zone?}`.
+#[utoipa::path(put, path = "/api/account/budget", tag = "account", request_body = BudgetChange,
+    responses((status = 200, body = Envelope<BudgetView>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub async fn set_budget(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -88,7 +95,7 @@ pub async fn set_budget(
 }
 
 /// `POST /api/auth/register {email, password, invite?}`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 pub struct Registration {
     email: String,
     password: String,
@@ -96,6 +103,20 @@ pub struct Registration {
     invite: Option<String>,
 }
 
+/// The signed-in account.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct UserAnswer {
+    user: UserView,
+}
+
+/// Creates an account and signs it in (the session cookie is set). The first account of a server
+/// is its administrator; after that, `REGISTRATION` decides (open, invite, closed).
+#[utoipa::path(post, path = "/api/auth/register", tag = "account", request_body = Registration,
+    security(()),
+    responses((status = 201, body = Envelope<UserAnswer>, description = "Registered; `Set-Cookie` holds the session."),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "Registration is closed or needs an invite."),
+        (status = 409, body = ErrorBody, description = "The email is taken."),
+        (status = 429, body = ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
     Extension(ClientAddr(client)): Extension<ClientAddr>,
@@ -119,10 +140,15 @@ pub async fn register(
     Ok((
         StatusCode::CREATED,
         AppendHeaders([(header::SET_COOKIE, state.cookie.set(&secret))]),
-        ok(serde_json::json!({ "user": user })),
+        ok(UserAnswer { user }),
     ))
 }
 
+/// Signs in: sets the session cookie. Failing addresses are slowed down (429 with `Retry-After`).
+#[utoipa::path(post, path = "/api/auth/login", tag = "account", request_body = Credentials,
+    security(()),
+    responses((status = 200, body = Envelope<UserAnswer>), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(ClientAddr(client)): Extension<ClientAddr>,
@@ -139,10 +165,13 @@ pub async fn login(
     let secret = store::create_session(&state.db, user.id, user_agent(&headers), &client).await?;
     Ok((
         AppendHeaders([(header::SET_COOKIE, state.cookie.set(&secret))]),
-        ok(serde_json::json!({ "user": user })),
+        ok(UserAnswer { user }),
     ))
 }
 
+/// Ends this session (clears the cookie).
+#[utoipa::path(post, path = "/api/auth/logout", tag = "account", security(()),
+    responses((status = 200, body = Envelope<LoggedOut>)))]
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -157,12 +186,25 @@ pub async fn logout(
     }
     Ok((
         AppendHeaders([(header::SET_COOKIE, state.cookie.clear())]),
-        ok(serde_json::json!({ "logged_out": true })),
+        ok(LoggedOut { logged_out: true }),
     ))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LoggedOut {
+    logged_out: bool,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SessionsEnded {
+    sessions_ended: u64,
 }
 
 /// `POST /api/auth/logout-all`: ends every session of the caller ("sign out everywhere");
 /// from a session only (a token cannot sign its owner out).
+#[utoipa::path(post, path = "/api/auth/logout-all", tag = "account",
+    responses((status = 200, body = Envelope<SessionsEnded>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "Called with an API token.")))]
 pub async fn logout_all(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -176,11 +218,23 @@ pub async fn logout_all(
     let ended = store::delete_user_sessions(&state.db, user.id).await?;
     Ok((
         AppendHeaders([(header::SET_COOKIE, state.cookie.clear())]),
-        ok(serde_json::json!({ "sessions_ended": ended })),
+        ok(SessionsEnded {
+            sessions_ended: ended,
+        }),
     ))
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Invite {
+    /// `/register?invite=…` on this server; single use.
+    invite_url: String,
+    expires_in_days: i64,
+}
+
 /// `POST /api/invites`: an administrator's single-use invite link (7 days).
+#[utoipa::path(post, path = "/api/invites", tag = "account",
+    responses((status = 201, body = Envelope<Invite>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "Not an administrator.")))]
 pub async fn invite(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -194,14 +248,18 @@ pub async fn invite(
     let url = format!("{}/register?invite={token}", state.settings.public_origin());
     Ok((
         StatusCode::CREATED,
-        ok(
-            serde_json::json!({ "invite_url": url, "expires_in_days": store::INVITE_TTL.num_days() }),
-        ),
+        ok(Invite {
+            invite_url: url,
+            expires_in_days: store::INVITE_TTL.num_days(),
+        }),
     ))
 }
 
+/// The caller's account.
+#[utoipa::path(get, path = "/api/auth/me", tag = "account",
+    responses((status = 200, body = Envelope<UserAnswer>), (status = 401, body = ErrorBody)))]
 pub async fn me(CurrentUser(user): CurrentUser) -> impl IntoResponse {
-    ok(serde_json::json!({ "user": user }))
+    ok(UserAnswer { user })
 }
 
 fn user_agent(headers: &HeaderMap) -> Option<&str> {

@@ -3,12 +3,12 @@
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use engine::costs::report::{self, CostQuery, GroupBy, Period};
+use engine::costs::report::{self, CostQuery, CostReport, GroupBy, Period};
 use engine::validation::FieldErrors;
 use serde::Deserialize;
 
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, Envelope, ErrorBody, ok};
 use crate::state::AppState;
 
 /// `/api/costs`.
@@ -17,13 +17,20 @@ pub fn router() -> super::Api {
 }
 
 /// The query as sent: every field a string, so each bad one gets its own message.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RawQuery {
+    /// YYYY-MM-DD, included; default: the month's first day.
     start_date: Option<String>,
+    /// YYYY-MM-DD, included; default: today.
     end_date: Option<String>,
+    /// week, month, quarter, year, this_month or last_month (instead of dates).
     period: Option<String>,
+    /// day (default), gpu, job or type.
     group_by: Option<String>,
+    /// An IANA time zone (`Europe/Paris`); becomes the account's.
     tz: Option<String>,
+    /// json (default) or csv.
     format: Option<String>,
 }
 
@@ -86,7 +93,11 @@ fn parse(raw: &RawQuery) -> Result<(CostQuery, bool), FieldErrors> {
     })
 }
 
-/// `GET /api/costs?start_date&end_date&period&group_by&tz&format`.
+/// `GET /api/costs?start_date&end_date&period&group_by&tz&format`: every cost record whose day
+/// (in the account's time zone) falls in the range, both ends included, with totals and series.
+#[utoipa::path(get, path = "/api/costs", tag = "costs", params(RawQuery),
+    responses((status = 200, body = Envelope<CostReport>, description = "JSON; with `format=csv`, the records as `text/csv`."),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn costs(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

@@ -4,14 +4,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use engine::datasets::service;
-use engine::datasets::{DatasetFormat, DatasetStatus, ListFilter, NewDataset};
+use engine::datasets::{
+    DatasetFormat, DatasetStatus, DatasetSummaryRow, DatasetView, ListFilter, NewDataset,
+};
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
-use super::{ApiJson, IdempotencyHeader};
+use super::{ApiJson, IdempotencyHeader, Pagination};
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, Envelope, ErrorBody, ok};
 use crate::state::AppState;
 
 /// `/api/datasets`.
@@ -28,6 +29,26 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| ApiError::NotFound)
 }
 
+/// `POST /api/datasets`: the dataset and its signed upload (the original's camelCase keys).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedDataset {
+    dataset: DatasetView,
+    /// PUT the file here (body = the file, with `uploadHeaders`) before `uploadExpiresAt`.
+    upload_url: String,
+    upload_method: String,
+    upload_headers: std::collections::BTreeMap<String, String>,
+    upload_expires_at: chrono::DateTime<chrono::Utc>,
+    storage_path: String,
+}
+
+/// Creates a dataset and a signed upload URL for its file (≤ 500 MB). Then PUT the file to
+/// `uploadUrl` and confirm. Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/datasets", tag = "datasets", request_body = NewDataset,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Sending the same request again with this key answers with the first response and creates nothing (24 h).")),
+    responses((status = 201, body = Envelope<CreatedDataset>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "Over a quota, or the key was used with another request."),
+        (status = 413, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -47,35 +68,60 @@ pub async fn create(
     .await?;
     Ok((
         StatusCode::CREATED,
-        ok(json!({
-            "dataset": created.dataset,
-            "uploadUrl": created.upload.url,
-            "uploadMethod": created.upload.method,
-            "uploadHeaders": created.upload.headers,
-            "uploadExpiresAt": created.upload.expires_at,
-            "storagePath": created.storage_path,
-        })),
+        ok(CreatedDataset {
+            dataset: created.dataset,
+            upload_url: created.upload.url,
+            upload_method: created.upload.method.into_owned(),
+            upload_headers: created.upload.headers,
+            upload_expires_at: created.upload.expires_at,
+            storage_path: created.storage_path,
+        }),
     ))
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DatasetAnswer {
+    dataset: DatasetView,
+}
+
+/// The upload is complete: validation is queued (202). 409 if the file is incomplete.
+#[utoipa::path(post, path = "/api/datasets/{id}/confirm", tag = "datasets", params(("id" = Uuid, Path)),
+    responses((status = 202, body = Envelope<DatasetAnswer>), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn confirm(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let dataset = service::confirm(&state.db, &state.storage, user.id, parse_id(&id)?).await?;
-    Ok((StatusCode::ACCEPTED, ok(json!({ "dataset": dataset }))))
+    Ok((StatusCode::ACCEPTED, ok(DatasetAnswer { dataset })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// From 1.
     page: Option<u32>,
+    /// 1–100, default 20.
     limit: Option<u32>,
+    /// uploading, validating, ready or invalid.
     status: Option<String>,
+    /// brightrun_v4_json, brightrun_v4_jsonl, openai_chat, alpaca or sharegpt.
     format: Option<String>,
+    /// Part of the name.
     search: Option<String>,
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DatasetList {
+    datasets: Vec<DatasetSummaryRow>,
+    pagination: Pagination,
+}
+
+/// The account's datasets, newest first.
+#[utoipa::path(get, path = "/api/datasets", tag = "datasets", params(ListQuery),
+    responses((status = 200, body = Envelope<DatasetList>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -115,28 +161,21 @@ pub async fn list(
         limit,
     };
     let (rows, total) = service::list(&state.db, user.id, &filter).await?;
-    let items: Vec<_> = rows
-        .into_iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "name": r.name,
-                "status": r.status,
-                "format": r.format,
-                "file_size": r.file_size,
-                "total_training_pairs": r.total_training_pairs,
-                "total_tokens": r.total_tokens,
-                "training_ready": r.training_ready,
-                "created_at": r.created_at,
-            })
-        })
-        .collect();
-    Ok(ok(json!({
-        "datasets": items,
-        "pagination": { "page": filter.page, "limit": filter.limit, "total": total },
-    })))
+    Ok(ok(DatasetList {
+        datasets: rows,
+        pagination: Pagination {
+            page: filter.page,
+            limit: filter.limit,
+            total,
+        },
+    }))
 }
 
+/// A dataset: status, statistics, `validation_errors` with line numbers, `error_counts`, a
+/// sample.
+#[utoipa::path(get, path = "/api/datasets/{id}", tag = "datasets", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Envelope<DatasetView>), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn detail(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -145,6 +184,15 @@ pub async fn detail(
     Ok(ok(service::get(&state.db, user.id, parse_id(&id)?).await?))
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    deleted: Uuid,
+}
+
+/// Soft-deletes a dataset (its files go); 409 naming the job while a job uses it.
+#[utoipa::path(delete, path = "/api/datasets/{id}", tag = "datasets", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Envelope<Deleted>), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -152,5 +200,5 @@ pub async fn delete(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id)?;
     service::delete(&state.db, &state.storage, user.id, id).await?;
-    Ok(ok(json!({ "deleted": id })))
+    Ok(ok(Deleted { deleted: id }))
 }

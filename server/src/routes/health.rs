@@ -16,10 +16,30 @@ pub fn router() -> super::Api {
         .route("/readyz", get(readyz))
 }
 
+/// `{"status": "ok"}` (and further figures in later versions).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    status: String,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, body = Health)))]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+/// `{"status": "ready" | "not ready", "database", "migrations"?}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    status: String,
+    database: String,
+    migrations: Option<String>,
+}
+
+/// The database answers and its schema is current (503 otherwise, saying which).
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let database = state.db.ping().await;
     let migrations = state.db.migrations_current().await;

@@ -24,7 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::auth::CurrentUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// Live streams one user may hold open on one replica by default (`STREAMS_PER_USER`; a tab
@@ -115,8 +115,10 @@ pub fn router() -> super::Api {
 /// Events read from the table per replay query.
 const REPLAY_PAGE: i64 = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Resume {
+    /// Like the `Last-Event-ID` header (which wins): replay what came after this id.
     last_event_id: Option<i64>,
 }
 
@@ -146,7 +148,15 @@ fn resume_point(headers: &HeaderMap, resume: &Resume) -> Option<i64> {
         .map(|id| id.max(0))
 }
 
-/// `GET /api/jobs/{id}/events`.
+/// `GET /api/jobs/{id}/events`: the job's events as Server-Sent Events — `status`, `stage`,
+/// `metrics`, `eval`, `checkpoint`, `log`, `result` —, each `id:` a [`JobEventRecord`] id,
+/// replayed from `Last-Event-ID`, then live; a keep-alive comment every 15 s.
+#[utoipa::path(get, path = "/api/jobs/{id}/events", tag = "jobs",
+    params(("id" = Uuid, Path), ("Last-Event-ID" = Option<i64>, Header), Resume),
+    responses((status = 200, content_type = "text/event-stream", body = JobEventRecord,
+            description = "A stream: `id: <n>`, `event: <kind>`, `data: <JSON of the event>`."),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Too many open streams (STREAMS_PER_USER).")))]
 pub async fn job_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -177,6 +187,12 @@ pub async fn job_events(
 /// replay from `Last-Event-ID` (a first connect starts from now); dataset and notification
 /// messages are state, not history: a stream starts with the unread count, and pages reload
 /// what they show when their stream (re)opens.
+#[utoipa::path(get, path = "/api/events", tag = "notifications",
+    params(("Last-Event-ID" = Option<i64>, Header), Resume),
+    responses((status = 200, content_type = "text/event-stream", body = JobEventRecord,
+            description = "A stream of the caller's job events (`data`: a JobEventRecord), `event: dataset` (DatasetChange) and `event: notification` (NotificationChange, the unread count first)."),
+        (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "Too many open streams (STREAMS_PER_USER).")))]
 pub async fn user_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

@@ -75,6 +75,7 @@ pub fn compressible() -> Api {
         .merge(costs::router())
         .merge(notifications::router())
         .merge(health::router())
+        .merge(crate::openapi::router())
 }
 
 /// `Json<T>` whose rejections use our error envelope (400 with the reason).
@@ -103,6 +104,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             })),
         }
     }
+}
+
+/// Where a page of a list is: `{page, limit, total}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Pagination {
+    pub page: u32,
+    pub limit: u32,
+    /// Rows in the whole list.
+    pub total: i64,
 }
 
 /// `?page&limit` of the list endpoints: checked into `fields`, defaulting to page 1 of 20.

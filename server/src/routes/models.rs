@@ -5,15 +5,15 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use engine::models::{ModelSort, ModelUpdate, service};
+use engine::models::{DownloadLinks, ModelSort, ModelUpdate, ModelView, service};
 use engine::storage::Bucket;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::io::AsyncReadExt;
+use uuid::Uuid;
 
-use super::ApiJson;
+use super::{ApiJson, Pagination};
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, Envelope, ErrorBody, ok};
 use crate::state::AppState;
 
 /// `/api/models`.
@@ -27,17 +27,36 @@ pub fn router() -> super::Api {
         .route("/api/models/{id}/files/{name}", get(file))
 }
 
-fn model_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+fn model_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// From 1.
     page: Option<u32>,
+    /// 1–100, default 20.
     limit: Option<u32>,
+    /// created_at (newest first, the default) or quality (best first).
     sort: Option<String>,
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    models: Vec<ModelView>,
+    pagination: Pagination,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ModelAnswer {
+    model: ModelView,
+}
+
+/// The account's models (adapters of completed jobs).
+#[utoipa::path(get, path = "/api/models", tag = "models", params(ListQuery),
+    responses((status = 200, body = Envelope<ModelList>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -56,22 +75,31 @@ pub async fn list(
     fields.into_result().map_err(ApiError::Validation)?;
     let offset = i64::from(page - 1) * i64::from(limit);
     let (models, total) = service::list(&state.db, user.id, sort, i64::from(limit), offset).await?;
-    Ok(ok(json!({
-        "models": models,
-        "pagination": { "page": page, "limit": limit, "total": total },
-    })))
+    Ok(ok(ModelList {
+        models,
+        pagination: Pagination { page, limit, total },
+    }))
 }
 
+/// A model: `quality_metrics` (`overall_score` 1–5 and why), training summary, configuration,
+/// files with sizes and sha256, before/after samples, model card.
+#[utoipa::path(get, path = "/api/models/{id}", tag = "models", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Envelope<ModelAnswer>), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn detail(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let model = service::get(&state.db, user.id, model_id(&id)?).await?;
-    Ok(ok(json!({ "model": model })))
+    Ok(ok(ModelAnswer { model }))
 }
 
 /// `PATCH /api/models/{id}` `{name?, description?}`.
+#[utoipa::path(patch, path = "/api/models/{id}", tag = "models", params(("id" = Uuid, Path)),
+    request_body = ModelUpdate,
+    responses((status = 200, body = Envelope<ModelAnswer>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -79,10 +107,13 @@ pub async fn update(
     ApiJson(update): ApiJson<ModelUpdate>,
 ) -> Result<impl IntoResponse, ApiError> {
     let model = service::update(&state.db, user.id, model_id(&id)?, &update).await?;
-    Ok(ok(json!({ "model": model })))
+    Ok(ok(ModelAnswer { model }))
 }
 
 /// `DELETE /api/models/{id}`: hidden from lists and downloads (soft delete).
+#[utoipa::path(delete, path = "/api/models/{id}", tag = "models", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted."), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -92,15 +123,20 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadRequest {
+    /// File names; absent: every file.
     #[serde(default)]
     files: Option<Vec<String>>,
 }
 
 /// `POST /api/models/{id}/download` `{files?}`: signed, expiring links (the original's shape:
 /// `{model_id, model_name, download_urls, expires_in_seconds}`). An empty body means every file.
+#[utoipa::path(post, path = "/api/models/{id}/download", tag = "models", params(("id" = Uuid, Path)),
+    request_body(content = Option<DownloadRequest>, description = "May be empty: every file."),
+    responses((status = 200, body = Envelope<DownloadLinks>), (status = 400, body = ErrorBody, description = "An unknown file name."),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn download(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -120,11 +156,15 @@ pub async fn download(
         request.files.as_deref(),
     )
     .await?;
-    Ok(ok(json!(links)))
+    Ok(ok(links))
 }
 
 /// `GET /api/models/{id}/files/{name}`: a redirect to a fresh signed link of one file (the
 /// model page's download links, which never expire on an open page).
+#[utoipa::path(get, path = "/api/models/{id}/files/{name}", tag = "models",
+    params(("id" = Uuid, Path), ("name" = String, Path, description = "A file name from the model's `files`.")),
+    responses((status = 303, description = "To a signed link of the file, valid for an hour."),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn file(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -148,6 +188,9 @@ pub async fn file(
 
 /// `GET /api/models/{id}/bundle`: every file in one `.tar.gz`, read from storage and compressed
 /// as it is sent (constant memory, whatever the adapter's size).
+#[utoipa::path(get, path = "/api/models/{id}/bundle", tag = "models", params(("id" = Uuid, Path)),
+    responses((status = 200, content_type = "application/gzip", body = Vec<u8>, description = "`<model name>.tar.gz`, as an attachment."),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn bundle(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

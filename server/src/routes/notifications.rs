@@ -5,10 +5,10 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use engine::notifications::{self, NotificationKind, NotificationView};
 use serde::Deserialize;
-use serde_json::json;
+use uuid::Uuid;
 
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, Envelope, ErrorBody, ok};
 use crate::state::AppState;
 
 /// `/api/notifications`.
@@ -20,16 +20,44 @@ pub fn router() -> super::Api {
         .route("/api/notifications/read-all", post(read_all))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// true: unread ones only.
     unread: Option<String>,
+    /// 1–100, default 20.
     limit: Option<u32>,
+    /// From 1.
     page: Option<u32>,
+    /// One kind (`job_completed`, `budget_warning` …).
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     kind: Option<String>,
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct NotificationList {
+    notifications: Vec<NotificationView>,
+    unread_count: i64,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MarkedRead {
+    id: Uuid,
+    read: bool,
+    unread_count: i64,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AllMarkedRead {
+    marked: u64,
+    unread_count: i64,
+}
+
 /// `GET /api/notifications?unread&limit&page&type`: `{notifications, unread_count}`.
+#[utoipa::path(get, path = "/api/notifications", tag = "notifications", params(ListQuery),
+    responses((status = 200, body = Envelope<NotificationList>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -78,18 +106,23 @@ pub async fn list(
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     let items: Vec<NotificationView> = rows.into_iter().map(Into::into).collect();
-    Ok(ok(
-        json!({ "notifications": items, "unread_count": unread }),
-    ))
+    Ok(ok(NotificationList {
+        notifications: items,
+        unread_count: unread,
+    }))
 }
 
-/// `PATCH /api/notifications/{id}/read`.
+/// `PATCH /api/notifications/{id}/read` (POST too): marks one read; open pages get the new
+/// unread count live.
+#[utoipa::path(method(patch, post), path = "/api/notifications/{id}/read", tag = "notifications", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Envelope<MarkedRead>), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn read(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let mut tx = state.db.tenant(user.id).await.map_err(ApiError::internal)?;
     if !notifications::mark_read(&mut tx, user.id, id)
         .await
@@ -101,12 +134,16 @@ pub async fn read(
         .await
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
-    Ok(ok(
-        json!({ "id": id, "read": true, "unread_count": unread }),
-    ))
+    Ok(ok(MarkedRead {
+        id,
+        read: true,
+        unread_count: unread,
+    }))
 }
 
 /// `POST /api/notifications/read-all`.
+#[utoipa::path(post, path = "/api/notifications/read-all", tag = "notifications",
+    responses((status = 200, body = Envelope<AllMarkedRead>), (status = 401, body = ErrorBody)))]
 pub async fn read_all(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -116,5 +153,8 @@ pub async fn read_all(
         .await
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
-    Ok(ok(json!({ "marked": marked, "unread_count": 0 })))
+    Ok(ok(AllMarkedRead {
+        marked,
+        unread_count: 0,
+    }))
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// The local store's signed URLs.
@@ -19,10 +19,13 @@ pub fn router() -> super::Api {
     super::Api::new().route("/storage/{bucket}/{*key}", axum::routing::get(get).put(put))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Signed {
+    /// Unix seconds.
     expires: i64,
     signature: String,
+    /// The exact size an upload link is for.
     size: Option<u64>,
     /// An "up to N bytes" link (worker outputs) instead of an exact size.
     max: Option<u64>,
@@ -42,6 +45,13 @@ fn target<'a>(
     Ok((store, bucket))
 }
 
+/// A signed upload (from `POST /api/datasets`'s `uploadUrl`, or a worker's output link): the
+/// body is the file, streamed to storage. The signature is the authorisation.
+#[utoipa::path(put, path = "/storage/{bucket}/{key}", tag = "storage", security(()),
+    params(("bucket" = String, Path), ("key" = String, Path, description = "The object key; may contain `/`."), Signed),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, description = "Stored."), (status = 403, body = ErrorBody, description = "A bad, expired or reused signature."),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody, description = "Larger than the link allows.")))]
 pub async fn put(
     State(state): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
@@ -118,6 +128,12 @@ pub async fn put(
     }
 }
 
+/// A signed download (a model's `download_urls`), with Range support; HEAD too.
+#[utoipa::path(get, path = "/storage/{bucket}/{key}", tag = "storage", security(()),
+    params(("bucket" = String, Path), ("key" = String, Path, description = "The object key; may contain `/`."), Signed),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested range."),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,

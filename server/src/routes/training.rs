@@ -6,13 +6,13 @@ use axum::response::IntoResponse;
 use engine::datasets::service;
 use engine::jobs::{Adjustment, JobRequest};
 use engine::training::estimate::{DatasetSize, Estimate, EstimateError, estimate};
-use engine::training::{PresetName, TrainingConfig, check_config};
+use engine::training::{BaseModel, Hyperparameters, PresetName, TrainingConfig, check_config};
 use serde::Serialize;
 use serde_json::json;
 
 use super::ApiJson;
 use crate::auth::CurrentUser;
-use crate::error::{ApiError, ok};
+use crate::error::{ApiError, Envelope, ErrorBody, ok};
 use crate::state::AppState;
 
 /// The catalog and the authoritative estimate.
@@ -23,38 +23,84 @@ pub fn router() -> super::Api {
         .route("/api/jobs/estimate", post(estimate_job))
 }
 
+/// A GPU type as the catalog lists it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CatalogGpu {
+    id: String,
+    name: String,
+    backend: engine::training::Backend,
+    memory_gb: u32,
+    /// Dollars per GPU per second (billed per second).
+    price_per_second: f64,
+    price_per_hour: f64,
+    /// Training tokens/s on one GPU by `{size}_{quantization}`; a missing key: not offered.
+    throughput: std::collections::BTreeMap<String, f64>,
+    /// Cells of `throughput` measured from finished jobs: key → how many jobs.
+    measured_jobs: std::collections::BTreeMap<String, u32>,
+    /// Whether this server can run jobs on it.
+    available: bool,
+    /// Why not, and what fixes it.
+    unavailable_reason: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Presets {
+    fast: Hyperparameters,
+    balanced: Hyperparameters,
+    quality: Hyperparameters,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CatalogAnswer {
+    gpus: Vec<CatalogGpu>,
+    models: Vec<BaseModel>,
+    /// The presets' general values (a model may adjust them: `models[].presets`).
+    presets: Presets,
+}
+
+/// GPU types with prices and which backend serves them, base models, presets.
+#[utoipa::path(get, path = "/api/catalog", tag = "training",
+    responses((status = 200, body = Envelope<CatalogAnswer>), (status = 401, body = ErrorBody)))]
 pub async fn catalog(
     State(state): State<AppState>,
     CurrentUser(_): CurrentUser,
 ) -> impl IntoResponse {
     let catalog = state.catalog.current();
-    let gpus: Vec<_> = catalog
+    let gpus = catalog
         .gpus
         .iter()
-        .map(|g| {
-            json!({
-                "id": g.id, "name": g.name, "backend": g.backend, "memory_gb": g.memory_gb,
-                "price_per_second": g.price_per_second, "price_per_hour": g.price_per_hour(1),
-                "throughput": g.throughput, "measured_jobs": g.measured, "available": g.available,
-                "unavailable_reason": g.unavailable_reason,
-            })
+        .map(|g| CatalogGpu {
+            id: g.id.clone(),
+            name: g.name.clone(),
+            backend: g.backend,
+            memory_gb: g.memory_gb,
+            price_per_second: g.price_per_second,
+            price_per_hour: g.price_per_hour(1),
+            throughput: g.throughput.clone(),
+            measured_jobs: g.measured.clone(),
+            available: g.available,
+            unavailable_reason: g.unavailable_reason.clone(),
         })
         .collect();
-    ok(json!({
-        "gpus": gpus,
-        "models": catalog.models,
-        "presets": {
-            "fast": PresetName::Fast.hyperparameters(),
-            "balanced": PresetName::Balanced.hyperparameters(),
-            "quality": PresetName::Quality.hyperparameters(),
+    ok(CatalogAnswer {
+        gpus,
+        models: catalog.models.clone(),
+        presets: Presets {
+            fast: PresetName::Fast.hyperparameters(),
+            balanced: PresetName::Balanced.hyperparameters(),
+            quality: PresetName::Quality.hyperparameters(),
         },
-    }))
+    })
 }
 
 /// `POST /api/jobs/estimate`: the same request as `POST /api/jobs` (budget fields ignored),
 /// merged over its preset. The answer carries the merged configuration, our `estimate` and the
 /// original's keys (`estimated_cost`, `cost_breakdown`, `estimated_duration_hours`,
 /// `hourly_rate`, `training_details`).
+#[utoipa::path(post, path = "/api/jobs/estimate", tag = "training", request_body = JobRequest,
+    responses((status = 200, body = Envelope<EstimateAnswer>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "No such dataset."),
+        (status = 409, body = ErrorBody, description = "The dataset is not validated or has no usable examples.")))]
 pub async fn estimate_job(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -122,17 +168,20 @@ pub async fn estimate_job(
 }
 
 /// `POST /api/jobs/estimate`'s answer: ours and the original's keys.
-#[derive(Serialize)]
-struct EstimateAnswer {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EstimateAnswer {
     estimate: Estimate,
     /// The request merged over its preset: what `POST /api/jobs` would create.
     config: TrainingConfig,
     adjustments: Vec<Adjustment>,
     /// The point estimate, dollars.
     estimated_cost: f64,
+    /// `{compute, startup, storage, total, low, high}`, dollars.
     cost_breakdown: serde_json::Value,
     estimated_duration_hours: f64,
     /// Dollars per hour for all the job's GPUs.
     hourly_rate: f64,
+    /// `{total_steps, steps_per_epoch, epochs, examples, total_tokens, tokens_processed,
+    /// tokens_per_second, gpu_type, gpu_count, base_model}`.
     training_details: serde_json::Value,
 }
