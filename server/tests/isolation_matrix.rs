@@ -94,24 +94,6 @@ const OWN_OR_PUBLIC: &[&str] = &[
 /// Calls that end B's session: made last.
 const ENDS_SESSION: &[&str] = &["/api/auth/logout", "/api/auth/logout-all"];
 
-/// The methods the router serves at `path`, from its 405 answer's `Allow` header.
-async fn methods(app: &TestApp, client: &reqwest::Client, path: &str) -> Vec<Method> {
-    let probe = client
-        .request(Method::from_bytes(b"PROBE").unwrap(), app.url(path))
-        .header(ORIGIN, &app.address)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(probe.status(), 405, "{path} answers an unknown method");
-    let allow = probe.headers()["allow"].to_str().unwrap().to_owned();
-    allow
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty() && *m != "HEAD")
-        .map(|m| Method::from_bytes(m.as_bytes()).unwrap())
-        .collect()
-}
-
 /// A job on A's dataset, otherwise valid.
 fn job_on(a: &Owned) -> Value {
     json!({
@@ -264,7 +246,7 @@ async fn another_users_ids_answer_404_on_every_route_function_stream_and_signed_
             );
         }
         let target = filled.clone().unwrap_or_else(|| path.to_owned());
-        for method in methods(&app, &bob, path).await {
+        for method in common::served_methods(&app, &bob, path).await {
             let body = body_for(path, &method, &a);
             let (status, text) = call(&app, &bob, method.clone(), &target, &body).await;
             called += 1;

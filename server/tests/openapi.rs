@@ -7,27 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::TestApp;
-use reqwest::Method;
-use reqwest::header::ORIGIN;
 use serde_json::Value;
-
-/// The methods the router serves at `path` (from its 405's `Allow`), HEAD left out.
-async fn served_methods(app: &TestApp, client: &reqwest::Client, path: &str) -> Vec<String> {
-    let probe = client
-        .request(Method::from_bytes(b"PROBE").unwrap(), app.url(path))
-        .header(ORIGIN, &app.address)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(probe.status(), 405, "{path} answers an unknown method");
-    probe.headers()["allow"]
-        .to_str()
-        .unwrap()
-        .split(',')
-        .map(|m| m.trim().to_owned())
-        .filter(|m| !m.is_empty() && m != "HEAD")
-        .collect()
-}
 
 #[tokio::test]
 async fn the_document_lists_every_route_and_method_the_router_serves() {
@@ -64,8 +44,8 @@ async fn the_document_lists_every_route_and_method_the_router_serves() {
             })
             .collect::<Vec<_>>()
             .join("/");
-        for method in served_methods(&app, &client, &concrete).await {
-            served.insert((method, path.replace("{*", "{")));
+        for method in common::served_methods(&app, &client, &concrete).await {
+            served.insert((method.to_string(), path.replace("{*", "{")));
         }
     }
     let missing: Vec<_> = served.difference(&documented).collect();

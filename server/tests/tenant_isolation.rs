@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 /// Tables that must count as tenant tables; [`tenant_tables`] reads the full list from the
 /// catalog and checks it holds at least these, so a broken catalog query cannot pass vacuously.
-const KNOWN_TENANT_TABLES: [&str; 11] = [
+const KNOWN_TENANT_TABLES: [&str; 12] = [
     "users",
     "sessions",
     "api_tokens",
@@ -20,6 +20,7 @@ const KNOWN_TENANT_TABLES: [&str; 11] = [
     "cost_records",
     "notifications",
     "work_queue",
+    "idempotency_keys",
 ];
 
 /// The tables that hold tenant rows, from the catalog: every table in `public` with a live
@@ -206,8 +207,8 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
     .await
     .unwrap();
     assert_eq!(
-        tables, 14,
-        "11 tenant tables + login_attempts + invites + registration_attempts"
+        tables, 15,
+        "12 tenant tables (idempotency_keys the latest) + login_attempts + invites + registration_attempts"
     );
 }
 

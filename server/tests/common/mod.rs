@@ -742,3 +742,30 @@ pub fn reported_files(files: &[(&str, Vec<u8>)]) -> Value {
             .collect(),
     )
 }
+
+/// The methods the router serves at `path`, from its 405 answer's `Allow` header (HEAD left
+/// out: axum answers it with GET).
+#[allow(dead_code)]
+pub async fn served_methods(
+    app: &TestApp,
+    client: &reqwest::Client,
+    path: &str,
+) -> Vec<reqwest::Method> {
+    let probe = client
+        .request(
+            reqwest::Method::from_bytes(b"PROBE").unwrap(),
+            app.url(path),
+        )
+        .header(ORIGIN, &app.address)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 405, "{path} answers an unknown method");
+    let allow = probe.headers()["allow"].to_str().unwrap().to_owned();
+    allow
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && *m != "HEAD")
+        .map(|m| reqwest::Method::from_bytes(m.as_bytes()).unwrap())
+        .collect()
+}
