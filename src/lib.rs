@@ -16,6 +16,7 @@ pub mod models;
 pub mod notifications;
 pub mod training;
 pub mod validation;
+pub mod webhooks;
 
 #[cfg(feature = "ssr")]
 pub mod db;

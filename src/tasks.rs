@@ -42,6 +42,10 @@ pub enum Task {
     /// Verify a succeeded run's files and make its model (the job's last task).
     #[serde(rename = "model_finalize")]
     FinalizeModel(JobTask),
+    /// Send one webhook delivery; a failed attempt queues the next on the backoff schedule.
+    /// Key `webhook:<delivery>`.
+    #[serde(rename = "webhook_deliver")]
+    DeliverWebhook { delivery_id: Uuid },
 }
 
 impl Task {
@@ -52,6 +56,7 @@ impl Task {
             Self::SubmitJob(_) => "job_submit",
             Self::PollJob(_) => "job_poll",
             Self::FinalizeModel(_) => "model_finalize",
+            Self::DeliverWebhook { .. } => "webhook_deliver",
         }
     }
 
@@ -60,6 +65,7 @@ impl Task {
         match self {
             Self::ValidateDataset { .. } => Lane::Validation,
             Self::SubmitJob(_) | Self::PollJob(_) | Self::FinalizeModel(_) => Lane::Jobs,
+            Self::DeliverWebhook { .. } => Lane::Webhooks,
         }
     }
 
@@ -69,6 +75,7 @@ impl Task {
             Self::SubmitJob(job) | Self::PollJob(job) | Self::FinalizeModel(job) => {
                 job_key(job.job_id)
             }
+            Self::DeliverWebhook { delivery_id } => format!("webhook:{delivery_id}"),
         }
     }
 
@@ -104,20 +111,23 @@ impl Task {
 /// Task kinds that share a concurrency budget on a replica. Validations read whole files (CPU
 /// and disk), so few run at once; job tasks mostly wait on the GPU backend and keep slots of
 /// their own, so a pile of uploads never delays a budget cap, a cancel or a stall check.
+/// Webhook deliveries wait on other people's servers (up to 10 s each): a lane of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     Validation,
     Jobs,
+    Webhooks,
 }
 
 impl Lane {
-    pub const ALL: [Lane; 2] = [Lane::Validation, Lane::Jobs];
+    pub const ALL: [Lane; 3] = [Lane::Validation, Lane::Jobs, Lane::Webhooks];
 
     /// The stored kinds of the lane's tasks (a unit test checks every [`Task`] is in its lane's).
     pub fn kinds(self) -> &'static [&'static str] {
         match self {
             Self::Validation => &["validate_dataset"],
             Self::Jobs => &["job_submit", "job_poll", "model_finalize"],
+            Self::Webhooks => &["webhook_deliver"],
         }
     }
 }
@@ -127,6 +137,7 @@ impl Lane {
 pub struct Concurrency {
     pub validations: usize,
     pub jobs: usize,
+    pub webhooks: usize,
 }
 
 impl Default for Concurrency {
@@ -134,6 +145,7 @@ impl Default for Concurrency {
         Self {
             validations: 2,
             jobs: 32,
+            webhooks: 8,
         }
     }
 }
@@ -143,6 +155,7 @@ impl Concurrency {
         match lane {
             Lane::Validation => self.validations,
             Lane::Jobs => self.jobs,
+            Lane::Webhooks => self.webhooks,
         }
         .max(1)
     }
@@ -227,6 +240,8 @@ pub struct Context {
     pub processor: Arc<Processor>,
     /// Tasks run at once by this replica, per lane.
     pub concurrency: Concurrency,
+    /// Where webhooks may be delivered.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// How often an idle worker looks for new tasks.
@@ -246,7 +261,7 @@ impl Drop for Slot {
 pub async fn run_worker(context: Context, mut shutdown: watch::Receiver<bool>) {
     let worker = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     tracing::info!(%worker, concurrency = ?context.concurrency, "background worker started");
-    let busy: [Arc<AtomicUsize>; 2] = Default::default();
+    let busy: [Arc<AtomicUsize>; Lane::ALL.len()] = Default::default();
     let mut running = JoinSet::new();
     while !*shutdown.borrow() {
         while running.try_join_next().is_some() {}
@@ -348,7 +363,29 @@ async fn dispatch(context: &Context, task: &Task) -> Result<(), TaskError> {
         Task::SubmitJob(job) => context.processor.submit(job).await,
         Task::PollJob(job) => context.processor.poll(job).await,
         Task::FinalizeModel(job) => context.processor.finalize(job).await,
+        Task::DeliverWebhook { delivery_id } => {
+            deliver_webhook(context, *delivery_id).await
+        }
     }
+}
+
+/// One attempt at a delivery, recorded; the next attempt (if any) is queued by `record`.
+async fn deliver_webhook(context: &Context, delivery_id: Uuid) -> Result<(), TaskError> {
+    let Some(delivery) = crate::webhooks::pending(&context.db, delivery_id).await? else {
+        // Delivered, given up, or the webhook was removed.
+        return Ok(());
+    };
+    let attempt = crate::webhooks::deliver(&delivery, context.webhooks).await;
+    let status = crate::webhooks::record(&context.db, &delivery, &attempt).await?;
+    tracing::info!(
+        delivery = %delivery_id,
+        event = %delivery.event,
+        attempt = delivery.attempts + 1,
+        ?attempt,
+        %status,
+        "webhook attempt"
+    );
+    Ok(())
 }
 
 /// The last attempt failed: leave the subject in a clear terminal state.
@@ -361,6 +398,11 @@ async fn give_up(context: &Context, task: &Task, error: &str) {
         }
         Task::SubmitJob(job) | Task::PollJob(job) | Task::FinalizeModel(job) => {
             context.processor.give_up(job, error).await
+        }
+        Task::DeliverWebhook { delivery_id } => {
+            crate::webhooks::give_up(&context.db, *delivery_id, error)
+                .await
+                .map_err(TaskError::from)
         }
     };
     if let Err(e) = outcome {
@@ -387,6 +429,7 @@ mod tests {
             ),
             // Written before attempts were recorded.
             ("job_poll", serde_json::json!({ "job_id": id })),
+            ("webhook_deliver", serde_json::json!({ "delivery_id": id })),
         ];
         for (kind, payload) in stored {
             let task = Task::parse(kind, &payload).unwrap();
@@ -401,6 +444,7 @@ mod tests {
             Task::SubmitJob(job.clone()),
             Task::PollJob(job.clone()),
             Task::FinalizeModel(job),
+            Task::DeliverWebhook { delivery_id: id },
         ] {
             for lane in Lane::ALL {
                 assert_eq!(

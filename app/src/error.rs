@@ -99,6 +99,7 @@ from_engine_errors!(
     engine::jobs::service::JobError,
     engine::models::service::ModelError,
     engine::costs::report::CostError,
+    engine::webhooks::WebhookError,
 );
 
 impl FromServerFnError for AppError {

@@ -22,6 +22,8 @@ pub struct Services {
     pub cookie: SessionCookie,
     /// Who may create an account (`REGISTRATION`).
     pub registration: engine::accounts::store::RegistrationPolicy,
+    /// Where webhooks may point (`WEBHOOK_ALLOW_PRIVATE`).
+    pub webhooks: engine::webhooks::WebhookSettings,
 }
 
 impl Services {

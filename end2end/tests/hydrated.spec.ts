@@ -99,6 +99,32 @@ test("create an API token, see it once, use it, revoke it", async ({ page, reque
   expect(after.status()).toBe(401);
 });
 
+test("a webhook: an internal URL refused in place, then a test event listed with what happened", async ({ page }) => {
+  await register(page, uniqueEmail("webhook"));
+  await expect(page).toHaveURL(/\/$/);
+  await page.goto("/settings");
+  await waitForHydration(page);
+  await expect(page.getByRole("heading", { name: "No deliveries yet" })).toBeVisible();
+  // This server does not allow internal targets (WEBHOOK_ALLOW_PRIVATE is off).
+  await page.getByLabel("URL").fill("http://127.0.0.1:9/hook");
+  await page.getByRole("button", { name: "Set webhook" }).click();
+  await expect(page.locator("#webhook-url-error")).toContainText("WEBHOOK_ALLOW_PRIVATE");
+  // A name that does not resolve (yet) is accepted; deliveries say why they wait.
+  await page.getByLabel("URL").fill("https://hooks.invalid/lora");
+  await page.getByRole("button", { name: "Set webhook" }).click();
+  await expect(page.locator(".webhook-secret")).toContainText("whsec_");
+  await page.getByRole("button", { name: "Send a test event" }).click();
+  await expect(page.getByText("A ping event is queued")).toBeVisible();
+  await expect(async () => {
+    await page.getByRole("button", { name: "Refresh deliveries" }).click();
+    await expect(page.locator(".webhook-deliveries")).toContainText("does not resolve", { timeout: 1000 });
+  }).toPass({ timeout: 30_000 });
+  await expect(page.locator(".webhook-deliveries")).toContainText("ping");
+  await page.getByText("Remove webhook").click();
+  await page.getByRole("button", { name: "Yes, remove" }).click();
+  await expect(page.locator(".webhook-secret")).toHaveCount(0);
+});
+
 test("the bell's count rises live while the page stays open and falls on mark-read", async ({ page }) => {
   await register(page, uniqueEmail("bell"));
   await waitForHydration(page);

@@ -1,4 +1,6 @@
-//! The `lora-pipeline` command line: `serve`, `migrate`, `user create|list|disable`.
+//! The `lora-pipeline` command line: `serve`, `executor`, `migrate`, `worker install`,
+//! `user create|invite|list|disable` on this machine, and (in `remote`) `login`, `datasets`,
+//! `jobs` and `models` against a server.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -37,10 +39,19 @@ pub struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Local(LocalCommand),
+    #[command(flatten)]
+    Remote(crate::remote::RemoteCommand),
+}
+
+/// Commands that run this machine's server, executor, database or worker environment.
 // Parsed once at start; the size of the `serve` variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
-enum Command {
+enum LocalCommand {
     /// Run the web application (and, without DATABASE_URL, its database).
     Serve {
         /// Address to listen on.
@@ -157,14 +168,19 @@ enum UserAction {
 
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let command = match command {
+        // A client of a remote server: no settings, no database, no log lines on its output.
+        Command::Remote(command) => return crate::remote::run(command).await,
+        Command::Local(command) => command,
+    };
     telemetry::init(cli.log_format);
-    let bind = match &cli.command {
-        Command::Serve { bind, .. } => bind.clone(),
+    let bind = match &command {
+        LocalCommand::Serve { bind, .. } => bind.clone(),
         _ => "127.0.0.1:0".into(),
     };
     let bind = settings::parse_bind(&bind)?;
-    let registration = match &cli.command {
-        Command::Serve {
+    let registration = match &command {
+        LocalCommand::Serve {
             registration,
             registrations_per_hour,
             ..
@@ -176,8 +192,8 @@ pub async fn run() -> anyhow::Result<()> {
         },
         _ => store::RegistrationPolicy::default(),
     };
-    let (compression_level, streams_per_user) = match &cli.command {
-        Command::Serve {
+    let (compression_level, streams_per_user) = match &command {
+        LocalCommand::Serve {
             compression_level,
             streams_per_user,
             ..
@@ -188,8 +204,8 @@ pub async fn run() -> anyhow::Result<()> {
         ),
     };
     let (public_url, storage_signing_key, s3, catalog_file, gpu, trusted_proxies) =
-        match &cli.command {
-            Command::Serve {
+        match &command {
+            LocalCommand::Serve {
                 public_url,
                 storage_signing_key,
                 s3,
@@ -234,12 +250,12 @@ pub async fn run() -> anyhow::Result<()> {
         streams_per_user,
     };
 
-    match cli.command {
-        Command::Serve { .. } => {
+    match command {
+        LocalCommand::Serve { .. } => {
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
-        Command::Executor {
+        LocalCommand::Executor {
             bind,
             api_key,
             worker_python,
@@ -276,7 +292,7 @@ pub async fn run() -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Worker {
+        LocalCommand::Worker {
             action: WorkerAction::Install { python },
         } => {
             let python = crate::worker_env::install(&settings.data_dir, python).await?;
@@ -286,7 +302,7 @@ pub async fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Migrate => {
+        LocalCommand::Migrate => {
             let (db, managed) = database::open_for_command(&settings).await?;
             let result = db.migrate().await.context("applying migrations");
             db.close().await;
@@ -297,7 +313,7 @@ pub async fn run() -> anyhow::Result<()> {
             println!("migrations are up to date");
             Ok(())
         }
-        Command::User { action } => {
+        LocalCommand::User { action } => {
             let (db, managed) = database::open_for_command(&settings).await?;
             let result = async {
                 db.migrate().await.context("applying migrations")?;

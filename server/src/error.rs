@@ -152,18 +152,19 @@ from_engine_errors!(
     engine::jobs::service::JobError,
     engine::models::service::ModelError,
     engine::costs::report::CostError,
+    engine::webhooks::WebhookError,
 );
 
 /// The success envelope: `{"success": true, "data": …}`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Envelope<T> {
     /// Always `true`.
-    success: bool,
-    data: T,
+    pub success: bool,
+    pub data: T,
 }
 
 /// Every failure: `{"error": "<short>", "details": …}` with the status that says what happened.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// A short message for people (`validation failed`, `not found`, a conflict's reason).
     pub error: String,

@@ -1,7 +1,8 @@
 // Leptos view types nest deeply.
 #![recursion_limit = "256"]
 //! The HTTP shell of lora-pipeline: settings, the axum router (Leptos pages, REST API,
-//! operations endpoints), auth middleware, embedded site assets, and the CLI commands.
+//! operations endpoints), auth middleware, embedded site assets, the CLI commands, and the
+//! command-line client of a remote server (`remote`).
 
 pub mod assets;
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod executor;
 pub mod headers;
 pub mod openapi;
+pub mod remote;
 pub mod routes;
 pub mod settings;
 pub mod startup;

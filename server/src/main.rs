@@ -14,7 +14,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // The remote commands' exit codes say what happened (README "Command line").
+            ExitCode::from(server::remote::exit_code(&e))
         }
     }
 }

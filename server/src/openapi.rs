@@ -63,6 +63,10 @@ use crate::routes;
         routes::notifications::list,
         routes::notifications::read,
         routes::notifications::read_all,
+        routes::webhooks::show,
+        routes::webhooks::set,
+        routes::webhooks::remove,
+        routes::webhooks::test,
         routes::health::healthz,
         routes::health::readyz,
         openapi_json,
@@ -78,6 +82,7 @@ use crate::routes;
         (name = "models", description = "Trained adapters: quality, files, signed downloads."),
         (name = "costs", description = "What jobs cost, by day, GPU, job or type."),
         (name = "notifications", description = "The caller's notifications, and everything of theirs live."),
+        (name = "webhooks", description = "One URL per account that receives signed events: job endings and dataset verdicts."),
         (name = "storage", description = "The local store's signed URLs (the signature is the authorisation)."),
         (name = "operations", description = "Health checks and this document."),
     )

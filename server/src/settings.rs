@@ -67,6 +67,8 @@ pub struct GpuSettings {
     pub processor: engine::jobs::processor::ProcessorConfig,
     /// Background tasks run at once by this replica, per lane.
     pub task_concurrency: engine::tasks::Concurrency,
+    /// Where the background tasks may deliver webhooks (`WEBHOOK_ALLOW_PRIVATE`).
+    pub webhooks: engine::webhooks::WebhookSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +136,7 @@ impl Default for GpuSettings {
             },
             processor: engine::jobs::processor::ProcessorConfig::default(),
             task_concurrency: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -216,6 +219,10 @@ pub struct GpuOptions {
         default_value_t = 2
     )]
     pub validation_concurrency: usize,
+    /// Deliver webhooks to loopback, private and link-local addresses too (a receiver on this
+    /// machine or network). Off by default: accounts must not reach the server's own network.
+    #[arg(long = "webhook-allow-private", env = "WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
 }
 
 pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
@@ -310,6 +317,9 @@ pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
         task_concurrency: engine::tasks::Concurrency {
             validations: options.validation_concurrency,
             ..Default::default()
+        },
+        webhooks: engine::webhooks::WebhookSettings {
+            allow_private: options.webhook_allow_private,
         },
     })
 }

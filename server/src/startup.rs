@@ -159,6 +159,7 @@ impl Application {
             scratch: engine::datasets::service::scratch_dir(&settings.data_dir),
             processor,
             concurrency: settings.gpu.task_concurrency,
+            webhooks: settings.gpu.webhooks,
         };
         let hub = engine::live::Hub::start(db.clone(), stopping.clone());
         let state = AppState {
@@ -287,6 +288,7 @@ fn services(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
     let catalog = state.catalog.clone();
     let cookie = state.cookie;
     let registration = state.settings.registration;
+    let webhooks = state.settings.gpu.webhooks;
     // The API reference page renders the OpenAPI document; built once.
     let api_document =
         std::sync::Arc::new(serde_json::to_value(&*crate::openapi::document()).unwrap_or_default());
@@ -298,6 +300,7 @@ fn services(state: &AppState) -> impl Fn() + Clone + Send + Sync + 'static {
             catalog: catalog.current(),
             cookie,
             registration,
+            webhooks,
         }
         .provide();
     }

@@ -86,6 +86,8 @@ const OWN_OR_PUBLIC: &[&str] = &[
     "/api/notifications",
     "/api/notifications/read-all",
     "/api/events",
+    "/api/webhook",
+    "/api/webhook/test",
     "/healthz",
     "/readyz",
     "/api/openapi.json",

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 /// Tables that must count as tenant tables; [`tenant_tables`] reads the full list from the
 /// catalog and checks it holds at least these, so a broken catalog query cannot pass vacuously.
-const KNOWN_TENANT_TABLES: [&str; 12] = [
+const KNOWN_TENANT_TABLES: [&str; 14] = [
     "users",
     "sessions",
     "api_tokens",
@@ -21,6 +21,8 @@ const KNOWN_TENANT_TABLES: [&str; 12] = [
     "notifications",
     "work_queue",
     "idempotency_keys",
+    "webhooks",
+    "webhook_deliveries",
 ];
 
 /// The tables that hold tenant rows, from the catalog: every table in `public` with a live
@@ -207,8 +209,8 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
     .await
     .unwrap();
     assert_eq!(
-        tables, 15,
-        "12 tenant tables (idempotency_keys the latest) + login_attempts + invites + registration_attempts"
+        tables, 17,
+        "14 tenant tables (webhooks and webhook_deliveries the latest) + login_attempts + invites + registration_attempts"
     );
 }
 

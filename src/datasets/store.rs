@@ -13,7 +13,7 @@ use super::{
 use crate::db::Tx;
 
 /// A row of the dataset list, as stored and as `GET /api/datasets` sends it.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DatasetSummaryRow {
     pub id: Uuid,
     pub name: String,

@@ -365,7 +365,7 @@ pub async fn detail(db: &Db, user: Uuid, id: Uuid) -> Result<JobDetail, JobError
 }
 
 /// A job as `GET /api/jobs/{id}` answers (the original's job with `metrics` and `cost_records`).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct JobDetail {
     pub job: JobView,

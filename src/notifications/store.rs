@@ -157,5 +157,15 @@ pub async fn create(
     .fetch_one(&mut **tx)
     .await?;
     announce_unread(tx, user_id, Some((id, new.title))).await?;
+    // Job endings and dataset verdicts also go to the account's webhook, in this transaction.
+    if let Some(event) = crate::webhooks::WebhookEvent::of_notification(new.kind) {
+        let mut data = match new.metadata {
+            serde_json::Value::Object(fields) => fields,
+            _ => serde_json::Map::new(),
+        };
+        data.insert("title".into(), new.title.into());
+        data.insert("message".into(), new.message.into());
+        crate::webhooks::enqueue(tx, user_id, event, serde_json::Value::Object(data)).await?;
+    }
     Ok(id)
 }

@@ -1,8 +1,10 @@
-//! Settings: the account's spending (monthly budget, time zone) and API tokens for scripts
-//! (`Authorization: Bearer …`), created here and shown once.
+//! Settings: the account's spending (monthly budget, time zone), API tokens for scripts
+//! (`Authorization: Bearer …`, created here and shown once) and the webhook.
 
 mod spending;
+mod webhooks;
 pub use spending::{FollowBrowserZone, SpendingSettings, spending_summary};
+pub use webhooks::{WebhookSection, WebhookState};
 
 use engine::accounts::{ApiTokenView, CreatedApiToken, check_token_name};
 use leptos::form::ActionForm;
@@ -69,7 +71,7 @@ pub async fn revoke_token(id: Uuid) -> Result<(), AppError> {
 pub fn SettingsPage() -> impl IntoView {
     let tokens = Resource::new(|| (), |_| list_tokens());
     view! {
-        <PageHeader title="Settings" description="Your monthly budget and time zone, and API tokens that let scripts call the REST API as you."/>
+        <PageHeader title="Settings" description="Your monthly budget and time zone, API tokens that let scripts call the REST API as you, and a webhook for job and dataset events."/>
         <SpendingSettings/>
         <section class="card panel" aria-labelledby="sessions-heading">
             <h2 id="sessions-heading">"Sessions"</h2>
@@ -83,6 +85,7 @@ pub fn SettingsPage() -> impl IntoView {
                 Ok(list) => view! { <ApiTokens tokens=list/> }.into_any(),
             })}
         </Suspense>
+        <WebhookSection/>
     }
 }
 

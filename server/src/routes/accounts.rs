@@ -104,9 +104,9 @@ pub struct Registration {
 }
 
 /// The signed-in account.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UserAnswer {
-    user: UserView,
+    pub user: UserView,
 }
 
 /// Creates an account and signs it in (the session cookie is set). The first account of a server

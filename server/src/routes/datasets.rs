@@ -30,16 +30,16 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `POST /api/datasets`: the dataset and its signed upload (the original's camelCase keys).
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedDataset {
-    dataset: DatasetView,
+    pub dataset: DatasetView,
     /// PUT the file here (body = the file, with `uploadHeaders`) before `uploadExpiresAt`.
-    upload_url: String,
-    upload_method: String,
-    upload_headers: std::collections::BTreeMap<String, String>,
-    upload_expires_at: chrono::DateTime<chrono::Utc>,
-    storage_path: String,
+    pub upload_url: String,
+    pub upload_method: String,
+    pub upload_headers: std::collections::BTreeMap<String, String>,
+    pub upload_expires_at: chrono::DateTime<chrono::Utc>,
+    pub storage_path: String,
 }
 
 /// Creates a dataset and a signed upload URL for its file (≤ 500 MB). Then PUT the file to
@@ -79,9 +79,9 @@ pub async fn create(
     ))
 }
 
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DatasetAnswer {
-    dataset: DatasetView,
+    pub dataset: DatasetView,
 }
 
 /// The upload is complete: validation is queued (202). 409 if the file is incomplete.
@@ -112,10 +112,10 @@ pub struct ListQuery {
     search: Option<String>,
 }
 
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DatasetList {
-    datasets: Vec<DatasetSummaryRow>,
-    pagination: Pagination,
+    pub datasets: Vec<DatasetSummaryRow>,
+    pub pagination: Pagination,
 }
 
 /// The account's datasets, newest first.
@@ -184,9 +184,9 @@ pub async fn detail(
     Ok(ok(service::get(&state.db, user.id, parse_id(&id)?).await?))
 }
 
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Deleted {
-    deleted: Uuid,
+    pub deleted: Uuid,
 }
 
 /// Soft-deletes a dataset (its files go); 409 naming the job while a job uses it.

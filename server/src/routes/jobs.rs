@@ -54,10 +54,10 @@ pub async fn create(
 }
 
 /// `POST /api/jobs`: the job, and what the merge chose or adapted that the request did not say.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedJob {
-    job: engine::jobs::JobView,
-    adjustments: Vec<Adjustment>,
+    pub job: engine::jobs::JobView,
+    pub adjustments: Vec<Adjustment>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -101,10 +101,10 @@ pub async fn list(
 }
 
 /// `GET /api/jobs`: written straight from the views (`json!` would copy every job into a tree).
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobList {
-    jobs: Vec<engine::jobs::JobView>,
-    pagination: Pagination,
+    pub jobs: Vec<engine::jobs::JobView>,
+    pub pagination: Pagination,
 }
 
 /// A job with its training curve (`metrics`) and `cost_records`.
@@ -124,9 +124,9 @@ fn job_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
 }
 
 /// `{job}`.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobAnswer {
-    job: JobView,
+    pub job: JobView,
 }
 
 /// `POST /api/jobs/{id}/cancel`: 202 while the backend stops it, with the job as it is now. A

@@ -11,6 +11,7 @@ pub mod notifications;
 pub mod storage;
 pub mod tokens;
 pub mod training;
+pub mod webhooks;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -74,6 +75,7 @@ pub fn compressible() -> Api {
         .merge(models::router())
         .merge(costs::router())
         .merge(notifications::router())
+        .merge(webhooks::router())
         .merge(health::router())
         .merge(crate::openapi::router())
 }
@@ -107,7 +109,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// Where a page of a list is: `{page, limit, total}`.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Pagination {
     pub page: u32,
     pub limit: u32,

@@ -42,15 +42,15 @@ pub struct ListQuery {
     sort: Option<String>,
 }
 
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ModelList {
-    models: Vec<ModelView>,
-    pagination: Pagination,
+    pub models: Vec<ModelView>,
+    pub pagination: Pagination,
 }
 
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ModelAnswer {
-    model: ModelView,
+    pub model: ModelView,
 }
 
 /// The account's models (adapters of completed jobs).

@@ -7,7 +7,7 @@ use engine::datasets::service;
 use engine::jobs::{Adjustment, JobRequest};
 use engine::training::estimate::{DatasetSize, Estimate, EstimateError, estimate};
 use engine::training::{BaseModel, Hyperparameters, PresetName, TrainingConfig, check_config};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::ApiJson;
@@ -168,20 +168,20 @@ pub async fn estimate_job(
 }
 
 /// `POST /api/jobs/estimate`'s answer: ours and the original's keys.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EstimateAnswer {
-    estimate: Estimate,
+    pub estimate: Estimate,
     /// The request merged over its preset: what `POST /api/jobs` would create.
-    config: TrainingConfig,
-    adjustments: Vec<Adjustment>,
+    pub config: TrainingConfig,
+    pub adjustments: Vec<Adjustment>,
     /// The point estimate, dollars.
-    estimated_cost: f64,
+    pub estimated_cost: f64,
     /// `{compute, startup, storage, total, low, high}`, dollars.
-    cost_breakdown: serde_json::Value,
-    estimated_duration_hours: f64,
+    pub cost_breakdown: serde_json::Value,
+    pub estimated_duration_hours: f64,
     /// Dollars per hour for all the job's GPUs.
-    hourly_rate: f64,
+    pub hourly_rate: f64,
     /// `{total_steps, steps_per_epoch, epochs, examples, total_tokens, tokens_processed,
     /// tokens_per_second, gpu_type, gpu_count, base_model}`.
-    training_details: serde_json::Value,
+    pub training_details: serde_json::Value,
 }

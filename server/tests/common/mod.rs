@@ -507,6 +507,8 @@ pub fn test_gpu_settings() -> server::settings::GpuSettings {
     gpu.processor.poll_interval = std::time::Duration::from_millis(200);
     // Every step reported: the tests count them.
     gpu.processor.report_interval = std::time::Duration::ZERO;
+    // The tests' webhook receivers listen on loopback.
+    gpu.webhooks.allow_private = true;
     gpu
 }
 
