@@ -363,9 +363,7 @@ async fn dispatch(context: &Context, task: &Task) -> Result<(), TaskError> {
         Task::SubmitJob(job) => context.processor.submit(job).await,
         Task::PollJob(job) => context.processor.poll(job).await,
         Task::FinalizeModel(job) => context.processor.finalize(job).await,
-        Task::DeliverWebhook { delivery_id } => {
-            deliver_webhook(context, *delivery_id).await
-        }
+        Task::DeliverWebhook { delivery_id } => deliver_webhook(context, *delivery_id).await,
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once at start; the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     #[command(flatten)]
@@ -168,7 +170,7 @@ enum UserAction {
 
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let command = match command {
+    let command = match cli.command {
         // A client of a remote server: no settings, no database, no log lines on its output.
         Command::Remote(command) => return crate::remote::run(command).await,
         Command::Local(command) => command,
@@ -203,34 +205,33 @@ pub async fn run() -> anyhow::Result<()> {
             crate::routes::live::DEFAULT_STREAMS_PER_USER,
         ),
     };
-    let (public_url, storage_signing_key, s3, catalog_file, gpu, trusted_proxies) =
-        match &command {
-            LocalCommand::Serve {
-                public_url,
-                storage_signing_key,
-                s3,
-                catalog_file,
-                gpu,
-                trusted_proxies,
-                ..
-            } => (
-                public_url.clone(),
-                storage_signing_key.clone(),
-                settings::parse_s3(s3)?,
-                catalog_file.clone(),
-                settings::parse_gpu(gpu)?,
-                crate::client_addr::parse_trusted(trusted_proxies.as_deref().unwrap_or_default())
-                    .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
-            ),
-            _ => (
-                None,
-                None,
-                None,
-                None,
-                settings::GpuSettings::default(),
-                Vec::new(),
-            ),
-        };
+    let (public_url, storage_signing_key, s3, catalog_file, gpu, trusted_proxies) = match &command {
+        LocalCommand::Serve {
+            public_url,
+            storage_signing_key,
+            s3,
+            catalog_file,
+            gpu,
+            trusted_proxies,
+            ..
+        } => (
+            public_url.clone(),
+            storage_signing_key.clone(),
+            settings::parse_s3(s3)?,
+            catalog_file.clone(),
+            settings::parse_gpu(gpu)?,
+            crate::client_addr::parse_trusted(trusted_proxies.as_deref().unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
+        ),
+        _ => (
+            None,
+            None,
+            None,
+            None,
+            settings::GpuSettings::default(),
+            Vec::new(),
+        ),
+    };
     let settings = Settings {
         database: settings::parse_database_url(cli.database_url.as_deref())?,
         data_dir: cli

@@ -22,13 +22,7 @@ struct Run {
 
 /// Runs `lora-pipeline args…` against `app`; `token` in LORA_PIPELINE_TOKEN when given, the
 /// config file at `config`, `stdin` written to its standard input.
-async fn cli(
-    app: &TestApp,
-    config: &Path,
-    token: Option<&str>,
-    stdin: &str,
-    args: &[&str],
-) -> Run {
+async fn cli(app: &TestApp, config: &Path, token: Option<&str>, stdin: &str, args: &[&str]) -> Run {
     let mut command = tokio::process::Command::new(BIN);
     command
         .args(args)
@@ -65,8 +59,9 @@ async fn cli(
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr)
+        })
     }
 
     fn expect(self, code: i32) -> Self {
@@ -108,11 +103,18 @@ async fn the_cli_drives_upload_training_and_download() {
     let config = home.path().join("lora-pipeline/config.toml");
 
     // login: the token from standard input, checked, then saved privately.
-    let login = cli(&app, &config, None, &format!("{token}\n"), &["login", "--url", &app.address])
-        .await
-        .expect(0);
+    let login = cli(
+        &app,
+        &config,
+        None,
+        &format!("{token}\n"),
+        &["login", "--url", &app.address],
+    )
+    .await
+    .expect(0);
     assert!(login.stdout.contains("cli@example.com"), "{}", login.stdout);
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     // From here on the config file alone says where and who.
 
@@ -121,7 +123,12 @@ async fn the_cli_drives_upload_training_and_download() {
         &config,
         None,
         "",
-        &["datasets", "upload", &sample_path("openai-chat.jsonl"), "--json"],
+        &[
+            "datasets",
+            "upload",
+            &sample_path("openai-chat.jsonl"),
+            "--json",
+        ],
     )
     .await
     .expect(0)
@@ -130,7 +137,9 @@ async fn the_cli_drives_upload_training_and_download() {
     assert!(upload["total_training_pairs"].as_i64().unwrap() > 0);
     let dataset = upload["id"].as_str().unwrap().to_owned();
 
-    let listed = cli(&app, &config, None, "", &["datasets", "list"]).await.expect(0);
+    let listed = cli(&app, &config, None, "", &["datasets", "list"])
+        .await
+        .expect(0);
     assert!(listed.stdout.contains(&dataset), "{}", listed.stdout);
 
     // A demo job, partial hyperparameters, no question asked.
@@ -140,9 +149,26 @@ async fn the_cli_drives_upload_training_and_download() {
         None,
         "",
         &[
-            "jobs", "create", "--dataset", &dataset, "--model", "tiny-random-llama", "--preset",
-            "fast", "--gpu", "local", "--epochs", "1", "--max-seq-len", "256", "--batch-size",
-            "4", "--eval-fraction", "0.1", "--yes", "--json",
+            "jobs",
+            "create",
+            "--dataset",
+            &dataset,
+            "--model",
+            "tiny-random-llama",
+            "--preset",
+            "fast",
+            "--gpu",
+            "local",
+            "--epochs",
+            "1",
+            "--max-seq-len",
+            "256",
+            "--batch-size",
+            "4",
+            "--eval-fraction",
+            "0.1",
+            "--yes",
+            "--json",
         ],
     )
     .await
@@ -177,7 +203,10 @@ async fn the_cli_drives_upload_training_and_download() {
     );
     assert!(events.iter().any(|e| e["kind"] == "metrics"));
     let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "no event twice: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "no event twice: {ids:?}"
+    );
 
     let shown = cli(&app, &config, None, "", &["jobs", "show", &job, "--json"])
         .await
@@ -185,7 +214,9 @@ async fn the_cli_drives_upload_training_and_download() {
         .json();
     assert_eq!(shown["job"]["status"], "completed");
     assert!(!shown["metrics"].as_array().unwrap().is_empty());
-    let human = cli(&app, &config, None, "", &["jobs", "show", &job]).await.expect(0);
+    let human = cli(&app, &config, None, "", &["jobs", "show", &job])
+        .await
+        .expect(0);
     assert!(human.stdout.contains("completed"), "{}", human.stdout);
 
     let models = cli(&app, &config, None, "", &["models", "list", "--json"])
@@ -202,7 +233,13 @@ async fn the_cli_drives_upload_training_and_download() {
         &config,
         None,
         "",
-        &["models", "download", &model_id, into.to_str().unwrap(), "--json"],
+        &[
+            "models",
+            "download",
+            &model_id,
+            into.to_str().unwrap(),
+            "--json",
+        ],
     )
     .await
     .expect(0)
@@ -223,7 +260,9 @@ async fn the_cli_drives_upload_training_and_download() {
     assert_eq!(downloaded["files"].as_array().unwrap().len(), files.len());
 
     // Watching a job that has ended answers at once with its outcome.
-    cli(&app, &config, None, "", &["jobs", "watch", &job]).await.expect(0);
+    cli(&app, &config, None, "", &["jobs", "watch", &job])
+        .await
+        .expect(0);
 }
 
 #[tokio::test]
@@ -234,12 +273,20 @@ async fn the_cli_says_what_went_wrong_in_its_exit_code() {
     let config = home.path().join("config.toml");
 
     // Not signed in: no token anywhere.
-    let run = cli(&app, &config, None, "", &["jobs", "list"]).await.expect(3);
-    assert!(run.stderr.contains("lora-pipeline login"), "{}", run.stderr);
-    // A token the server refuses.
-    cli(&app, &config, Some("lpt_not-a-token"), "", &["jobs", "list"])
+    let run = cli(&app, &config, None, "", &["jobs", "list"])
         .await
         .expect(3);
+    assert!(run.stderr.contains("lora-pipeline login"), "{}", run.stderr);
+    // A token the server refuses.
+    cli(
+        &app,
+        &config,
+        Some("lpt_not-a-token"),
+        "",
+        &["jobs", "list"],
+    )
+    .await
+    .expect(3);
 
     // An invalid file: 6, each problem with its line number.
     let run = cli(
@@ -247,7 +294,11 @@ async fn the_cli_says_what_went_wrong_in_its_exit_code() {
         &config,
         Some(&token),
         "",
-        &["datasets", "upload", &sample_path("broken-invalid-json-line.jsonl")],
+        &[
+            "datasets",
+            "upload",
+            &sample_path("broken-invalid-json-line.jsonl"),
+        ],
     )
     .await
     .expect(6);
@@ -259,9 +310,15 @@ async fn the_cli_says_what_went_wrong_in_its_exit_code() {
     cli(&app, &config, Some(&token), "", &["jobs", "show", &missing])
         .await
         .expect(4);
-    cli(&app, &config, Some(&token), "", &["models", "download", "not-an-id"])
-        .await
-        .expect(4);
+    cli(
+        &app,
+        &config,
+        Some(&token),
+        "",
+        &["models", "download", "not-an-id"],
+    )
+    .await
+    .expect(4);
 
     let ready = common::ready_dataset(&app, &client, "openai-chat.jsonl").await;
     // Refused by the server (an unknown model): 5, with the field's reason.
@@ -270,7 +327,17 @@ async fn the_cli_says_what_went_wrong_in_its_exit_code() {
         &config,
         Some(&token),
         "",
-        &["jobs", "create", "--dataset", &ready, "--model", "no-such-model", "--gpu", "local", "--yes"],
+        &[
+            "jobs",
+            "create",
+            "--dataset",
+            &ready,
+            "--model",
+            "no-such-model",
+            "--gpu",
+            "local",
+            "--yes",
+        ],
     )
     .await
     .expect(5);
@@ -282,7 +349,16 @@ async fn the_cli_says_what_went_wrong_in_its_exit_code() {
         &config,
         Some(&token),
         "",
-        &["jobs", "create", "--dataset", &ready, "--model", "tiny-random-llama", "--gpu", "local"],
+        &[
+            "jobs",
+            "create",
+            "--dataset",
+            &ready,
+            "--model",
+            "tiny-random-llama",
+            "--gpu",
+            "local",
+        ],
     )
     .await
     .expect(8);

@@ -304,7 +304,10 @@ async fn another_users_ids_answer_404_on_every_route_function_stream_and_signed_
             | "can_invite"
             | "create_invite"
             | "logout"
-            | "logout_everywhere" => (vec![], false),
+            | "logout_everywhere"
+            | "read_webhook"
+            | "remove_webhook"
+            | "test_webhook" => (vec![], false),
             "list_jobs" | "list_models" => (vec![("page", "1")], false),
             "list_notifications" => (vec![("unread_only", "false"), ("page", "1")], false),
             "list_datasets" | "costs_page" => (vec![], false),
@@ -317,6 +320,7 @@ async fn another_users_ids_answer_404_on_every_route_function_stream_and_signed_
                 false,
             ),
             "create_token" => (vec![("name", "b's")], false),
+            "save_webhook" => (vec![("url", "https://hooks.invalid/b")], false),
             "save_spending" => (vec![("monthly_budget", "5"), ("time_zone", "UTC")], false),
             "keep_time_zone" => (vec![("time_zone", "UTC")], false),
             "login" | "register" => (

@@ -118,12 +118,21 @@ async fn events_are_signed_delivered_and_retried_after_a_500() {
             engine::webhooks::verify(&secret, signature, body, now, Duration::from_secs(300)),
             "the signature verifies: {signature}"
         );
-        assert!(!engine::webhooks::verify("whsec_wrong", signature, body, now, Duration::from_secs(300)));
+        assert!(!engine::webhooks::verify(
+            "whsec_wrong",
+            signature,
+            body,
+            now,
+            Duration::from_secs(300)
+        ));
     }
     let event: Value = serde_json::from_slice(&second.1).unwrap();
     assert_eq!(event["type"], "dataset.ready");
     assert_eq!(event["data"]["dataset_id"], json!(dataset));
-    assert_eq!(event["id"], json!(header(&second.0, "lora-pipeline-delivery")));
+    assert_eq!(
+        event["id"],
+        json!(header(&second.0, "lora-pipeline-delivery"))
+    );
 
     // The deliveries as Settings shows them.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -191,10 +200,16 @@ async fn internal_targets_are_refused_unless_the_operator_allows_them() {
         let response = put_webhook(&app, &client, url).await;
         assert_eq!(response.status(), 400, "{url}");
         let body: Value = response.json().await.unwrap();
-        let reason = body["details"]["fields"]["url"].as_str().unwrap_or_default();
+        let reason = body["details"]["fields"]["url"]
+            .as_str()
+            .unwrap_or_default();
         assert!(reason.contains("WEBHOOK_ALLOW_PRIVATE"), "{url}: {body}");
     }
-    for bad in ["ftp://example.com/x", "not a url", "https://user:pw@example.com/"] {
+    for bad in [
+        "ftp://example.com/x",
+        "not a url",
+        "https://user:pw@example.com/",
+    ] {
         let response = put_webhook(&app, &client, bad).await;
         assert_eq!(response.status(), 400, "{bad}");
     }

@@ -3,7 +3,7 @@
 //! to the checked address (no DNS rebinding between the check and the request), no redirects,
 //! a short timeout, and the body signed with the webhook's secret.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -84,7 +84,10 @@ pub async fn check_target(
     }
     let host = parsed.host_str().ok_or(TargetError::BadUrl)?.to_owned();
     let port = parsed.port_or_known_default().ok_or(TargetError::BadUrl)?;
-    let lookup_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let lookup_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((lookup_host.as_str(), port))
         .await
         .map_err(|e| TargetError::Unresolved {
@@ -116,7 +119,10 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 /// What a receiver does: the signature matches the body and is at most `tolerance` old.
@@ -170,7 +176,10 @@ pub async fn deliver(delivery: &PendingDelivery, settings: WebhookSettings) -> A
         .resolve(&host, address)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(TIMEOUT)
-        .user_agent(concat!("lora-pipeline-webhooks/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!(
+            "lora-pipeline-webhooks/",
+            env!("CARGO_PKG_VERSION")
+        ))
         .build()
     {
         Ok(client) => client,
@@ -252,7 +261,10 @@ mod tests {
             "{refused:?}"
         );
         let refused = check_target("http://[::1]:9/hook", WebhookSettings::default()).await;
-        assert!(matches!(refused, Err(TargetError::Internal { .. })), "{refused:?}");
+        assert!(
+            matches!(refused, Err(TargetError::Internal { .. })),
+            "{refused:?}"
+        );
         let allowed = check_target(
             "http://127.0.0.1:9/hook",
             WebhookSettings {
@@ -290,10 +302,40 @@ mod tests {
         let body = br#"{"id":"x"}"#;
         let header = sign("whsec_test", 1_700_000_000, body);
         let tolerance = Duration::from_secs(300);
-        assert!(verify("whsec_test", &header, body, 1_700_000_100, tolerance));
-        assert!(!verify("whsec_other", &header, body, 1_700_000_100, tolerance));
-        assert!(!verify("whsec_test", &header, b"{}", 1_700_000_100, tolerance));
-        assert!(!verify("whsec_test", &header, body, 1_700_001_000, tolerance));
-        assert!(!verify("whsec_test", "v1=00", body, 1_700_000_000, tolerance));
+        assert!(verify(
+            "whsec_test",
+            &header,
+            body,
+            1_700_000_100,
+            tolerance
+        ));
+        assert!(!verify(
+            "whsec_other",
+            &header,
+            body,
+            1_700_000_100,
+            tolerance
+        ));
+        assert!(!verify(
+            "whsec_test",
+            &header,
+            b"{}",
+            1_700_000_100,
+            tolerance
+        ));
+        assert!(!verify(
+            "whsec_test",
+            &header,
+            body,
+            1_700_001_000,
+            tolerance
+        ));
+        assert!(!verify(
+            "whsec_test",
+            "v1=00",
+            body,
+            1_700_000_000,
+            tolerance
+        ));
     }
 }

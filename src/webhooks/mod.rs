@@ -185,7 +185,10 @@ mod tests {
             WebhookEvent::of_notification(NotificationKind::JobFailed),
             Some(WebhookEvent::JobFailed)
         );
-        assert_eq!(WebhookEvent::of_notification(NotificationKind::JobStarted), None);
+        assert_eq!(
+            WebhookEvent::of_notification(NotificationKind::JobStarted),
+            None
+        );
         assert_eq!(
             serde_json::to_value(WebhookEvent::DatasetReady).unwrap(),
             "dataset.ready"

@@ -248,9 +248,12 @@ pub async fn record(
     let mut tx = db.system().await?;
     let (status, code, error, next): (DeliveryStatus, Option<i32>, Option<&str>, Option<Duration>) =
         match attempt {
-            Attempt::Delivered { status } => {
-                (DeliveryStatus::Delivered, Some(i32::from(*status)), None, None)
-            }
+            Attempt::Delivered { status } => (
+                DeliveryStatus::Delivered,
+                Some(i32::from(*status)),
+                None,
+                None,
+            ),
             Attempt::Failed {
                 status,
                 error,
@@ -266,14 +269,16 @@ pub async fn record(
                 } else {
                     DeliveryStatus::Failed
                 };
-                (status_after, status.map(i32::from), Some(error.as_str()), next)
+                (
+                    status_after,
+                    status.map(i32::from),
+                    Some(error.as_str()),
+                    next,
+                )
             }
         };
-    let next_at: Option<DateTime<Utc>> = next.and_then(|d| {
-        chrono::Duration::from_std(d)
-            .ok()
-            .map(|d| Utc::now() + d)
-    });
+    let next_at: Option<DateTime<Utc>> =
+        next.and_then(|d| chrono::Duration::from_std(d).ok().map(|d| Utc::now() + d));
     sqlx::query!(
         "UPDATE webhook_deliveries
             SET attempts = $2, status = $3, last_status_code = $4, last_error = $5,

@@ -17,8 +17,8 @@ pub struct WebhookState {
     pub deliveries: Vec<DeliveryView>,
 }
 
-#[server(prefix = "/rpc", endpoint = "webhook_state")]
-pub async fn webhook_state() -> Result<WebhookState, AppError> {
+#[server(prefix = "/rpc", endpoint = "read_webhook")]
+pub async fn read_webhook() -> Result<WebhookState, AppError> {
     let crate::server_context::SignedIn { user, db, .. } =
         crate::server_context::signed_in().await?;
     Ok(WebhookState {
@@ -67,7 +67,7 @@ pub async fn test_webhook() -> Result<Uuid, AppError> {
 /// The section: read on the server, then an island for the forms.
 #[component]
 pub fn WebhookSection() -> impl IntoView {
-    let state = Resource::new(|| (), |_| webhook_state());
+    let state = Resource::new(|| (), |_| read_webhook());
     view! {
         <Suspense fallback=|| view! { <Skeleton/> }>
             {move || state.get().map(|result| match result {
@@ -93,7 +93,7 @@ fn WebhookPanel(state: WebhookState) -> impl IntoView {
     let state = RwSignal::new(state);
     let refresh = move || {
         leptos::task::spawn_local(async move {
-            if let Ok(fresh) = webhook_state().await {
+            if let Ok(fresh) = read_webhook().await {
                 state.set(fresh);
             }
         });

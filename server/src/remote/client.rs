@@ -59,7 +59,9 @@ impl ClientError {
             Self::Unreachable { .. } => true,
             Self::Api { status, .. } => matches!(
                 *status,
-                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
             ),
             Self::Unexpected { .. } => false,
         }
@@ -92,7 +94,11 @@ impl ClientError {
         let body = response.bytes().await.unwrap_or_default();
         let message = match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(error) => describe(&error),
-            Err(_) => String::from_utf8_lossy(&body).trim().chars().take(300).collect(),
+            Err(_) => String::from_utf8_lossy(&body)
+                .trim()
+                .chars()
+                .take(300)
+                .collect(),
         };
         let message = match status {
             StatusCode::UNAUTHORIZED => format!(
@@ -113,7 +119,9 @@ fn describe(error: &ErrorBody) -> String {
         serde_json::Value::Object(details) => {
             if let Some(serde_json::Value::Object(fields)) = details.get("fields") {
                 for (field, hint) in fields {
-                    let hint = hint.as_str().map_or_else(|| hint.to_string(), str::to_owned);
+                    let hint = hint
+                        .as_str()
+                        .map_or_else(|| hint.to_string(), str::to_owned);
                     message.push_str(&format!("\n  {field}: {hint}"));
                 }
             }
@@ -236,7 +244,10 @@ impl ApiClient {
         loop {
             match self.post(path, body, Some(&key)).await {
                 Err(e) if e.is_transient() && attempt < 4 => {
-                    eprintln!("{e}; trying again in {} ms (same request, nothing doubles)", delay.as_millis());
+                    eprintln!(
+                        "{e}; trying again in {} ms (same request, nothing doubles)",
+                        delay.as_millis()
+                    );
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                     attempt += 1;
@@ -265,7 +276,8 @@ impl ApiClient {
     }
 
     pub async fn datasets(&self, page: u32, limit: u32) -> Result<DatasetList, ClientError> {
-        self.get(&format!("/api/datasets?page={page}&limit={limit}")).await
+        self.get(&format!("/api/datasets?page={page}&limit={limit}"))
+            .await
     }
 
     pub async fn delete_dataset(&self, id: Uuid) -> Result<Deleted, ClientError> {
@@ -282,7 +294,8 @@ impl ApiClient {
     }
 
     pub async fn jobs(&self, page: u32, limit: u32) -> Result<JobList, ClientError> {
-        self.get(&format!("/api/jobs?page={page}&limit={limit}")).await
+        self.get(&format!("/api/jobs?page={page}&limit={limit}"))
+            .await
     }
 
     pub async fn job(&self, id: Uuid) -> Result<JobDetail, ClientError> {
@@ -290,11 +303,13 @@ impl ApiClient {
     }
 
     pub async fn cancel_job(&self, id: Uuid) -> Result<JobAnswer, ClientError> {
-        self.post(&format!("/api/jobs/{id}/cancel"), &(), None).await
+        self.post(&format!("/api/jobs/{id}/cancel"), &(), None)
+            .await
     }
 
     pub async fn retry_job(&self, id: Uuid) -> Result<JobAnswer, ClientError> {
-        self.post_retrying(&format!("/api/jobs/{id}/retry"), &()).await
+        self.post_retrying(&format!("/api/jobs/{id}/retry"), &())
+            .await
     }
 
     pub async fn models(
@@ -304,8 +319,10 @@ impl ApiClient {
         by_quality: bool,
     ) -> Result<ModelList, ClientError> {
         let sort = if by_quality { "quality" } else { "created_at" };
-        self.get(&format!("/api/models?page={page}&limit={limit}&sort={sort}"))
-            .await
+        self.get(&format!(
+            "/api/models?page={page}&limit={limit}&sort={sort}"
+        ))
+        .await
     }
 
     pub async fn model(&self, id: Uuid) -> Result<ModelAnswer, ClientError> {
@@ -313,8 +330,12 @@ impl ApiClient {
     }
 
     pub async fn download_links(&self, id: Uuid) -> Result<DownloadLinks, ClientError> {
-        self.post(&format!("/api/models/{id}/download"), &serde_json::json!({}), None)
-            .await
+        self.post(
+            &format!("/api/models/{id}/download"),
+            &serde_json::json!({}),
+            None,
+        )
+        .await
     }
 }
 
@@ -352,10 +373,19 @@ mod tests {
             status,
             message: String::new(),
         };
-        assert_eq!(api(StatusCode::UNAUTHORIZED).exit_status(), ExitStatus::Unauthorized);
-        assert_eq!(api(StatusCode::NOT_FOUND).exit_status(), ExitStatus::NotFound);
+        assert_eq!(
+            api(StatusCode::UNAUTHORIZED).exit_status(),
+            ExitStatus::Unauthorized
+        );
+        assert_eq!(
+            api(StatusCode::NOT_FOUND).exit_status(),
+            ExitStatus::NotFound
+        );
         assert_eq!(api(StatusCode::CONFLICT).exit_status(), ExitStatus::Refused);
-        assert_eq!(api(StatusCode::INTERNAL_SERVER_ERROR).exit_status(), ExitStatus::Error);
+        assert_eq!(
+            api(StatusCode::INTERNAL_SERVER_ERROR).exit_status(),
+            ExitStatus::Error
+        );
         assert!(api(StatusCode::BAD_GATEWAY).is_transient());
         assert!(!api(StatusCode::CONFLICT).is_transient());
     }

@@ -85,9 +85,12 @@ fn config_path(connection: &Connection) -> anyhow::Result<PathBuf> {
 
 fn read(path: &Path) -> anyhow::Result<Option<Remote>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text)
-            .map(Some)
-            .with_context(|| format!("{} is not a valid config: run `lora-pipeline login` again", path.display())),
+        Ok(text) => toml::from_str(&text).map(Some).with_context(|| {
+            format!(
+                "{} is not a valid config: run `lora-pipeline login` again",
+                path.display()
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -129,7 +132,10 @@ pub async fn login(connection: &Connection, out: &Output) -> anyhow::Result<()> 
         .into());
     };
     let url = normalize_url(&url)?;
-    let token = match std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty()) {
+    let token = match std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
         Some(token) => token,
         None => {
             let stdin = std::io::stdin();
@@ -198,7 +204,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let back = read(&path).unwrap().unwrap();
-        assert_eq!((back.url, back.token), (remote.url, remote.token));
+        assert_eq!((&back.url, &back.token), (&remote.url, &remote.token));
         assert!(!format!("{remote:?}").contains("lpt_secret"));
         // Written again over the first.
         write(&path, &remote).unwrap();

@@ -78,7 +78,9 @@ pub async fn run(api: &ApiClient, out: &Output, action: DatasetAction) -> anyhow
             print!(
                 "{}",
                 table(
-                    &["ID", "STATUS", "FORMAT", "EXAMPLES", "SIZE", "CREATED", "NAME"],
+                    &[
+                        "ID", "STATUS", "FORMAT", "EXAMPLES", "SIZE", "CREATED", "NAME"
+                    ],
                     &rows
                 )
             );
@@ -155,13 +157,12 @@ async fn upload(
     // The file streams from disk in constant memory, counted as it goes.
     let bar = out.bytes_bar(size, &format!("uploading {file_name}"));
     let counted = bar.clone();
-    let body = tokio_util::io::ReaderStream::with_capacity(opened, 256 * 1024).inspect(
-        move |chunk| {
+    let body =
+        tokio_util::io::ReaderStream::with_capacity(opened, 256 * 1024).inspect(move |chunk| {
             if let Ok(chunk) = chunk {
                 counted.inc(chunk.len() as u64);
             }
-        },
-    );
+        });
     let method = Method::from_bytes(created.upload_method.as_bytes()).unwrap_or(Method::PUT);
     let mut request = api
         .signed(method, &created.upload_url)
@@ -225,7 +226,10 @@ async fn upload(
             ExitStatus::Failed,
             format!(
                 "dataset {id} cannot be trained on: {}",
-                dataset.status_message.as_deref().unwrap_or("no usable examples")
+                dataset
+                    .status_message
+                    .as_deref()
+                    .unwrap_or("no usable examples")
             ),
         )
         .into()),

@@ -4,9 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use engine::jobs::{
-    HyperparameterInput, JobEvent, JobEventRecord, JobRequest, JobStatus, JobView,
-};
+use engine::jobs::{HyperparameterInput, JobEvent, JobEventRecord, JobRequest, JobStatus, JobView};
 use engine::training::{PresetName, Quantization};
 use futures::StreamExt;
 use reqwest::Method;
@@ -146,7 +144,9 @@ pub async fn run(api: &ApiClient, out: &Output, action: JobAction) -> anyhow::Re
                 return out.json_value(&list);
             }
             if list.jobs.is_empty() {
-                println!("no jobs yet: start one with `lora-pipeline jobs create --dataset ID --model NAME`");
+                println!(
+                    "no jobs yet: start one with `lora-pipeline jobs create --dataset ID --model NAME`"
+                );
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = list
@@ -168,11 +168,16 @@ pub async fn run(api: &ApiClient, out: &Output, action: JobAction) -> anyhow::Re
             print!(
                 "{}",
                 table(
-                    &["ID", "STATUS", "STAGE", "PROGRESS", "COST", "GPU", "CREATED", "MODEL"],
+                    &[
+                        "ID", "STATUS", "STAGE", "PROGRESS", "COST", "GPU", "CREATED", "MODEL"
+                    ],
                     &rows
                 )
             );
-            println!("page {} of {} jobs", list.pagination.page, list.pagination.total);
+            println!(
+                "page {} of {} jobs",
+                list.pagination.page, list.pagination.total
+            );
             Ok(())
         }
         JobAction::Show { id } => {
@@ -185,7 +190,8 @@ pub async fn run(api: &ApiClient, out: &Output, action: JobAction) -> anyhow::Re
                 println!(
                     "  last step  {} (train loss {}, eval loss {})",
                     last.step,
-                    last.train_loss.map_or_else(|| "-".into(), |l| format!("{l:.4}")),
+                    last.train_loss
+                        .map_or_else(|| "-".into(), |l| format!("{l:.4}")),
                     detail
                         .metrics
                         .iter()
@@ -332,14 +338,19 @@ fn estimate_summary(answer: &EstimateAnswer) -> String {
 }
 
 fn print_job(job: &JobView) {
-    println!("{}  {} on {} × {}", job.id, job.base_model, job.gpu_type, job.gpu_count);
+    println!(
+        "{}  {} on {} × {}",
+        job.id, job.base_model, job.gpu_type, job.gpu_count
+    );
     println!(
         "  status     {} ({}), {:.0}%{}",
         job.status.as_str(),
         job.current_stage.as_str(),
         job.progress,
-        job.total_steps
-            .map_or_else(String::new, |t| format!(", step {} of {t}", job.current_step))
+        job.total_steps.map_or_else(String::new, |t| format!(
+            ", step {} of {t}",
+            job.current_step
+        ))
     );
     if let Some(name) = &job.dataset_name {
         println!("  dataset    {name} ({})", job.dataset_id);
@@ -439,7 +450,10 @@ async fn watch(api: &ApiClient, out: &Output, id: Uuid) -> anyhow::Result<()> {
         let response = match api.send(request).await {
             Ok(response) => response,
             Err(e) if e.is_transient() => {
-                bar.println(format!("{e}; reconnecting in {}", duration(delay.as_secs_f64())));
+                bar.println(format!(
+                    "{e}; reconnecting in {}",
+                    duration(delay.as_secs_f64())
+                ));
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RECONNECT_DELAY);
                 continue;

@@ -85,7 +85,12 @@ pub async fn run(api: &ApiClient, out: &Output, action: ModelAction) -> anyhow::
             println!("  base       {}", model.base_model);
             println!("  job        {}", model.job_id);
             for file in &model.files {
-                println!("  file       {} ({}, sha256 {})", file.name, bytes(file.size), file.sha256);
+                println!(
+                    "  file       {} ({}, sha256 {})",
+                    file.name,
+                    bytes(file.size),
+                    file.sha256
+                );
             }
             Ok(())
         }
@@ -126,9 +131,10 @@ async fn download(
     let mut written = Vec::new();
     for file in &model.files {
         let name = plain_name(&file.name)?;
-        let url = links.download_urls.get(&file.name).with_context(|| {
-            format!("the server gave no link for {name}: try again")
-        })?;
+        let url = links
+            .download_urls
+            .get(&file.name)
+            .with_context(|| format!("the server gave no link for {name}: try again"))?;
         let path = dir.join(name);
         let digest = fetch(api, url, &path, &bar).await;
         let digest = match digest {
