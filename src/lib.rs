@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod live;
 pub mod models;
 pub mod notifications;
+pub mod operations;
 pub mod training;
 pub mod validation;
 pub mod webhooks;

@@ -121,6 +121,14 @@ enum LocalCommand {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// The platform's health for a person on call: work queue, jobs by stage, failures in
+    /// 24 h, slow validations, storage, each green/yellow/red against its threshold
+    /// (docs/OPERATIONS.md). Exits 1 when any figure is red.
+    Health {
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The local executor's worker environment.
     Worker {
         #[command(subcommand)]
@@ -303,6 +311,26 @@ pub async fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        LocalCommand::Health { json } => {
+            let (db, managed) = database::open_for_command(&settings).await?;
+            let result = engine::operations::report(&db)
+                .await
+                .context("reading the health figures");
+            db.close().await;
+            if let Some(managed) = managed {
+                managed.stop().await?;
+            }
+            let report = result?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", health_text(&report));
+            }
+            if report.level == engine::operations::Level::Red {
+                bail!("the platform's health is red: see the figures above");
+            }
+            Ok(())
+        }
         LocalCommand::Migrate => {
             let (db, managed) = database::open_for_command(&settings).await?;
             let result = db.migrate().await.context("applying migrations");
@@ -328,6 +356,43 @@ pub async fn run() -> anyhow::Result<()> {
             result
         }
     }
+}
+
+/// The report as a person reads it: one line per figure, its level first.
+fn health_text(report: &engine::operations::HealthReport) -> String {
+    let mut text = format!(
+        "health {} at {}\n",
+        report.level.as_str().to_uppercase(),
+        report.checked_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    for figure in &report.figures {
+        let value = match figure.unit.as_str() {
+            "bytes" => format!("{:.1} MB", figure.value / 1e6),
+            "percent" => format!("{:.0}%", figure.value),
+            "seconds" => format!("{:.0} s", figure.value),
+            _ => format!("{:.0}", figure.value),
+        };
+        let limits = figure.thresholds.map_or_else(String::new, |t| {
+            format!("  (yellow from {}, red above {})", t.yellow, t.red)
+        });
+        text.push_str(&format!(
+            "  {:<6}  {:<40}  {value:>10}{limits}\n",
+            figure.level.as_str(),
+            figure.label
+        ));
+        if let Some(hint) = &figure.hint {
+            text.push_str(&format!("          → {hint}\n"));
+        }
+    }
+    if !report.active_jobs_by_stage.is_empty() {
+        let stages: Vec<String> = report
+            .active_jobs_by_stage
+            .iter()
+            .map(|(stage, n)| format!("{stage} {n}"))
+            .collect();
+        text.push_str(&format!("  active jobs by stage: {}\n", stages.join(", ")));
+    }
+    text
 }
 
 async fn user_command(db: &engine::db::Db, action: UserAction) -> anyhow::Result<()> {
