@@ -85,7 +85,7 @@ pub async fn run(api: &ApiClient, out: &Output, action: DatasetAction) -> anyhow
                 )
             );
             println!(
-                "page {} of {} datasets",
+                "page {} · datasets in all: {}",
                 list.pagination.page, list.pagination.total
             );
             Ok(())
@@ -142,9 +142,9 @@ async fn upload(
     if let Err(e) = engine::datasets::check_new_dataset(&new) {
         let message = match e {
             engine::datasets::NewDatasetError::TooLarge { size } => format!(
-                "{} is {}: the limit is {}",
+                "{} is {size} bytes, over the limit of {} bytes ({}): split it, or drop examples",
                 file.display(),
-                bytes(size),
+                engine::datasets::MAX_UPLOAD_BYTES,
                 bytes(engine::datasets::MAX_UPLOAD_BYTES)
             ),
             engine::datasets::NewDatasetError::Invalid(fields) => fields.to_string(),

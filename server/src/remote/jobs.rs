@@ -175,7 +175,7 @@ pub async fn run(api: &ApiClient, out: &Output, action: JobAction) -> anyhow::Re
                 )
             );
             println!(
-                "page {} of {} jobs",
+                "page {} · jobs in all: {}",
                 list.pagination.page, list.pagination.total
             );
             Ok(())
@@ -421,6 +421,9 @@ fn print_end(out: &Output, job: &JobView) {
     }
 }
 
+/// How often a progress line is printed when no bar is drawn.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(5);
+
 /// The longest wait between reconnects.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
@@ -434,13 +437,18 @@ async fn watch(api: &ApiClient, out: &Output, id: Uuid) -> anyhow::Result<()> {
     }
     let bar = out.steps_bar(job.total_steps.unwrap_or(0).max(0) as u64);
     bar.set_position(job.current_step.max(0) as u64);
-    if !out.json() {
-        bar.println(format!(
+    out.note(
+        &bar,
+        format!(
             "job {id}: {} ({}); Ctrl-C stops watching, not the job",
             job.status.as_str(),
             job.current_stage.as_str()
-        ));
-    }
+        ),
+    );
+    // Without a drawn bar, progress is a line every few seconds.
+    let mut last_progress_line = std::time::Instant::now()
+        .checked_sub(PROGRESS_LINE_EVERY)
+        .unwrap_or_else(std::time::Instant::now);
     let mut last = job.last_event_id;
     let mut delay = Duration::from_secs(1);
     loop {
@@ -450,10 +458,10 @@ async fn watch(api: &ApiClient, out: &Output, id: Uuid) -> anyhow::Result<()> {
         let response = match api.send(request).await {
             Ok(response) => response,
             Err(e) if e.is_transient() => {
-                bar.println(format!(
-                    "{e}; reconnecting in {}",
-                    duration(delay.as_secs_f64())
-                ));
+                out.note(
+                    &bar,
+                    format!("{e}; reconnecting in {}", duration(delay.as_secs_f64())),
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RECONNECT_DELAY);
                 continue;
@@ -470,7 +478,7 @@ async fn watch(api: &ApiClient, out: &Output, id: Uuid) -> anyhow::Result<()> {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(e) => {
-                    bar.println(format!("the stream broke ({e}); reconnecting"));
+                    out.note(&bar, format!("the stream broke ({e}); reconnecting"));
                     break;
                 }
             };
@@ -491,11 +499,14 @@ async fn watch(api: &ApiClient, out: &Output, id: Uuid) -> anyhow::Result<()> {
                             print_end(out, &job);
                             return outcome(&job);
                         }
-                        bar.println(format!(
-                            "{} ({})",
-                            change.status.as_str(),
-                            change.current_stage.as_str()
-                        ));
+                        out.note(
+                            &bar,
+                            format!(
+                                "{} ({})",
+                                change.status.as_str(),
+                                change.current_stage.as_str()
+                            ),
+                        );
                     }
                     JobEvent::Stage(stage) => {
                         if let Some(total) = stage.total_steps {
@@ -506,26 +517,41 @@ async fn watch(api: &ApiClient, out: &Output, id: Uuid) -> anyhow::Result<()> {
                         } else {
                             format!(": {}", stage.message)
                         };
-                        bar.println(format!("stage {}{message}", stage.stage.as_str()));
+                        out.note(&bar, format!("stage {}{message}", stage.stage.as_str()));
                     }
                     JobEvent::Metrics(update) => {
-                        bar.set_length(u64::from(update.metrics.total_steps));
-                        bar.set_position(u64::from(update.metrics.step));
-                        bar.set_message(format!(
+                        let message = format!(
                             "loss {:.4} · {} left · {}",
                             update.metrics.train_loss,
                             duration(update.eta_s),
                             dollars(update.current_cost)
-                        ));
+                        );
+                        bar.set_length(u64::from(update.metrics.total_steps));
+                        bar.set_position(u64::from(update.metrics.step));
+                        if !out.interactive() && last_progress_line.elapsed() >= PROGRESS_LINE_EVERY
+                        {
+                            last_progress_line = std::time::Instant::now();
+                            out.note(
+                                &bar,
+                                format!(
+                                    "step {}/{} · {message}",
+                                    update.metrics.step, update.metrics.total_steps
+                                ),
+                            );
+                        }
+                        bar.set_message(message);
                     }
-                    JobEvent::Eval(eval) => bar.println(format!(
-                        "eval loss {:.4} at step {}",
-                        eval.eval_loss, eval.step
-                    )),
-                    JobEvent::Checkpoint(checkpoint) => bar.println(format!(
-                        "checkpoint saved at step {} (a retry continues from here)",
-                        checkpoint.step
-                    )),
+                    JobEvent::Eval(eval) => out.note(
+                        &bar,
+                        format!("eval loss {:.4} at step {}", eval.eval_loss, eval.step),
+                    ),
+                    JobEvent::Checkpoint(checkpoint) => out.note(
+                        &bar,
+                        format!(
+                            "checkpoint saved at step {} (a retry continues from here)",
+                            checkpoint.step
+                        ),
+                    ),
                     JobEvent::Result(_) => {}
                 }
             }

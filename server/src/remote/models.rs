@@ -67,7 +67,7 @@ pub async fn run(api: &ApiClient, out: &Output, action: ModelAction) -> anyhow::
                 table(&["ID", "RATING", "SIZE", "BASE", "CREATED", "NAME"], &rows)
             );
             println!(
-                "page {} of {} models",
+                "page {} · models in all: {}",
                 list.pagination.page, list.pagination.total
             );
             Ok(())

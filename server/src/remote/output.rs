@@ -42,6 +42,24 @@ impl Output {
         Ok(())
     }
 
+    /// A line beside a bar: above it on a terminal, on standard output when nobody watches a
+    /// bar (a log file keeps the stages), nowhere with `--json` (the events say it all).
+    pub fn note(&self, bar: &ProgressBar, message: impl Into<String>) {
+        if self.json {
+            return;
+        }
+        if self.interactive {
+            bar.println(message.into());
+        } else {
+            println!("{}", message.into());
+        }
+    }
+
+    /// Whether bars are drawn (else [`Output::note`] prints plain lines).
+    pub fn interactive(&self) -> bool {
+        self.interactive && !self.json
+    }
+
     /// A bar counting `total` bytes.
     pub fn bytes_bar(&self, total: u64, what: &str) -> ProgressBar {
         let bar = self.bar(total);
