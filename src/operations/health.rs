@@ -59,5 +59,5 @@ pub async fn report(db: &Db) -> Result<HealthReport, sqlx::Error> {
         .into_iter()
         .map(|s| (s.current_stage, s.count))
         .collect();
-    Ok(judge(&counts, by_stage))
+    Ok(judge(&counts, by_stage, chrono::Utc::now()))
 }

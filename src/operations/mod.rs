@@ -124,7 +124,11 @@ pub mod thresholds {
 }
 
 impl HealthReport {
-    pub(crate) fn new(figures: Vec<Figure>, active_jobs_by_stage: BTreeMap<String, i64>) -> Self {
+    pub(crate) fn new(
+        figures: Vec<Figure>,
+        active_jobs_by_stage: BTreeMap<String, i64>,
+        checked_at: DateTime<Utc>,
+    ) -> Self {
         Self {
             level: figures
                 .iter()
@@ -133,7 +137,7 @@ impl HealthReport {
                 .unwrap_or(Level::Green),
             figures,
             active_jobs_by_stage,
-            checked_at: Utc::now(),
+            checked_at,
         }
     }
 }
@@ -153,8 +157,12 @@ pub struct Counts {
     pub models_24h: i64,
 }
 
-/// The figures of `counts`, judged.
-pub fn judge(counts: &Counts, active_jobs_by_stage: BTreeMap<String, i64>) -> HealthReport {
+/// The figures of `counts` (read at `checked_at`), judged.
+pub fn judge(
+    counts: &Counts,
+    active_jobs_by_stage: BTreeMap<String, i64>,
+    checked_at: DateTime<Utc>,
+) -> HealthReport {
     use thresholds::*;
     let failure_rate = if counts.ended_24h > 0 {
         counts.failed_24h as f64 / counts.ended_24h as f64 * 100.0
@@ -184,7 +192,7 @@ pub fn judge(counts: &Counts, active_jobs_by_stage: BTreeMap<String, i64>) -> He
         Figure::new("datasets_24h", "datasets created in 24 h", counts.datasets_24h as f64, "datasets", None),
         Figure::new("models_24h", "models made in 24 h", counts.models_24h as f64, "models", None),
     ];
-    HealthReport::new(figures, active_jobs_by_stage)
+    HealthReport::new(figures, active_jobs_by_stage, checked_at)
 }
 
 #[cfg(test)]
@@ -202,7 +210,7 @@ mod tests {
 
     #[test]
     fn the_report_is_as_bad_as_its_worst_figure() {
-        let calm = judge(&Counts::default(), BTreeMap::new());
+        let calm = judge(&Counts::default(), BTreeMap::new(), DateTime::UNIX_EPOCH);
         assert_eq!(calm.level, Level::Green);
         assert!(calm.figures.iter().all(|f| f.hint.is_none()));
 
@@ -212,6 +220,7 @@ mod tests {
                 ..Counts::default()
             },
             BTreeMap::new(),
+            DateTime::UNIX_EPOCH,
         );
         assert_eq!(busy.level, Level::Yellow);
 
@@ -223,6 +232,7 @@ mod tests {
                 ..Counts::default()
             },
             BTreeMap::new(),
+            DateTime::UNIX_EPOCH,
         );
         assert_eq!(failing.level, Level::Red);
         let rate = failing
@@ -241,6 +251,7 @@ mod tests {
                 ..Counts::default()
             },
             BTreeMap::new(),
+            DateTime::UNIX_EPOCH,
         );
         assert_eq!(early.level, Level::Green);
     }
