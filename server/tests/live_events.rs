@@ -127,6 +127,8 @@ async fn open_streams_per_user_are_capped() {
     for _ in 0..server::routes::live::DEFAULT_STREAMS_PER_USER {
         let stream = client.get(app.url("/api/events")).send().await.unwrap();
         assert_eq!(stream.status(), 200);
+        // A reverse proxy (nginx) is told not to buffer the stream.
+        assert_eq!(stream.headers()["x-accel-buffering"], "no");
         open.push(stream);
     }
     let refused = client.get(app.url("/api/events")).send().await.unwrap();

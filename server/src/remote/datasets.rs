@@ -11,7 +11,7 @@ use reqwest::Method;
 use reqwest::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
 
 use super::client::parse_id;
-use super::output::{Output, bytes, table};
+use super::output::{Output, bytes, print_page};
 use super::{ApiClient, ClientError, ExitStatus, Failure};
 
 #[derive(Debug, Subcommand)]
@@ -75,18 +75,14 @@ pub async fn run(api: &ApiClient, out: &Output, action: DatasetAction) -> anyhow
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "ID", "STATUS", "FORMAT", "EXAMPLES", "SIZE", "CREATED", "NAME"
-                    ],
-                    &rows
-                )
-            );
-            println!(
-                "page {} · datasets in all: {}",
-                list.pagination.page, list.pagination.total
+            print_page(
+                &[
+                    "ID", "STATUS", "FORMAT", "EXAMPLES", "SIZE", "CREATED", "NAME",
+                ],
+                &rows,
+                "datasets",
+                list.pagination.page,
+                list.pagination.total,
             );
             Ok(())
         }

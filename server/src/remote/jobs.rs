@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::client::parse_id;
-use super::output::{Output, dollars, duration, table};
+use super::output::{Output, dollars, duration, print_page};
 use super::sse::SseParser;
 use super::{ApiClient, ExitStatus, Failure};
 use crate::routes::training::EstimateAnswer;
@@ -165,18 +165,14 @@ pub async fn run(api: &ApiClient, out: &Output, action: JobAction) -> anyhow::Re
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "ID", "STATUS", "STAGE", "PROGRESS", "COST", "GPU", "CREATED", "MODEL"
-                    ],
-                    &rows
-                )
-            );
-            println!(
-                "page {} · jobs in all: {}",
-                list.pagination.page, list.pagination.total
+            print_page(
+                &[
+                    "ID", "STATUS", "STAGE", "PROGRESS", "COST", "GPU", "CREATED", "MODEL",
+                ],
+                &rows,
+                "jobs",
+                list.pagination.page,
+                list.pagination.total,
             );
             Ok(())
         }

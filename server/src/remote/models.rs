@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::client::parse_id;
-use super::output::{Output, bytes, table};
+use super::output::{Output, bytes, print_page};
 use super::{ApiClient, ExitStatus, Failure};
 
 #[derive(Debug, Subcommand)]
@@ -62,13 +62,12 @@ pub async fn run(api: &ApiClient, out: &Output, action: ModelAction) -> anyhow::
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(&["ID", "RATING", "SIZE", "BASE", "CREATED", "NAME"], &rows)
-            );
-            println!(
-                "page {} · models in all: {}",
-                list.pagination.page, list.pagination.total
+            print_page(
+                &["ID", "RATING", "SIZE", "BASE", "CREATED", "NAME"],
+                &rows,
+                "models",
+                list.pagination.page,
+                list.pagination.total,
             );
             Ok(())
         }

@@ -136,6 +136,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     text
 }
 
+/// A list's rows as a table, then where the page is: `page 2 · jobs in all: 57`.
+pub fn print_page(header: &[&str], rows: &[Vec<String>], what: &str, page: u32, total: i64) {
+    print!("{}", table(header, rows));
+    println!("page {page} · {what} in all: {total}");
+}
+
 /// `1.2 MB`, `532 B`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];

@@ -279,11 +279,19 @@ fn stream(
         let event = next_event(&mut state).await?;
         Some((Ok::<_, Infallible>(event), state))
     });
-    Sse::new(Counted {
+    let sse = Sse::new(Counted {
         inner: Box::pin(events),
         _slot: slot,
     })
-    .keep_alive(KeepAlive::default())
+    .keep_alive(KeepAlive::default());
+    // nginx buffers proxied responses unless told otherwise: every event must pass at once.
+    (
+        [(
+            axum::http::HeaderName::from_static("x-accel-buffering"),
+            "no",
+        )],
+        sse,
+    )
 }
 
 /// The next event to send; `None` ends the stream (shutdown, or a job stream whose replay
