@@ -315,6 +315,7 @@ async fn run_one(context: &Context, leased: LeasedTask) {
 }
 
 async fn run_traced(context: &Context, leased: LeasedTask) {
+    let started = std::time::Instant::now();
     let task = Task::parse(&leased.kind, &leased.payload);
     let result = match &task {
         Ok(task) => {
@@ -331,6 +332,17 @@ async fn run_traced(context: &Context, leased: LeasedTask) {
             leased.kind
         ))),
     };
+    // The kind label comes from the parsed task (a bounded set), never the stored text.
+    let kind = task.as_ref().map_or("unreadable", Task::kind);
+    metrics::histogram!(crate::operations::metrics::TASK_DURATION, "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    let outcome = match &result {
+        Ok(()) => "ok",
+        Err(e) if e.is_retryable() && leased.attempts < leased.max_attempts => "retry",
+        Err(_) => "failed",
+    };
+    metrics::counter!(crate::operations::metrics::TASKS, "kind" => kind, "outcome" => outcome)
+        .increment(1);
     match result {
         Ok(()) => {
             if let Err(e) = queue::complete(&context.db, leased.id, &leased.lease).await {

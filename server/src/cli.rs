@@ -49,6 +49,29 @@ enum Command {
     Remote(crate::remote::RemoteCommand),
 }
 
+/// What `serve` and `verify` read: where the platform listens and is reached, its storage, its
+/// catalog and its GPU backends.
+#[derive(Debug, clap::Args)]
+struct PlatformOptions {
+    /// Address to listen on.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
+    bind: String,
+    /// How browsers and GPU workers reach this server, e.g. https://lora.example.com.
+    /// Defaults to http://<bind address>.
+    #[arg(long, env = "PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Key for signed storage URLs (shared by all replicas); default: generated in DATA_DIR.
+    #[arg(long, env = "STORAGE_SIGNING_KEY", hide_env_values = true)]
+    storage_signing_key: Option<String>,
+    #[command(flatten)]
+    s3: settings::S3Options,
+    /// GPU types, prices and base models (TOML, same shape as the built-in catalog).
+    #[arg(long, env = "CATALOG_FILE")]
+    catalog_file: Option<PathBuf>,
+    #[command(flatten)]
+    gpu: settings::GpuOptions,
+}
+
 /// Commands that run this machine's server, executor, database or worker environment.
 // Parsed once at start; the size of the `serve` variant does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -56,23 +79,8 @@ enum Command {
 enum LocalCommand {
     /// Run the web application (and, without DATABASE_URL, its database).
     Serve {
-        /// Address to listen on.
-        #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
-        bind: String,
-        /// How browsers and GPU workers reach this server, e.g. https://lora.example.com.
-        /// Defaults to http://<bind address>.
-        #[arg(long, env = "PUBLIC_URL")]
-        public_url: Option<String>,
-        /// Key for signed storage URLs (shared by all replicas); default: generated in DATA_DIR.
-        #[arg(long, env = "STORAGE_SIGNING_KEY", hide_env_values = true)]
-        storage_signing_key: Option<String>,
         #[command(flatten)]
-        s3: settings::S3Options,
-        /// GPU types, prices and base models (TOML, same shape as the built-in catalog).
-        #[arg(long, env = "CATALOG_FILE")]
-        catalog_file: Option<PathBuf>,
-        #[command(flatten)]
-        gpu: settings::GpuOptions,
+        platform: PlatformOptions,
         /// Reverse proxies in front of this server (comma-separated CIDRs): only from them is
         /// `X-Forwarded-For` read, for the caller's address in login limits.
         #[arg(long, env = "TRUSTED_PROXIES")]
@@ -95,6 +103,20 @@ enum LocalCommand {
         #[arg(long, env = "STREAMS_PER_USER", default_value_t = crate::routes::live::DEFAULT_STREAMS_PER_USER,
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
         streams_per_user: usize,
+        /// Bearer token a Prometheus scraper sends to read /metrics (and /readyz?health=1).
+        /// Unset: only loopback clients may read them.
+        #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
+    },
+    /// Check a deployment before it takes traffic: configuration, database and migrations,
+    /// row-level security and the database role, both buckets, each GPU backend's /health and
+    /// the local worker's Python environment. Exits 1 when any check fails.
+    Verify {
+        #[command(flatten)]
+        platform: PlatformOptions,
+        /// The checks as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run only the local executor: the RunPod Serverless API over this machine's GPUs, for a
     /// platform elsewhere to use (set its RUNPOD_API_URL to http://<this host>:<port>/v2).
@@ -178,88 +200,31 @@ enum UserAction {
 
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let global = Global {
+        database_url: cli.database_url,
+        data_dir: cli.data_dir,
+        log_format: cli.log_format,
+    };
     let command = match cli.command {
         // A client of a remote server: no settings, no database, no log lines on its output.
         Command::Remote(command) => return crate::remote::run(command).await,
         Command::Local(command) => command,
     };
-    telemetry::init(cli.log_format);
-    let bind = match &command {
-        LocalCommand::Serve { bind, .. } => bind.clone(),
-        _ => "127.0.0.1:0".into(),
+    // Verify reports bad configuration as its first failed check rather than as a start error,
+    // and prints nothing but its report.
+    let settings = match (settings_for(&global, &command), &command) {
+        (Ok(settings), _) => settings,
+        (Err(e), LocalCommand::Verify { json, .. }) => {
+            return crate::verify::run(Err(e), *json).await;
+        }
+        (Err(e), _) => return Err(e),
     };
-    let bind = settings::parse_bind(&bind)?;
-    let registration = match &command {
-        LocalCommand::Serve {
-            registration,
-            registrations_per_hour,
-            ..
-        } => store::RegistrationPolicy {
-            mode: store::RegistrationMode::parse(registration).with_context(|| {
-                format!("REGISTRATION is {registration:?}: use open, invite or closed")
-            })?,
-            per_address: *registrations_per_hour,
-        },
-        _ => store::RegistrationPolicy::default(),
-    };
-    let (compression_level, streams_per_user) = match &command {
-        LocalCommand::Serve {
-            compression_level,
-            streams_per_user,
-            ..
-        } => (*compression_level, *streams_per_user),
-        _ => (
-            settings::DEFAULT_COMPRESSION_LEVEL,
-            crate::routes::live::DEFAULT_STREAMS_PER_USER,
-        ),
-    };
-    let (public_url, storage_signing_key, s3, catalog_file, gpu, trusted_proxies) = match &command {
-        LocalCommand::Serve {
-            public_url,
-            storage_signing_key,
-            s3,
-            catalog_file,
-            gpu,
-            trusted_proxies,
-            ..
-        } => (
-            public_url.clone(),
-            storage_signing_key.clone(),
-            settings::parse_s3(s3)?,
-            catalog_file.clone(),
-            settings::parse_gpu(gpu)?,
-            crate::client_addr::parse_trusted(trusted_proxies.as_deref().unwrap_or_default())
-                .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?,
-        ),
-        _ => (
-            None,
-            None,
-            None,
-            None,
-            settings::GpuSettings::default(),
-            Vec::new(),
-        ),
-    };
-    let settings = Settings {
-        database: settings::parse_database_url(cli.database_url.as_deref())?,
-        data_dir: cli
-            .data_dir
-            .clone()
-            .unwrap_or_else(settings::default_data_dir),
-        public_url: settings::parse_public_url(public_url.as_deref(), bind)?,
-        bind,
-        log_format: cli.log_format,
-        storage_signing_key,
-        s3,
-        catalog_file,
-        gpu,
-        trusted_proxies,
-        registration,
-        compression_level,
-        streams_per_user,
-    };
+    if !matches!(command, LocalCommand::Verify { .. }) {
+        telemetry::init(global.log_format);
+    }
 
     match command {
+        LocalCommand::Verify { json, .. } => crate::verify::run(Ok(settings), json).await,
         LocalCommand::Serve { .. } => {
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await
@@ -356,6 +321,87 @@ pub async fn run() -> anyhow::Result<()> {
             result
         }
     }
+}
+
+/// The options every local command reads.
+struct Global {
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    log_format: LogFormat,
+}
+
+/// The typed settings of a local command, validated: `serve` and `verify` read all of them,
+/// the others only the database and the data directory.
+fn settings_for(global: &Global, command: &LocalCommand) -> anyhow::Result<Settings> {
+    let platform = match command {
+        LocalCommand::Serve { platform, .. } | LocalCommand::Verify { platform, .. } => {
+            Some(platform)
+        }
+        _ => None,
+    };
+    let mut settings = Settings {
+        database: settings::parse_database_url(global.database_url.as_deref())?,
+        data_dir: global
+            .data_dir
+            .clone()
+            .unwrap_or_else(settings::default_data_dir),
+        bind: settings::parse_bind("127.0.0.1:0")?,
+        public_url: settings::parse_public_url(None, settings::parse_bind("127.0.0.1:0")?)?,
+        log_format: global.log_format,
+        storage_signing_key: None,
+        s3: None,
+        catalog_file: None,
+        gpu: settings::GpuSettings::default(),
+        trusted_proxies: Vec::new(),
+        registration: store::RegistrationPolicy::default(),
+        compression_level: settings::DEFAULT_COMPRESSION_LEVEL,
+        streams_per_user: crate::routes::live::DEFAULT_STREAMS_PER_USER,
+        metrics_token: None,
+    };
+    if let Some(platform) = platform {
+        settings.bind = settings::parse_bind(&platform.bind)?;
+        settings.public_url =
+            settings::parse_public_url(platform.public_url.as_deref(), settings.bind)?;
+        settings.storage_signing_key = platform.storage_signing_key.clone();
+        settings.s3 = settings::parse_s3(&platform.s3)?;
+        settings.catalog_file = platform.catalog_file.clone();
+        settings.gpu = settings::parse_gpu(&platform.gpu)?;
+    }
+    if let LocalCommand::Serve {
+        trusted_proxies,
+        registration,
+        registrations_per_hour,
+        compression_level,
+        streams_per_user,
+        metrics_token,
+        ..
+    } = command
+    {
+        settings.trusted_proxies =
+            crate::client_addr::parse_trusted(trusted_proxies.as_deref().unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("TRUSTED_PROXIES: {e}"))?;
+        settings.registration = store::RegistrationPolicy {
+            mode: store::RegistrationMode::parse(registration).with_context(|| {
+                format!("REGISTRATION is {registration:?}: use open, invite or closed")
+            })?,
+            per_address: *registrations_per_hour,
+        };
+        settings.compression_level = *compression_level;
+        settings.streams_per_user = *streams_per_user;
+        settings.metrics_token = metrics_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        if settings
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            bail!("METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 16`)");
+        }
+    }
+    Ok(settings)
 }
 
 /// The report as a person reads it: one line per figure, its level first.

@@ -81,6 +81,12 @@ impl IntoResponse for ApiError {
             ),
             Self::Internal(cause) => {
                 tracing::error!(error = ?cause, "request failed");
+                if cause
+                    .chain()
+                    .any(|e| e.downcast_ref::<sqlx::Error>().is_some())
+                {
+                    metrics::counter!(engine::operations::metrics::DATABASE_ERRORS).increment(1);
+                }
                 (
                     "internal error".into(),
                     json!("something went wrong on our side; try again later"),

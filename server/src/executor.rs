@@ -163,21 +163,7 @@ pub async fn start(
     data_dir: &Path,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Started> {
-    let worker_dir = match &worker.worker_dir {
-        Some(dir) => dir.clone(),
-        None => unpack_worker(data_dir)?,
-    };
-    if !worker_dir.join("harness.py").is_file() {
-        anyhow::bail!("WORKER_DIR {} has no harness.py", worker_dir.display());
-    }
-    let python = worker
-        .python
-        .clone()
-        .unwrap_or_else(|| default_python(data_dir));
-    let run_as = match sandbox::resolve(&worker.user).await? {
-        Some((name, uid, gid)) => Some(sandbox::prepare(&name, uid, gid, data_dir).await?),
-        None => None,
-    };
+    let (python, worker_dir, run_as) = prepare_worker(worker, data_dir).await?;
     let problem = sandbox::check(&python, &worker_dir, run_as.as_ref()).await;
     match &problem {
         None => {
@@ -204,6 +190,75 @@ pub async fn start(
         shutdown,
     );
     Ok(Started { executor, problem })
+}
+
+/// The worker's Python and source, and the user it runs as (prepared: created when it is the
+/// dedicated one, with a home it owns).
+async fn prepare_worker(
+    worker: &WorkerSettings,
+    data_dir: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf, Option<engine::executor::RunAs>)> {
+    let worker_dir = match &worker.worker_dir {
+        Some(dir) => dir.clone(),
+        None => unpack_worker(data_dir)?,
+    };
+    if !worker_dir.join("harness.py").is_file() {
+        anyhow::bail!("WORKER_DIR {} has no harness.py", worker_dir.display());
+    }
+    let python = worker
+        .python
+        .clone()
+        .unwrap_or_else(|| default_python(data_dir));
+    let run_as = match sandbox::resolve(&worker.user).await? {
+        Some((name, uid, gid)) => Some(sandbox::prepare(&name, uid, gid, data_dir).await?),
+        None => None,
+    };
+    Ok((python, worker_dir, run_as))
+}
+
+/// For `verify`: whether the local executor's worker can train here. The quick probe `serve`
+/// runs at start, then a real import of torch, transformers and peft as the worker's user
+/// (seconds); `Ok` carries their versions and whether a CUDA device is visible.
+pub async fn check_worker(
+    worker: &WorkerSettings,
+    data_dir: &Path,
+) -> anyhow::Result<Result<String, String>> {
+    const IMPORT: &str = "import torch, transformers, peft
+print(f'torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, CUDA devices: {torch.cuda.device_count()}')";
+    let (python, worker_dir, run_as) = prepare_worker(worker, data_dir).await?;
+    if let Some(problem) = sandbox::check(&python, &worker_dir, run_as.as_ref()).await {
+        return Ok(Err(problem));
+    }
+    let mut import = tokio::process::Command::new(&python);
+    import
+        .args(["-c", IMPORT])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    if let Some(user) = &run_as {
+        import.env("HOME", &user.home).uid(user.uid).gid(user.gid);
+    }
+    let output = import
+        .output()
+        .await
+        .with_context(|| format!("running {}", python.display()))?;
+    if output.status.success() {
+        Ok(Ok(String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .to_owned()))
+    } else {
+        Ok(Err(format!(
+            "{} cannot import torch, transformers and peft: {}",
+            python.display(),
+            engine::format::clip(
+                String::from_utf8_lossy(&output.stderr)
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or(""),
+                300
+            )
+        )))
+    }
 }
 
 /// The worker's own user: who it is, and a home it can write to.

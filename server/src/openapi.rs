@@ -69,6 +69,7 @@ use crate::routes;
         routes::webhooks::test,
         routes::health::healthz,
         routes::health::readyz,
+        crate::metrics::scrape,
         openapi_json,
     ),
     components(schemas(engine::live::DatasetChange, engine::live::NotificationChange)),

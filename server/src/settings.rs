@@ -52,6 +52,8 @@ pub struct Settings {
     pub compression_level: u32,
     /// Live streams one user may hold open on this replica (`STREAMS_PER_USER`).
     pub streams_per_user: usize,
+    /// The bearer token of `/metrics` (`METRICS_TOKEN`); unset: loopback clients only.
+    pub metrics_token: Option<String>,
 }
 
 /// `COMPRESSION_LEVEL`'s default, chosen with scripts/bench/ssr.sh (docs/PERFORMANCE.md).

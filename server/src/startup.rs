@@ -172,6 +172,7 @@ impl Application {
                 secure: settings.public_url.scheme() == "https",
             },
             streams: crate::routes::live::StreamCounter::new(settings.streams_per_user),
+            metrics: crate::metrics::Metrics::install(),
             settings: Arc::new(settings),
             leptos_options,
             allowed_origins: Arc::new(allowed),
@@ -262,6 +263,8 @@ fn router(state: AppState) -> Router {
         // The live streams: never compressed (routes::compressible says why).
         .merge(routes::live::router().into_router())
         .layer(middleware::from_fn_with_state(state.clone(), auth::resolve_caller))
+        // After routing (Router::layer wraps each route), so the route template is known.
+        .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {

@@ -28,6 +28,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Live streams open per user on this replica.
     pub streams: crate::routes::live::StreamCounter,
+    /// The Prometheus recorder `/metrics` renders.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -119,7 +119,8 @@ pub async fn local_executor(
         &format!("http://{address}/executor/v2/local"),
         &key,
         RetryPolicy::default(),
-    )?;
+    )?
+    .labelled("local");
     Ok(Some(LocalExecutor {
         executor,
         problem,

@@ -365,6 +365,25 @@ pub async fn authenticate(
     password: &str,
     client: &str,
 ) -> Result<UserView, LoginError> {
+    let outcome = check_credentials(db, email, password, client).await;
+    let reason = match &outcome {
+        Err(LoginError::InvalidCredentials) => Some("invalid_credentials"),
+        Err(LoginError::RateLimited { .. }) => Some("rate_limited"),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        metrics::counter!(crate::operations::metrics::LOGIN_FAILURES, "reason" => reason)
+            .increment(1);
+    }
+    outcome
+}
+
+async fn check_credentials(
+    db: &Db,
+    email: &str,
+    password: &str,
+    client: &str,
+) -> Result<UserView, LoginError> {
     let email = normalize_email(email);
     let mut tx = db.system().await?;
     sqlx::query!(

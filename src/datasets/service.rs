@@ -457,6 +457,13 @@ pub async fn run_validation(
         .await?;
     }
     tx.commit().await?;
+    metrics::histogram!(
+        crate::operations::metrics::VALIDATION_DURATION,
+        "outcome" => if valid { "ready" } else { "invalid" }
+    )
+    .record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::operations::metrics::VALIDATION_BYTES)
+        .increment(report.statistics.bytes);
     tracing::info!(
         dataset = %id,
         valid,

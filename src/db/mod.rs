@@ -72,19 +72,9 @@ impl Db {
 
     /// True when every embedded migration has been applied successfully (for `/readyz`).
     pub async fn migrations_current(&self) -> Result<bool, sqlx::Error> {
-        let table: Option<String> =
-            sqlx::query_scalar!("SELECT to_regclass('_sqlx_migrations')::text")
-                .fetch_one(&self.pool)
-                .await?;
-        if table.is_none() {
-            return Ok(false);
-        }
-        let applied: Vec<i64> = sqlx::query_scalar!(
-            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version"
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+        Ok(crate::operations::verify::pending_migrations(&self.pool)
+            .await?
+            .is_empty())
     }
 
     /// A transaction acting for one tenant: row-level security shows only their rows.

@@ -140,9 +140,18 @@ pub async fn finish(
         },
     )
     .await?;
-    let Some(dataset_name) = ended else {
+    let Some(ended) = ended else {
         return Ok(false);
     };
+    let dataset_name = ended.dataset_name;
+    // Counted when the ending is written; a transaction rolled back after it (rare: the
+    // caller's commit failing) over-counts by one, which a rate alert tolerates.
+    metrics::counter!(crate::operations::metrics::JOBS_ENDED, "status" => status.as_str())
+        .increment(1);
+    if let Some(ran_s) = ended.ran_s {
+        metrics::histogram!(crate::operations::metrics::TRAINING_DURATION, "status" => status.as_str())
+            .record(ran_s);
+    }
     let stage = JobStage::ending(status).unwrap_or(JobStage::Failed);
     events::record_status(
         tx,

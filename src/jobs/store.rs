@@ -347,14 +347,21 @@ pub struct EndRow<'a> {
 
 /// Ends an active job; the dataset's name when it did (for the notification), `None` when the
 /// job had already ended or moved on.
-pub async fn end(tx: &mut Tx, id: Uuid, end: EndRow<'_>) -> Result<Option<String>> {
+/// A job [`end`] ended.
+pub struct Ended {
+    pub dataset_name: String,
+    /// Seconds since it started on its backend (`None`: it never started).
+    pub ran_s: Option<f64>,
+}
+
+pub async fn end(tx: &mut Tx, id: Uuid, end: EndRow<'_>) -> Result<Option<Ended>> {
     let completed = end.status == JobStatus::Completed;
     let from: &[JobStatus] = if completed {
         JobStatus::ON_BACKEND
     } else {
         JobStatus::ACTIVE
     };
-    sqlx::query_scalar!(
+    sqlx::query!(
         "UPDATE training_jobs j
             SET status = $2, current_stage = $3, error_code = $4, error_message = $5, completed_at = now(),
                 final_cost = COALESCE($6::float8::numeric, j.current_cost),
@@ -365,7 +372,8 @@ pub async fn end(tx: &mut Tx, id: Uuid, end: EndRow<'_>) -> Result<Option<String
            FROM datasets d
           WHERE j.id = $1 AND d.id = j.dataset_id AND j.status = ANY($9)
             AND (NOT $10 OR j.external_job_id IS NULL)
-      RETURNING d.name",
+      RETURNING d.name AS dataset_name,
+                EXTRACT(EPOCH FROM now() - j.started_at)::float8 AS ran_s",
         id,
         end.status.as_str(),
         JobStage::ending(end.status)
@@ -381,6 +389,12 @@ pub async fn end(tx: &mut Tx, id: Uuid, end: EndRow<'_>) -> Result<Option<String
     )
     .fetch_optional(&mut **tx)
     .await
+    .map(|row| {
+        row.map(|r| Ended {
+            dataset_name: r.dataset_name,
+            ran_s: r.ran_s,
+        })
+    })
 }
 
 /// Asks the processor to stop a job on its backend. `false` when it has already ended.

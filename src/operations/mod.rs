@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 mod health;
 #[cfg(feature = "ssr")]
 pub use health::report;
+#[cfg(feature = "ssr")]
+pub mod metrics;
+#[cfg(feature = "ssr")]
+pub mod verify;
 
 /// How a figure stands against its thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -115,7 +115,22 @@ enum Route {
     Status,
     Stream,
     Cancel,
-    Other,
+    Retry,
+    Health,
+}
+
+impl Route {
+    /// The `endpoint` label of the GPU backend call metrics.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Status => "status",
+            Self::Stream => "stream",
+            Self::Cancel => "cancel",
+            Self::Retry => "retry",
+            Self::Health => "health",
+        }
+    }
 }
 
 /// The client of one endpoint: `{api_base}/v2/{endpoint_id}` or our executor's equivalent.
@@ -126,6 +141,8 @@ pub struct RunpodClient {
     api_key: String,
     retry: RetryPolicy,
     limits: Arc<Limits>,
+    /// The `backend` label of its call metrics: `runpod` unless [`Self::labelled`].
+    backend: &'static str,
 }
 
 impl RunpodClient {
@@ -151,7 +168,14 @@ impl RunpodClient {
             api_key: api_key.to_owned(),
             retry,
             limits: Arc::new(limits),
+            backend: "runpod",
         })
+    }
+
+    /// Names the backend in its call metrics (the embedded executor is `local`).
+    pub fn labelled(mut self, backend: &'static str) -> Self {
+        self.backend = backend;
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -200,7 +224,7 @@ impl RunpodClient {
 
     pub async fn retry(&self, id: &str) -> Result<JobRef, RunpodError> {
         self.call::<(), _>(
-            Route::Other,
+            Route::Retry,
             reqwest::Method::POST,
             &format!("/retry/{}", path_segment(id)),
             None,
@@ -209,7 +233,7 @@ impl RunpodClient {
     }
 
     pub async fn health(&self) -> Result<HealthResponse, RunpodError> {
-        self.call::<(), _>(Route::Other, reqwest::Method::GET, "/health", None)
+        self.call::<(), _>(Route::Health, reqwest::Method::GET, "/health", None)
             .await
     }
 
@@ -219,7 +243,7 @@ impl RunpodClient {
             Route::Status => &self.limits.status,
             Route::Stream => &self.limits.stream,
             Route::Cancel => &self.limits.cancel,
-            Route::Other => return,
+            Route::Retry | Route::Health => return,
         };
         let wait = bucket.lock().await.take();
         if !wait.is_zero() {
@@ -227,7 +251,30 @@ impl RunpodClient {
         }
     }
 
+    /// One logical call (its retries included), counted and timed by endpoint.
     async fn call<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        route: Route,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, RunpodError> {
+        use crate::operations::metrics::{GPU_CALL_DURATION, GPU_CALLS};
+        let started = std::time::Instant::now();
+        let result = self.call_with_retries(route, method, path, body).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(RunpodError::NotFound) => "not_found",
+            Err(_) => "error",
+        };
+        metrics::histogram!(GPU_CALL_DURATION, "backend" => self.backend, "endpoint" => route.name())
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(GPU_CALLS, "backend" => self.backend, "endpoint" => route.name(), "outcome" => outcome)
+            .increment(1);
+        result
+    }
+
+    async fn call_with_retries<B: serde::Serialize, T: DeserializeOwned>(
         &self,
         route: Route,
         method: reqwest::Method,

@@ -62,6 +62,7 @@ impl StreamCounter {
             return Err(ApiError::RateLimited { retry_after_s: 5 });
         }
         *open += 1;
+        metrics::gauge!(engine::operations::metrics::SSE_STREAMS_OPEN).increment(1.0);
         Ok(StreamSlot {
             counter: self.clone(),
             user,
@@ -76,6 +77,7 @@ pub struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        metrics::gauge!(engine::operations::metrics::SSE_STREAMS_OPEN).decrement(1.0);
         let mut counts = self.counter.counts();
         if let Some(open) = counts.get_mut(&self.user) {
             *open = open.saturating_sub(1);

@@ -379,6 +379,7 @@ impl TestApp {
             log_format: LogFormat::Text,
             compression_level: server::settings::DEFAULT_COMPRESSION_LEVEL,
             streams_per_user: server::routes::live::DEFAULT_STREAMS_PER_USER,
+            metrics_token: None,
         };
         let app = Application::build(settings).await.expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());
