@@ -81,6 +81,20 @@ check_sqlx_data() {
     -- -p engine --features ssr --all-targets)
 }
 
+# promtool, to check deploy/prometheus/alerts.yml and run its rule tests: the one binary from
+# Debian's prometheus package, unpacked (no service installed or started).
+install_promtool() {
+  export PROMTOOL="$CACHE/tools/promtool"
+  [ -x "$PROMTOOL" ] && return 0
+  log "fetching promtool (from Debian's prometheus package)"
+  local dir; dir="$(mktemp -d)"
+  (cd "$dir" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; }; })
+  dpkg-deb -x "$dir"/prometheus_*.deb "$dir/unpacked"
+  mkdir -p "$CACHE/tools"
+  cp "$dir/unpacked/usr/bin/promtool" "$PROMTOOL.tmp" && mv "$PROMTOOL.tmp" "$PROMTOOL"
+  rm -rf "$dir"
+}
+
 install_nextest() {
   cargo nextest --version >/dev/null 2>&1 \
     || { log "cargo install cargo-nextest"; cargo install --quiet cargo-nextest --locked; }

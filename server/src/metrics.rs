@@ -65,6 +65,8 @@ impl Metrics {
                 );
             }
             describe();
+            // Registered at 0, so an alert on its increase has a series before the first error.
+            metrics::counter!(names::DATABASE_ERRORS).absolute(0);
             handle
         });
         Self {

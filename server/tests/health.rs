@@ -1,5 +1,5 @@
 //! The platform's health for a person on call (issue 16 item 2): `lora-pipeline health` and
-//! `/readyz` read the same figures, judged against the documented thresholds; red exits 1.
+//! `/readyz?health=1` read the same figures, judged against the documented thresholds; red exits 1.
 
 mod common;
 
@@ -8,21 +8,11 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lora-pipeline");
 
-/// The test database's URL with the tests' ordinary role (`lora_test_app`, as
-/// `common::fresh_database` creates it): the binary refuses a superuser.
-fn database_url(app: &TestApp) -> String {
-    let o = &app.options;
-    format!(
-        "postgres://lora_test_app@{}:{}/{}",
-        o.get_host(),
-        o.get_port(),
-        o.get_database().expect("a database name")
-    )
-}
-
 async fn health(app: &TestApp, json: bool) -> (i32, String, String) {
     let mut command = tokio::process::Command::new(BIN);
-    command.arg("health").env("DATABASE_URL", database_url(app));
+    command
+        .arg("health")
+        .env("DATABASE_URL", common::database_url(&app.options));
     if json {
         command.arg("--json");
     }
@@ -47,12 +37,21 @@ fn figure<'a>(report: &'a Value, key: &str) -> &'a Value {
 async fn health_reads_the_queue_and_turns_red_past_the_originals_threshold() {
     let app = TestApp::spawn().await;
 
-    // A quiet platform: green, exit 0, the same figures in /readyz.
+    // A quiet platform: green, exit 0, the same figures in /readyz?health=1.
     let (code, stdout, stderr) = health(&app, true).await;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["level"], "green", "{report}");
-    let ready: Value = reqwest::get(app.url("/readyz"))
+    // A load balancer's probe gets readiness only; the operator asks for the figures.
+    let probe: Value = reqwest::get(app.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(probe["status"], "ready");
+    assert!(probe["health"].is_null(), "{probe}");
+    let ready: Value = reqwest::get(app.url("/readyz?health=1"))
         .await
         .unwrap()
         .json()
@@ -60,6 +59,14 @@ async fn health_reads_the_queue_and_turns_red_past_the_originals_threshold() {
         .unwrap();
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["health"]["level"], "green");
+    // Through a proxy (a stranger's request), the figures are refused.
+    let proxied = reqwest::Client::new()
+        .get(app.url("/readyz?health=1"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 403);
     assert_eq!(figure(&ready["health"], "queue_depth")["value"], 0.0);
 
     // 60 tasks due that no replica takes (a kind no lane leases): red, exit 1.
@@ -96,7 +103,7 @@ async fn health_reads_the_queue_and_turns_red_past_the_originals_threshold() {
     assert!(stderr.contains("red"), "{stderr}");
 
     // Readiness does not depend on them, and shows the same.
-    let response = reqwest::get(app.url("/readyz")).await.unwrap();
+    let response = reqwest::get(app.url("/readyz?health=1")).await.unwrap();
     assert_eq!(response.status(), 200);
     let ready: Value = response.json().await.unwrap();
     assert_eq!(ready["health"]["level"], "red");

@@ -90,6 +90,7 @@ const OWN_OR_PUBLIC: &[&str] = &[
     "/api/webhook/test",
     "/healthz",
     "/readyz",
+    "/metrics",
     "/api/openapi.json",
 ];
 

@@ -25,23 +25,15 @@ const KNOWN_TENANT_TABLES: [&str; 14] = [
     "webhook_deliveries",
 ];
 
-/// The tables that hold tenant rows, from the catalog: every table in `public` with a live
-/// `user_id` column, plus `users` itself (its rows are keyed by `id`). A table that a later
-/// migration adds with a `user_id` is covered without anyone remembering to list it.
+/// The tables that hold tenant rows, read from the catalog as `lora-pipeline verify` reads them
+/// (every table with a `user_id` column, and `users`), checked to hold at least the known ones.
 async fn tenant_tables(pool: &sqlx::PgPool) -> Vec<String> {
-    let mut tables: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c
-           JOIN pg_attribute a ON a.attrelid = c.oid
-          WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
-            AND a.attname = 'user_id' AND a.attnum > 0 AND NOT a.attisdropped
-          ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    if !tables.iter().any(|t| t == "users") {
-        tables.insert(0, "users".to_owned());
-    }
+    let tables: Vec<String> = engine::operations::verify::tenant_tables(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.table)
+        .collect();
     for known in KNOWN_TENANT_TABLES {
         assert!(
             tables.iter().any(|t| t == known),

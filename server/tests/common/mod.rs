@@ -205,6 +205,18 @@ fn migrations_hash() -> u64 {
     hash
 }
 
+/// A URL for `options` (a test database reached as the tests' ordinary role, as
+/// [`fresh_database`] returns), for the binary's DATABASE_URL: it refuses a superuser.
+pub fn database_url(options: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().expect("a database name")
+    )
+}
+
 pub struct TestApp {
     pub address: String,
     pub db: Db,
@@ -352,6 +364,19 @@ impl TestApp {
         .await
     }
 
+    /// An app whose settings the test adjusts before it starts.
+    pub async fn spawn_tweaked(tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_configured(
+            fresh_database().await,
+            None,
+            test_gpu_settings(),
+            None,
+            policy(RegistrationMode::Open),
+            tweak,
+        )
+        .await
+    }
+
     async fn spawn_on(
         options: PgConnectOptions,
         s3: Option<engine::storage::S3Settings>,
@@ -359,12 +384,23 @@ impl TestApp {
         shared_data: Option<&std::path::Path>,
         registration: RegistrationPolicy,
     ) -> Self {
+        Self::spawn_configured(options, s3, gpu, shared_data, registration, |_| {}).await
+    }
+
+    async fn spawn_configured(
+        options: PgConnectOptions,
+        s3: Option<engine::storage::S3Settings>,
+        gpu: server::settings::GpuSettings,
+        shared_data: Option<&std::path::Path>,
+        registration: RegistrationPolicy,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         let bind = "127.0.0.1:0".parse().expect("bind address");
         let data_dir = tempfile::Builder::new()
             .prefix("lp-test-")
             .tempdir()
             .expect("data dir");
-        let settings = Settings {
+        let mut settings = Settings {
             database: DatabaseSettings::External(Box::new(options.clone())),
             data_dir: shared_data.unwrap_or(data_dir.path()).to_owned(),
             storage_signing_key: None,
@@ -381,6 +417,7 @@ impl TestApp {
             streams_per_user: server::routes::live::DEFAULT_STREAMS_PER_USER,
             metrics_token: None,
         };
+        tweak(&mut settings);
         let app = Application::build(settings).await.expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
