@@ -46,6 +46,9 @@ pub enum Task {
     /// Key `webhook:<delivery>`.
     #[serde(rename = "webhook_deliver")]
     DeliverWebhook { delivery_id: Uuid },
+    /// One retention or maintenance chore; each run queues the next. Key `maintenance:<chore>`.
+    #[serde(rename = "maintenance")]
+    Maintenance { chore: crate::maintenance::Chore },
 }
 
 impl Task {
@@ -57,6 +60,7 @@ impl Task {
             Self::PollJob(_) => "job_poll",
             Self::FinalizeModel(_) => "model_finalize",
             Self::DeliverWebhook { .. } => "webhook_deliver",
+            Self::Maintenance { .. } => "maintenance",
         }
     }
 
@@ -66,6 +70,7 @@ impl Task {
             Self::ValidateDataset { .. } => Lane::Validation,
             Self::SubmitJob(_) | Self::PollJob(_) | Self::FinalizeModel(_) => Lane::Jobs,
             Self::DeliverWebhook { .. } => Lane::Webhooks,
+            Self::Maintenance { .. } => Lane::Maintenance,
         }
     }
 
@@ -76,10 +81,11 @@ impl Task {
                 job_key(job.job_id)
             }
             Self::DeliverWebhook { delivery_id } => format!("webhook:{delivery_id}"),
+            Self::Maintenance { chore } => format!("maintenance:{}", chore.as_str()),
         }
     }
 
-    fn payload(&self) -> serde_json::Value {
+    pub fn payload(&self) -> serde_json::Value {
         crate::jobs::event::content_of(self)
     }
 
@@ -112,15 +118,22 @@ impl Task {
 /// and disk), so few run at once; job tasks mostly wait on the GPU backend and keep slots of
 /// their own, so a pile of uploads never delays a budget cap, a cancel or a stall check.
 /// Webhook deliveries wait on other people's servers (up to 10 s each): a lane of their own.
+/// Maintenance chores are slow and never urgent: one at a time, beside everything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     Validation,
     Jobs,
     Webhooks,
+    Maintenance,
 }
 
 impl Lane {
-    pub const ALL: [Lane; 3] = [Lane::Validation, Lane::Jobs, Lane::Webhooks];
+    pub const ALL: [Lane; 4] = [
+        Lane::Validation,
+        Lane::Jobs,
+        Lane::Webhooks,
+        Lane::Maintenance,
+    ];
 
     /// The stored kinds of the lane's tasks (a unit test checks every [`Task`] is in its lane's).
     pub fn kinds(self) -> &'static [&'static str] {
@@ -128,6 +141,7 @@ impl Lane {
             Self::Validation => &["validate_dataset"],
             Self::Jobs => &["job_submit", "job_poll", "model_finalize"],
             Self::Webhooks => &["webhook_deliver"],
+            Self::Maintenance => &["maintenance"],
         }
     }
 }
@@ -156,6 +170,7 @@ impl Concurrency {
             Lane::Validation => self.validations,
             Lane::Jobs => self.jobs,
             Lane::Webhooks => self.webhooks,
+            Lane::Maintenance => 1,
         }
         .max(1)
     }
@@ -242,6 +257,8 @@ pub struct Context {
     pub concurrency: Concurrency,
     /// Where webhooks may be delivered.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// How long the maintenance chores keep things.
+    pub retention: crate::maintenance::Retention,
 }
 
 /// How often an idle worker looks for new tasks.
@@ -376,7 +393,38 @@ async fn dispatch(context: &Context, task: &Task) -> Result<(), TaskError> {
         Task::PollJob(job) => context.processor.poll(job).await,
         Task::FinalizeModel(job) => context.processor.finalize(job).await,
         Task::DeliverWebhook { delivery_id } => deliver_webhook(context, *delivery_id).await,
+        Task::Maintenance { chore } => maintain(context, *chore).await,
     }
+}
+
+/// One chore, then its next run (in one transaction with nothing else: the chore's own work
+/// is idempotent and committed as it goes).
+async fn maintain(context: &Context, chore: crate::maintenance::Chore) -> Result<(), TaskError> {
+    let outcome = crate::maintenance::run(&context.db, &context.storage, &context.retention, chore)
+        .await
+        .map_err(TaskError::retryable)?;
+    metrics::counter!(crate::operations::metrics::MAINTENANCE_REMOVED, "chore" => chore.as_str())
+        .increment(outcome.removed);
+    if outcome.removed > 0 || outcome.reported > 0 {
+        tracing::info!(
+            chore = chore.as_str(),
+            removed = outcome.removed,
+            bytes = outcome.bytes,
+            reported = outcome.reported,
+            "maintenance"
+        );
+    }
+    schedule_next(&context.db, chore).await?;
+    Ok(())
+}
+
+/// Queues the chore's next run: as the running task's own successor (same key).
+async fn schedule_next(db: &Db, chore: crate::maintenance::Chore) -> Result<(), sqlx::Error> {
+    let mut tx = db.system().await?;
+    Task::Maintenance { chore }
+        .enqueue(&mut tx, None, chore.every())
+        .await?;
+    tx.commit().await
 }
 
 /// One attempt at a delivery, recorded; the next attempt (if any) is queued by `record`.
@@ -414,6 +462,10 @@ async fn give_up(context: &Context, task: &Task, error: &str) {
                 .await
                 .map_err(TaskError::from)
         }
+        // A chore that keeps failing still runs again at its next time.
+        Task::Maintenance { chore } => schedule_next(&context.db, *chore)
+            .await
+            .map_err(TaskError::from),
     };
     if let Err(e) = outcome {
         tracing::warn!(error = %e, "could not leave the subject in a terminal state");
@@ -440,6 +492,7 @@ mod tests {
             // Written before attempts were recorded.
             ("job_poll", serde_json::json!({ "job_id": id })),
             ("webhook_deliver", serde_json::json!({ "delivery_id": id })),
+            ("maintenance", serde_json::json!({ "chore": "orphans" })),
         ];
         for (kind, payload) in stored {
             let task = Task::parse(kind, &payload).unwrap();

@@ -71,6 +71,8 @@ pub struct GpuSettings {
     pub task_concurrency: engine::tasks::Concurrency,
     /// Where the background tasks may deliver webhooks (`WEBHOOK_ALLOW_PRIVATE`).
     pub webhooks: engine::webhooks::WebhookSettings,
+    /// What the maintenance chores keep, and for how long (`RETAIN_*`, `ORPHAN_*`).
+    pub retention: engine::maintenance::Retention,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,7 @@ impl Default for GpuSettings {
             processor: engine::jobs::processor::ProcessorConfig::default(),
             task_concurrency: Default::default(),
             webhooks: Default::default(),
+            retention: Default::default(),
         }
     }
 }
@@ -225,6 +228,38 @@ pub struct GpuOptions {
     /// machine or network). Off by default: accounts must not reach the server's own network.
     #[arg(long = "webhook-allow-private", env = "WEBHOOK_ALLOW_PRIVATE")]
     pub webhook_allow_private: bool,
+    /// Days finished background tasks are kept.
+    #[arg(
+        long = "retain-finished-tasks-days",
+        env = "RETAIN_FINISHED_TASKS_DAYS",
+        default_value_t = 7
+    )]
+    pub retain_finished_tasks_days: u32,
+    /// Days the live-event log of an ended job is kept (its metric points, the charts, stay).
+    #[arg(
+        long = "retain-job-events-days",
+        env = "RETAIN_JOB_EVENTS_DAYS",
+        default_value_t = 90
+    )]
+    pub retain_job_events_days: u32,
+    /// Hours after a dataset or model is deleted that its files are certainly removed.
+    #[arg(
+        long = "retain-deleted-files-hours",
+        env = "RETAIN_DELETED_FILES_HOURS",
+        default_value_t = 24
+    )]
+    pub retain_deleted_files_hours: u32,
+    /// Orphaned objects (no row owns them): `delete` them once reported for ORPHAN_GRACE_HOURS,
+    /// or only `report` them.
+    #[arg(long = "orphan-sweep", env = "ORPHAN_SWEEP", default_value = "delete")]
+    pub orphan_sweep: String,
+    /// Hours an orphan is reported before the sweep deletes it.
+    #[arg(
+        long = "orphan-grace-hours",
+        env = "ORPHAN_GRACE_HOURS",
+        default_value_t = 24
+    )]
+    pub orphan_grace_hours: u32,
 }
 
 pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
@@ -323,6 +358,34 @@ pub fn parse_gpu(options: &GpuOptions) -> Result<GpuSettings, SettingsError> {
         webhooks: engine::webhooks::WebhookSettings {
             allow_private: options.webhook_allow_private,
         },
+        retention: parse_retention(options)?,
+    })
+}
+
+fn parse_retention(options: &GpuOptions) -> Result<engine::maintenance::Retention, SettingsError> {
+    const HOUR: u64 = 3600;
+    let days = |n: u32| std::time::Duration::from_secs(u64::from(n) * 24 * HOUR);
+    let hours = |n: u32| std::time::Duration::from_secs(u64::from(n) * HOUR);
+    if options.retain_finished_tasks_days == 0 || options.retain_job_events_days == 0 {
+        return Err(SettingsError(
+            "RETAIN_FINISHED_TASKS_DAYS and RETAIN_JOB_EVENTS_DAYS must be at least 1".into(),
+        ));
+    }
+    let delete_orphans = match options.orphan_sweep.trim() {
+        "delete" => true,
+        "report" => false,
+        other => {
+            return Err(SettingsError(format!(
+                "ORPHAN_SWEEP is {other:?}: use delete (after ORPHAN_GRACE_HOURS) or report"
+            )));
+        }
+    };
+    Ok(engine::maintenance::Retention {
+        finished_tasks: days(options.retain_finished_tasks_days),
+        job_events: days(options.retain_job_events_days),
+        deleted_files: hours(options.retain_deleted_files_hours),
+        orphan_grace: hours(options.orphan_grace_hours),
+        delete_orphans,
     })
 }
 

@@ -147,12 +147,6 @@ impl Application {
                 .clone()
                 .keep_reconciling(std::time::Duration::from_secs(60), stopping.clone()),
         );
-        tokio::spawn(engine::datasets::service::keep_expiring_uploads(
-            db.clone(),
-            storage.clone(),
-            std::time::Duration::from_secs(300),
-            stopping.clone(),
-        ));
         let tasks = engine::tasks::Context {
             db: db.clone(),
             storage: storage.clone(),
@@ -160,7 +154,16 @@ impl Application {
             processor,
             concurrency: settings.gpu.task_concurrency,
             webhooks: settings.gpu.webhooks,
+            retention: settings.gpu.retention,
         };
+        // Every chore has its next run queued (a no-op once it has: replicas share them).
+        match engine::maintenance::schedule(&db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(chores = n, "scheduled maintenance chores"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not schedule the maintenance chores; the next start tries again")
+            }
+        }
         let hub = engine::live::Hub::start(db.clone(), stopping.clone());
         let state = AppState {
             hub,

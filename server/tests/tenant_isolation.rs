@@ -201,8 +201,8 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
     .await
     .unwrap();
     assert_eq!(
-        tables, 17,
-        "14 tenant tables (webhooks and webhook_deliveries the latest) + login_attempts + invites + registration_attempts"
+        tables, 18,
+        "14 tenant tables (webhooks and webhook_deliveries the latest) + login_attempts + invites + registration_attempts + orphan_objects"
     );
 }
 

@@ -84,6 +84,21 @@ fn extension(file_name: &str) -> &'static str {
 }
 
 /// Where the client uploads (the signed URL's key), until the dataset is confirmed.
+/// Every key a dataset's files may have: its stored file, the upload key (a PUT in flight at
+/// confirmation may have landed there after) and the normalised training file.
+pub fn file_keys(
+    user: Uuid,
+    dataset: Uuid,
+    file_name: &str,
+    storage_key: &str,
+    normalized_key: Option<&str>,
+) -> Vec<String> {
+    [storage_key.to_owned(), upload_key(user, dataset, file_name)]
+        .into_iter()
+        .chain(normalized_key.map(str::to_owned))
+        .collect()
+}
+
 fn upload_key(user: Uuid, dataset: Uuid, file_name: &str) -> String {
     format!("{user}/{dataset}/upload.{}", extension(file_name))
 }
@@ -273,13 +288,15 @@ pub async fn delete(db: &Db, storage: &Storage, user: Uuid, id: Uuid) -> Result<
         return Err(DatasetError::NotFound);
     }
     tx.commit().await?;
-    // The row is gone for the user; a failure here leaves an orphan file, never a broken row.
-    // (The upload key too: a PUT in flight at confirmation may have landed there after.)
-    let upload = upload_key(user, id, &row.file_name);
-    for key in [row.storage_key, upload]
-        .into_iter()
-        .chain(row.normalized_key)
-    {
+    // The row is gone for the user; a failure here leaves a file that the deleted-files chore
+    // (engine::maintenance) removes later, never a broken row.
+    for key in file_keys(
+        user,
+        id,
+        &row.file_name,
+        &row.storage_key,
+        row.normalized_key.as_deref(),
+    ) {
         if let Err(e) = storage.delete(Bucket::Datasets, &key).await {
             tracing::warn!(dataset = %id, error = %e, "could not delete a dataset file");
         }
@@ -303,26 +320,6 @@ pub async fn expire_uploads(db: &Db, storage: &Storage) -> Result<usize, Dataset
         tracing::info!(dataset = %upload.id, user = %upload.user_id, "expired an unconfirmed upload");
     }
     Ok(expired.len())
-}
-
-/// Runs [`expire_uploads`] every `every` until `stop` turns true.
-pub async fn keep_expiring_uploads(
-    db: Db,
-    storage: Storage,
-    every: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        match expire_uploads(&db, &storage).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(uploads = n, "expired unconfirmed uploads"),
-            Err(e) => tracing::warn!(error = %e, "could not expire unconfirmed uploads"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

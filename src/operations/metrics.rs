@@ -32,6 +32,8 @@ pub const GPU_CALL_DURATION: &str = "lora_gpu_backend_call_duration_seconds";
 /// Counter: refused sign-ins, by `reason` (`invalid_credentials`: a wrong password, an unknown
 /// or disabled account; `rate_limited`).
 pub const LOGIN_FAILURES: &str = "lora_login_failures_total";
+/// Counter: rows and objects the maintenance chores removed, by `chore`.
+pub const MAINTENANCE_REMOVED: &str = "lora_maintenance_removed_total";
 /// Counter: requests answered 500 because the database failed.
 pub const DATABASE_ERRORS: &str = "lora_database_errors_total";
 

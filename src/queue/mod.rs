@@ -68,6 +68,31 @@ pub async fn enqueue_after(
     .await
 }
 
+/// Queues a task due now unless its `dedupe_key` has a live (pending or running) task already;
+/// a done or failed one is brought back. Returns whether it queued.
+pub async fn enqueue_if_idle(
+    tx: &mut Tx,
+    kind: &str,
+    payload: Value,
+    dedupe_key: &str,
+) -> Result<bool, sqlx::Error> {
+    let queued = sqlx::query!(
+        "INSERT INTO work_queue (kind, payload, dedupe_key)
+         VALUES ($1, $2, $3)
+         ON CONFLICT (dedupe_key) DO UPDATE
+            SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, status = 'pending', attempts = 0,
+                run_at = now(), leased_by = NULL, leased_until = NULL, last_error = NULL
+          WHERE work_queue.status IN ('done', 'failed')",
+        kind,
+        payload,
+        dedupe_key
+    )
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(queued == 1)
+}
+
 /// Takes up to `limit` due tasks (or ones whose lease expired) of the given kinds in one
 /// statement. Within a kind, accounts with no task of it running come first, so one user's
 /// ten uploads do not keep everyone else's waiting.

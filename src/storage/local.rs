@@ -313,6 +313,49 @@ impl LocalStore {
         Ok(true)
     }
 
+    /// Every object file under the bucket's directory; digests (`*.sha256`) and uploads in
+    /// progress (`.upload-*`) are not objects.
+    pub async fn list(&self, bucket: Bucket) -> Result<Vec<super::ListedObject>, StorageError> {
+        let root = self.root.join(bucket.name());
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            let mut dirs = vec![root.clone()];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error(&dir.to_string_lossy())(e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(io_error(&dir.to_string_lossy()))?;
+                    let path = entry.path();
+                    let meta = entry
+                        .metadata()
+                        .map_err(io_error(&path.to_string_lossy()))?;
+                    let name = entry.file_name();
+                    let name = name.to_string_lossy();
+                    if meta.is_dir() {
+                        dirs.push(path);
+                    } else if meta.is_file()
+                        && !name.ends_with(".sha256")
+                        && !name.starts_with(".upload-")
+                        && let Ok(relative) = path.strip_prefix(&root)
+                    {
+                        found.push(super::ListedObject {
+                            key: relative.to_string_lossy().into_owned(),
+                            size: meta.len(),
+                            modified: meta.modified().ok().map(DateTime::<Utc>::from),
+                        });
+                    }
+                }
+            }
+            found.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(found)
+        })
+        .await
+        .map_err(|e| io_error("listing")(std::io::Error::other(e)))?
+    }
+
     pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
         let path = self.path(bucket, key)?;
         for p in [Self::meta_path(&path), path] {

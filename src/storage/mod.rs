@@ -67,6 +67,14 @@ pub enum StorageError {
     },
 }
 
+/// One stored object, as a listing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
 /// Metadata of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -226,6 +234,14 @@ impl Storage {
         match &*self.backend {
             Backend::Local(store) => store.delete(bucket, key).await,
             Backend::S3(store) => store.delete(bucket, key).await,
+        }
+    }
+
+    /// Every object in `bucket` (for the orphan sweep, which compares them with the rows).
+    pub async fn list(&self, bucket: Bucket) -> Result<Vec<ListedObject>, StorageError> {
+        match &*self.backend {
+            Backend::Local(store) => store.list(bucket).await,
+            Backend::S3(store) => store.list(bucket).await,
         }
     }
 }

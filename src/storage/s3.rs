@@ -8,7 +8,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::{Bucket, ObjectInfo, ObjectReader, SignedRequest, StorageError, check_key};
 
@@ -218,6 +218,36 @@ impl S3Store {
             .map_err(|e| s3_error(to, aws_sdk_s3::error::DisplayErrorContext(e)))?;
         self.delete(bucket, from).await?;
         Ok(true)
+    }
+
+    /// Every object in the bucket, a page (1,000 keys) at a time.
+    pub async fn list(&self, bucket: Bucket) -> Result<Vec<super::ListedObject>, StorageError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(self.bucket(bucket))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| s3_error(bucket.name(), aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                found.push(super::ListedObject {
+                    key: key.to_owned(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    modified: object
+                        .last_modified()
+                        .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos())),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated().unwrap_or(false) => token = Some(next.to_owned()),
+                _ => return Ok(found),
+            }
+        }
     }
 
     pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), StorageError> {
