@@ -95,6 +95,18 @@ install_promtool() {
   rm -rf "$dir"
 }
 
+# Every change links each test binary anew under a new hash, and the old ones are never used
+# again: keep only the newest of each name (the disk would fill within a day of work).
+prune_stale_binaries() {
+  local deps="$CARGO_TARGET_DIR/debug/deps"
+  [ -d "$deps" ] || return 0
+  find "$deps" -maxdepth 1 -type f -executable -regextype posix-extended \
+      -regex '.*/[a-z0-9_]+-[0-9a-f]{16}' -printf '%T@ %p\n' \
+    | sort -rn \
+    | awk '{ name = $2; sub(/-[0-9a-f]+$/, "", name); if (seen[name]++) print $2 }' \
+    | xargs -r rm -f
+}
+
 install_nextest() {
   cargo nextest --version >/dev/null 2>&1 \
     || { log "cargo install cargo-nextest"; cargo install --quiet cargo-nextest --locked; }

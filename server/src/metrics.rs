@@ -127,6 +127,10 @@ fn describe() {
     );
     describe_counter!(names::LOGIN_FAILURES, "Refused sign-ins.");
     describe_counter!(
+        names::MAINTENANCE_REMOVED,
+        "Rows and objects the maintenance chores removed, by chore."
+    );
+    describe_counter!(
         names::DATABASE_ERRORS,
         "Requests answered 500 because the database failed."
     );

@@ -10,7 +10,7 @@ use common::{TestApp, ready_dataset, start_job};
 use engine::maintenance::{Chore, Retention};
 use engine::storage::Bucket;
 use serde_json::{Value, json};
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{ConnectOptions, PgConnection};
 use uuid::Uuid;
 
 /// A superuser connection to the app's database: it may back-date rows past their triggers.
