@@ -269,20 +269,8 @@ async fn chores_remove_what_is_past_retention_and_nothing_else() {
     .unwrap();
     let purged = run(&app, &retention, Chore::DeletedFiles).await;
     assert_eq!((purged.removed, purged.bytes), (2, size));
-    assert!(
-        storage
-            .info(Bucket::Datasets, &keys.0)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        storage
-            .info(Bucket::Datasets, &normalized)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!stored(&storage, Bucket::Datasets, &keys.0).await);
+    assert!(!stored(&storage, Bucket::Datasets, &normalized).await);
     assert_eq!(
         run(&app, &retention, Chore::DeletedFiles).await.removed,
         0,
@@ -295,13 +283,7 @@ async fn chores_remove_what_is_past_retention_and_nothing_else() {
     .fetch_one(&mut conn)
     .await
     .unwrap();
-    assert!(
-        storage
-            .info(Bucket::Datasets, &live_key)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(stored(&storage, Bucket::Datasets, &live_key).await);
 
     // Orphans: reported first, deleted by a later sweep after the grace period; young objects,
     // owned ones and keys of no scheme of ours are left alone.
@@ -357,51 +339,15 @@ async fn chores_remove_what_is_past_retention_and_nothing_else() {
         ..retention
     };
     assert_eq!(run(&app, &report_only, Chore::Orphans).await.removed, 0);
-    assert!(
-        storage
-            .info(Bucket::Models, &orphan_model)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(stored(&storage, Bucket::Models, &orphan_model).await);
     let second = run(&app, &retention, Chore::Orphans).await;
     assert_eq!((second.reported, second.removed), (0, 2), "{second:?}");
     assert_eq!(second.bytes, 2 * b"orphaned bytes".len() as u64);
-    assert!(
-        storage
-            .info(Bucket::Datasets, &orphan_dataset)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        storage
-            .info(Bucket::Models, &orphan_model)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        storage
-            .info(Bucket::Datasets, &young)
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        storage
-            .info(Bucket::Datasets, "notes/readme.txt")
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        storage
-            .info(Bucket::Datasets, &live_key)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(!stored(&storage, Bucket::Datasets, &orphan_dataset).await);
+    assert!(!stored(&storage, Bucket::Models, &orphan_model).await);
+    assert!(stored(&storage, Bucket::Datasets, &young).await);
+    assert!(stored(&storage, Bucket::Datasets, "notes/readme.txt").await);
+    assert!(stored(&storage, Bucket::Datasets, &live_key).await);
     assert_eq!(
         count(&mut conn, "SELECT count(*) FROM orphan_objects").await,
         0
@@ -419,6 +365,11 @@ async fn chores_remove_what_is_past_retention_and_nothing_else() {
         .unwrap();
     assert_eq!(bundle.status(), 200);
     assert!(bundle.bytes().await.unwrap().len() > 1000);
+}
+
+/// Whether the object exists.
+async fn stored(storage: &engine::storage::Storage, bucket: Bucket, key: &str) -> bool {
+    storage.info(bucket, key).await.unwrap().is_some()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

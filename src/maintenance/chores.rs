@@ -62,23 +62,16 @@ fn seconds(d: std::time::Duration) -> f64 {
     d.as_secs_f64()
 }
 
-async fn finished_tasks(db: &Db, retention: &Retention) -> Result<Outcome, MaintenanceError> {
+/// Runs `batch` (one statement in its own transaction, which it commits) until a batch removes
+/// fewer than [`BATCH`] rows.
+async fn in_batches<F, Fut>(db: &Db, mut batch: F) -> Result<Outcome, MaintenanceError>
+where
+    F: FnMut(crate::db::Tx) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
     let mut removed = 0;
     loop {
-        let mut tx = db.system().await?;
-        let n = sqlx::query!(
-            "DELETE FROM work_queue WHERE id IN (
-                SELECT id FROM work_queue
-                 WHERE status IN ('done', 'failed')
-                   AND updated_at < now() - make_interval(secs => $1)
-                 LIMIT $2)",
-            seconds(retention.finished_tasks),
-            BATCH
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
+        let n = batch(db.system().await?).await?;
         removed += n;
         if n < BATCH as u64 {
             return Ok(Outcome {
@@ -89,31 +82,46 @@ async fn finished_tasks(db: &Db, retention: &Retention) -> Result<Outcome, Maint
     }
 }
 
-async fn job_events(db: &Db, retention: &Retention) -> Result<Outcome, MaintenanceError> {
-    let mut removed = 0;
-    loop {
-        let mut tx = db.system().await?;
+async fn finished_tasks(db: &Db, retention: &Retention) -> Result<Outcome, MaintenanceError> {
+    let older = seconds(retention.finished_tasks);
+    in_batches(db, |mut tx| async move {
         let n = sqlx::query!(
-            "DELETE FROM job_events WHERE id IN (
-                SELECT e.id FROM job_events e JOIN training_jobs j ON j.id = e.job_id
-                 WHERE j.status IN ('completed', 'failed', 'cancelled')
-                   AND j.completed_at < now() - make_interval(secs => $1)
+            "DELETE FROM work_queue WHERE id IN (
+                SELECT id FROM work_queue
+                 WHERE status IN ('done', 'failed')
+                   AND updated_at < now() - make_interval(secs => $1)
                  LIMIT $2)",
-            seconds(retention.job_events),
+            older,
             BATCH
         )
         .execute(&mut *tx)
         .await?
         .rows_affected();
         tx.commit().await?;
-        removed += n;
-        if n < BATCH as u64 {
-            return Ok(Outcome {
-                removed,
-                ..Outcome::default()
-            });
-        }
-    }
+        Ok(n)
+    })
+    .await
+}
+
+async fn job_events(db: &Db, retention: &Retention) -> Result<Outcome, MaintenanceError> {
+    let older = seconds(retention.job_events);
+    in_batches(db, |mut tx| async move {
+        let n = sqlx::query!(
+            "DELETE FROM job_events WHERE id IN (
+                SELECT e.id FROM job_events e JOIN training_jobs j ON j.id = e.job_id
+                 WHERE j.status IN ('completed', 'failed', 'cancelled')
+                   AND j.completed_at < now() - make_interval(secs => $1)
+                 LIMIT $2)",
+            older,
+            BATCH
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    })
+    .await
 }
 
 async fn sessions(db: &Db) -> Result<Outcome, MaintenanceError> {
