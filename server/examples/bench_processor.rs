@@ -209,16 +209,7 @@ async fn start_endpoint(latency: Duration, rate_limit: bool) -> (Shared, SocketA
         .route("/v2/bench/stream/{id}", get(on_stream))
         .route("/v2/bench/cancel/{id}", route_post(on_cancel))
         .with_state(endpoint.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the simulated RunPod endpoint");
-    let addr = listener.local_addr().expect("the endpoint's address");
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .await
-            .expect("the simulated RunPod endpoint runs");
-    });
-    (endpoint, addr)
+    (endpoint, serve_locally(router).await)
 }
 
 fn too_many_requests() -> Response {

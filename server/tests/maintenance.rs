@@ -112,17 +112,10 @@ async fn chores_remove_what_is_past_retention_and_nothing_else() {
     let storage = app.storage().await;
     let dataset = ready_dataset(&app, &client, "openai-chat.jsonl").await;
     let job = start_job(&app, &client, &dataset, 1).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        let body: Value = app.get_json(&client, &format!("/api/jobs/{job}")).await;
-        if body["data"]["job"]["status"] == "completed"
-            && !body["data"]["job"]["artifact_id"].is_null()
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    common::wait_for_job(&app, &client, &job, Duration::from_secs(180), |job| {
+        job["status"] == "completed" && !job["artifact_id"].is_null()
+    })
+    .await;
     let mut conn = admin(&app).await;
 
     // Finished tasks: only those past 7 days go.

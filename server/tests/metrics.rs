@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{TestApp, ready_dataset, start_job};
 use serde_json::Value;
@@ -69,16 +69,10 @@ async fn metrics_count_real_work_and_the_alert_rules_name_only_exported_metrics(
     assert_eq!(stream.status(), 200);
     let during = scrape(&app).await;
     assert_eq!(sample(&during, "lora_sse_streams_open", &[]), Some(1.0));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let body: Value = app.get_json(&client, &format!("/api/jobs/{job}")).await;
-        if body["data"]["job"]["status"] == "completed" {
-            break;
-        }
-        assert_ne!(body["data"]["job"]["status"], "failed", "{body}");
-        assert!(Instant::now() < deadline, "the job did not finish: {body}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    common::wait_for_job(&app, &client, &job, Duration::from_secs(180), |job| {
+        job["status"] == "completed"
+    })
+    .await;
     drop(stream);
     // Model finalization is the job's last task; let it finish.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -410,3 +410,18 @@ pub async fn create_job(client: &reqwest::Client, base: &str, body: &Value) -> u
         .and_then(|id| id.parse().ok())
         .expect("the job answer names its id")
 }
+
+/// Serves `router` on a free loopback port in this process (a simulated GPU backend); returns
+/// its address.
+pub async fn serve_locally(router: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the simulated endpoint");
+    let addr = listener.local_addr().expect("the endpoint's address");
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .await
+            .expect("the simulated endpoint runs");
+    });
+    addr
+}

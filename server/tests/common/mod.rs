@@ -657,6 +657,30 @@ pub async fn job_request(
     .await
 }
 
+/// Polls `GET /api/jobs/{job}` until `done` holds for its `data.job` (at most `within`); a job
+/// that fails instead is a test failure. Returns the last answer.
+pub async fn wait_for_job(
+    app: &TestApp,
+    client: &reqwest::Client,
+    job: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let body = app.get_json(client, &format!("/api/jobs/{job}")).await;
+        if done(&body["data"]["job"]) {
+            return body;
+        }
+        assert_ne!(body["data"]["job"]["status"], "failed", "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the job did not get there: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// A parsed SSE event.
 #[derive(Debug, Clone)]
 pub struct Sse {
