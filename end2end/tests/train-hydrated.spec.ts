@@ -134,9 +134,17 @@ test("a cancelled job's retry continues from its checkpoint, and the page says s
   // The checkpoint's step appears live while the job trains.
   await expect(page.locator(".job-checkpoint")).toContainText(/checkpoint at step \d+/, { timeout: 180_000 });
   page.once("dialog", (dialog) => dialog.accept());
+  const cancelAnswer = page.waitForResponse((r) => r.url().includes("/rpc/cancel_job"));
   await page.getByRole("button", { name: "Cancel job" }).click();
+  expect((await cancelAnswer).status()).toBe(200);
   const badge = page.locator(".job-status .badge");
-  await expect(badge).toHaveText("cancelled", { timeout: 60_000 });
+  // If the page never shows the end, say whether the job ended (the page missed it) or not.
+  await expect(badge)
+    .toHaveText("cancelled", { timeout: 60_000 })
+    .catch(async (error) => {
+      const job = await (await page.request.get(`/api/jobs/${id}`)).text();
+      throw new Error(`${error}\nthe job as the API sees it: ${job}`);
+    });
   const retryFrom = page.locator(".job-retry-from");
   await expect(retryFrom).toContainText(/Retry continues from the checkpoint at step \d+\./);
   const step = (await retryFrom.textContent())!.match(/step (\d+)/)![1];

@@ -399,6 +399,24 @@ impl JobView {
         self.apply(&record.event);
         self.last_event_id = self.last_event_id.max(record.id);
     }
+
+    /// Takes the status from a request's answer (a cancel's) unless the live stream has already
+    /// brought a newer event: the stream can deliver the job's end before the answer arrives,
+    /// and the answer must not turn a cancelled job back to running.
+    pub fn take_answer(&mut self, answer: &JobView) {
+        if answer.id != self.id {
+            return;
+        }
+        if answer.last_event_id >= self.last_event_id {
+            self.status = answer.status;
+            self.current_stage = answer.current_stage;
+            self.cancel_requested = answer.cancel_requested;
+            self.last_event_id = answer.last_event_id;
+        } else if !self.status.is_terminal() {
+            // A request to cancel is no event: newer progress does not carry it.
+            self.cancel_requested |= answer.cancel_requested;
+        }
+    }
 }
 
 /// Adds an event's point to a training curve kept in step order (metrics and eval events).
@@ -582,6 +600,60 @@ mod tests {
         events.push(stage(JobStage::Finalizing));
         events.push(status(JobStatus::Completed, JobStage::Completed, 100.0, 4));
         events
+    }
+
+    #[test]
+    fn a_cancels_answer_never_undoes_the_end_the_stream_brought_first() {
+        let record = |id: i64, job: &JobView, event: JobEvent| JobEventRecord {
+            id,
+            job_id: job.id,
+            user_id: Uuid::nil(),
+            event,
+            created_at: DateTime::<Utc>::default(),
+        };
+        let mut job = view();
+        job.follow(&record(
+            1,
+            &job,
+            status(JobStatus::Running, JobStage::Training, 10.0, 1),
+        ));
+        // The answer to the cancel, written after event 2 (the stage change it made).
+        let mut answer = job.clone();
+        answer.current_stage = JobStage::Cancelling;
+        answer.cancel_requested = true;
+        answer.last_event_id = 2;
+
+        // The answer first: it is the newest news.
+        let mut in_order = job.clone();
+        in_order.take_answer(&answer);
+        assert_eq!(in_order.current_stage, JobStage::Cancelling);
+        assert!(in_order.cancel_requested);
+
+        // Newer progress first: the job still runs, and the cancel is under way.
+        let mut progressed = job.clone();
+        progressed.follow(&record(3, &progressed, metrics(2, 2.0)));
+        progressed.take_answer(&answer);
+        assert_eq!(progressed.status, JobStatus::Running);
+        assert!(progressed.cancel_requested);
+        assert_eq!(progressed.last_event_id, 3);
+
+        // The stream first, up to the job's end: the late answer changes nothing.
+        job.follow(&record(2, &job, stage(JobStage::Cancelling)));
+        job.follow(&record(
+            3,
+            &job,
+            status(JobStatus::Cancelled, JobStage::Cancelled, 10.0, 1),
+        ));
+        let ended = job.clone();
+        job.take_answer(&answer);
+        assert_eq!(job, ended);
+        assert_eq!(job.status, JobStatus::Cancelled);
+        // Another job's answer is never taken.
+        let mut other = answer.clone();
+        other.id = Uuid::from_u128(7);
+        other.last_event_id = 99;
+        job.take_answer(&other);
+        assert_eq!(job, ended);
     }
 
     #[test]

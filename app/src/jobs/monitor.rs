@@ -148,11 +148,7 @@ fn Monitor(data: JobSnapshot) -> impl IntoView {
     let retry = Action::new(move |_: &()| retry_job(id));
     Effect::new(move || {
         if let Some(Ok(updated)) = cancel.value().get() {
-            job.update(|j| {
-                j.status = updated.status;
-                j.current_stage = updated.current_stage;
-                j.cancel_requested = updated.cancel_requested;
-            });
+            job.update(|j| j.take_answer(&updated));
         }
     });
     Effect::new(move || {
