@@ -20,7 +20,8 @@ ESBUILD_VERSION="0.25.0"
 PLAYWRIGHT_VERSION="1.65.1"
 SITE="$ROOT/target/site"
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each step with the time since the script started: where a first run's minutes go.
+log() { printf '\033[1m==> [%dm%02ds] %s\033[0m\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 
 install_apt() {
   local missing=()
