@@ -6,8 +6,21 @@
 # 1,000 subscribers × 50 events (target: p99 ≤ 250 ms) and 10,000 × 10 (target: RSS ≤ 200 MB).
 #
 #   scripts/bench/sse.sh [more bench_sse arguments, for both runs]
+#   scripts/bench/sse.sh --floor   the same two sizes on a bare axum SSE server (bench_sse_floor):
+#                                  what the connections cost without our stack
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$ROOT"
+
+if [ "${1:-}" = "--floor" ]; then
+  shift
+  log "building bench_sse_floor (release)"
+  cargo build --locked --release -p server --example bench_sse_floor
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+  for n in 1000 10000; do
+    "$CARGO_TARGET_DIR/release/examples/bench_sse_floor" --subscribers "$n" "$@"
+  done
+  exit 0
+fi
 
 prepare_bench bench_sse
 

@@ -221,17 +221,7 @@ impl Server {
 
     /// (VmRSS, VmHWM) in MB, from /proc/<pid>/status.
     pub fn memory_mb(&self) -> (f64, f64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|kb| kb.parse::<f64>().ok())
-                .map_or(0.0, |kb| kb / 1024.0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory_mb(self.pid)
     }
 
     /// CPU time (user + system) the server has used, in seconds, from /proc/<pid>/stat.
@@ -424,4 +414,18 @@ pub async fn serve_locally(router: axum::Router) -> std::net::SocketAddr {
             .expect("the simulated endpoint runs");
     });
     addr
+}
+
+/// A process's resident memory now and at its peak (VmRSS, VmHWM), in MB.
+pub fn memory_mb(pid: libc::pid_t) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
