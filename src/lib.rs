@@ -15,6 +15,7 @@ pub mod live;
 pub mod models;
 pub mod notifications;
 pub mod operations;
+pub mod raw_json;
 pub mod training;
 pub mod validation;
 pub mod webhooks;

@@ -51,7 +51,7 @@ pub async fn train_context(from_job: Option<Uuid>) -> Result<TrainingChoices, Ap
             .await
             .ok()
             .and_then(|job| {
-                let hyperparameters = serde_json::from_value(job.hyperparameters).ok()?;
+                let hyperparameters = job.hyperparameters.parse().ok()?;
                 let preset = serde_json::from_value(serde_json::Value::String(job.preset)).ok()?;
                 Some((
                     job.dataset_id,

@@ -2,7 +2,8 @@
 //! and a job's training curve.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Result;
@@ -16,7 +17,7 @@ struct ViewRow {
     dataset_name: Option<String>,
     base_model: String,
     preset: String,
-    hyperparameters: Value,
+    hyperparameters: Json<Box<RawValue>>,
     gpu_type: String,
     gpu_count: i32,
     backend: String,
@@ -29,13 +30,13 @@ struct ViewRow {
     estimated_total_cost: Option<f64>,
     budget_cap: Option<f64>,
     final_cost: Option<f64>,
-    estimate: Option<Value>,
+    estimate: Option<Json<Box<RawValue>>>,
     error_message: Option<String>,
     artifact_id: Option<Uuid>,
     created_at: DateTime<Utc>,
     error_code: Option<String>,
     current_epoch: Option<f64>,
-    current_metrics: Option<Value>,
+    current_metrics: Option<Json<Box<RawValue>>>,
     started_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
     estimated_completion_at: Option<DateTime<Utc>>,
@@ -55,7 +56,7 @@ impl From<ViewRow> for JobView {
             dataset_name: r.dataset_name,
             base_model: r.base_model,
             preset: r.preset,
-            hyperparameters: r.hyperparameters,
+            hyperparameters: r.hyperparameters.0.into(),
             gpu_type: r.gpu_type,
             gpu_count: r.gpu_count,
             backend: r.backend,
@@ -68,7 +69,7 @@ impl From<ViewRow> for JobView {
             estimated_total_cost: r.estimated_total_cost,
             budget_cap: r.budget_cap,
             final_cost: r.final_cost,
-            estimate: r.estimate,
+            estimate: r.estimate.map(|e| e.0.into()),
             error_message: r.error_message,
             artifact_id: r.artifact_id,
             created_at: r.created_at,
@@ -77,7 +78,7 @@ impl From<ViewRow> for JobView {
             // Unreadable (hand-edited) metrics are dropped rather than failing the page.
             current_metrics: r
                 .current_metrics
-                .and_then(|m| serde_json::from_value(m).ok()),
+                .and_then(|m| serde_json::from_str(m.0.get()).ok()),
             started_at: r.started_at,
             completed_at: r.completed_at,
             estimated_completion_at: r.estimated_completion_at,
@@ -103,13 +104,15 @@ async fn views(
     let statuses = statuses.map(JobStatus::names);
     let rows = sqlx::query_as!(
         ViewRow,
-        r#"SELECT j.id, j.dataset_id, d.name AS "dataset_name?", j.base_model, j.preset, j.hyperparameters,
+        r#"SELECT j.id, j.dataset_id, d.name AS "dataset_name?", j.base_model, j.preset,
+                  j.hyperparameters AS "hyperparameters: Json<Box<RawValue>>",
                   j.gpu_type, j.gpu_count, j.backend, j.status AS "status: JobStatus",
                   j.current_stage AS "current_stage: JobStage", j.progress, j.current_step, j.total_steps,
                   j.current_cost::float8 AS "current_cost!", j.estimated_total_cost::float8 AS estimated_total_cost,
-                  j.budget_cap::float8 AS budget_cap, j.final_cost::float8 AS final_cost, j.estimate,
+                  j.budget_cap::float8 AS budget_cap, j.final_cost::float8 AS final_cost,
+                  j.estimate AS "estimate: Json<Box<RawValue>>",
                   j.error_message, a.id AS "artifact_id?", j.created_at, j.error_code, j.current_epoch,
-                  j.current_metrics, j.started_at, j.completed_at, j.estimated_completion_at, j.retry_count,
+                  j.current_metrics AS "current_metrics: Json<Box<RawValue>>", j.started_at, j.completed_at, j.estimated_completion_at, j.retry_count,
                   j.execution_ms, j.cancel_requested_at, j.resumed_from_step, j.checkpoint_step,
                   (SELECT max(e.id) FROM job_events e WHERE e.job_id = j.id) AS last_event_id
              FROM training_jobs j
