@@ -12,6 +12,9 @@ if [ -n "${1:-}" ]; then
   exit
 fi
 install_worker_env
+# Chromium and playwright-core (end2end's packages), as scripts/test installs them.
+install_apt chromium
+[ -d end2end/node_modules/playwright-core ] || (cd end2end && npm ci --silent --no-audit --no-fund)
 build_site
 # The release server when ./scripts/run built one (server timings as deployed), else debug.
 BIN="$CARGO_TARGET_DIR/release/lora-pipeline"
