@@ -29,13 +29,6 @@ impl RawJson {
     }
 }
 
-impl Default for RawJson {
-    /// `{}`.
-    fn default() -> Self {
-        Self(RawValue::from_string("{}".to_owned()).expect("{} is JSON"))
-    }
-}
-
 /// Equal when the texts are: both sides of a comparison come from the same writer (PostgreSQL's
 /// JSONB output or serde_json), so equal values have equal texts.
 impl PartialEq for RawJson {
@@ -92,7 +85,7 @@ mod tests {
                 .unwrap(),
             value
         );
-        assert_ne!(raw, RawJson::default());
+        assert_ne!(raw, RawJson::of(&serde_json::json!({})).unwrap());
         assert!(serde_json::from_str::<RawJson>("{nope").is_err());
     }
 }

@@ -524,7 +524,7 @@ mod tests {
             dataset_name: None,
             base_model: "tiny-random-llama".into(),
             preset: "fast".into(),
-            hyperparameters: crate::raw_json::RawJson::default(),
+            hyperparameters: crate::raw_json::RawJson::of(&json!({})).unwrap(),
             gpu_type: "local".into(),
             gpu_count: 1,
             backend: "local".into(),
