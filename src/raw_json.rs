@@ -5,11 +5,12 @@
 //! was the largest share of the job list's CPU (BTreeMap inserts, string escaping, allocation);
 //! a [`RawJson`] keeps the text as PostgreSQL sent it and writes it out verbatim.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// A JSON value kept as its text.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct RawJson(Box<RawValue>);
 
 impl RawJson {
@@ -40,18 +41,6 @@ impl PartialEq for RawJson {
 impl From<Box<RawValue>> for RawJson {
     fn from(raw: Box<RawValue>) -> Self {
         Self(raw)
-    }
-}
-
-impl Serialize for RawJson {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for RawJson {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(deserializer).map(Self)
     }
 }
 
